@@ -119,7 +119,8 @@ def _sample(rng: np.random.Generator, num: int, lows: np.ndarray,
 
 def _evaluate(fn: Callable[[np.ndarray], Any], x: np.ndarray, name: str) -> np.ndarray:
   """Calls `fn(x)` with x `(N, n_var)` and returns float64 targets `(N, n_out)`."""
-  y = np.asarray(fn(x))
+  with np.errstate(all="ignore"):  # non-finite targets are reported below
+    y = np.asarray(fn(x))
   if np.iscomplexobj(y):
     if np.any(np.abs(y.imag) > 1e-12 * np.maximum(1.0, np.abs(y.real))):
       raise ValueError(f"dataset {name!r}: fn returned complex values")

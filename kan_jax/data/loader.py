@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Mapping
 from typing import Any
 
@@ -68,6 +69,11 @@ def load(data_config: Any) -> Dataset:
   )
   if kind == "expression":
     ranges = _get(data_config, "ranges", (-1.0, 1.0))
+    if isinstance(ranges, str):  # e.g. --config.data.ranges="(-2, 2)"
+      try:
+        ranges = ast.literal_eval(ranges)
+      except (ValueError, SyntaxError):
+        raise ValueError(f"data.ranges must be (low, high) or a list of pairs, got {ranges!r}") from None
     n_var = _get(data_config, "n_var")
     return expression_dataset(
         str(target), n_var=None if n_var is None else int(n_var), ranges=ranges, **common
