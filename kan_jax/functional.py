@@ -1,0 +1,297 @@
+"""Pure KAN layer math over a params pytree and a grid.
+
+A layer with ``n`` inputs and ``o`` outputs computes (SPEC.md)::
+
+    y_j = bias_j + sum_i mask_ij * phi_ij(x_i)
+    phi_ij(x) = w_base[i, j] * b(x) + w_spline[i, j] * sum_m coef[i, j, m] * B_m(x; grid_i)
+
+State of one layer:
+
+* ``params`` (trainable): ``coef (n, o, G + k)``, ``w_base (n, o)``, ``w_spline (n, o)``,
+  ``bias (o,)``.
+* ``grid (n, G + 2k + 1)``: knots per input (non-trainable).
+* ``mask (n, o)``: 1 for live edges, 0 for pruned ones (non-trainable).
+
+``apply`` is the fused path (basis computed once per input, a single contraction over
+``(input, basis)`` with the base branch folded in as one extra basis column); ``edge_apply`` is
+the reference written as a scalar edge function vmapped over every edge. They agree (tests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from kan_jax import bases, splines
+
+__all__ = [
+    "BASE_ACTIVATIONS",
+    "get_base_activation",
+    "init_layer",
+    "apply",
+    "edge_phi",
+    "edge_apply",
+    "spline_values",
+    "update_grid",
+    "refine",
+    "check_features",
+]
+
+Params = dict[str, jax.Array]
+
+BASE_ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "silu": jax.nn.silu,
+    "gelu": jax.nn.gelu,
+    "tanh": jnp.tanh,
+    "identity": lambda x: x,
+    "zero": jnp.zeros_like,
+}
+
+
+def get_base_activation(name: str) -> Callable[[jax.Array], jax.Array]:
+    """The base function ``b`` by name; ValueError naming the allowed values otherwise."""
+    if name not in BASE_ACTIVATIONS:
+        raise ValueError(f"base_activation must be one of {sorted(BASE_ACTIVATIONS)}, got {name!r}")
+    return BASE_ACTIVATIONS[name]
+
+
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def check_features(x: jax.Array, in_features: int) -> None:
+    """Raises ValueError if ``x``'s last axis is not ``in_features`` (static shapes only)."""
+    if x.ndim < 1 or x.shape[-1] != in_features:
+        raise ValueError(
+            f"KAN layer expects inputs with in_features={in_features} on the last axis, "
+            f"got shape {tuple(x.shape)} ({x.shape[-1] if x.ndim else 0} features)"
+        )
+
+
+def init_layer(
+    key: jax.Array,
+    in_features: int,
+    out_features: int,
+    *,
+    grid_size: int = 5,
+    spline_order: int = 3,
+    grid_range: Sequence[float] = (-1.0, 1.0),
+    basis: str = "bspline",
+    noise_scale: float = 0.3,
+    base_scale: float = 1.0,
+    param_dtype=jnp.float32,
+) -> tuple[Params, jax.Array, jax.Array]:
+    """pykan-style initialization of one layer.
+
+    Spline coefficients are small noise ``U(-1/2, 1/2) * noise_scale / G``, ``w_spline = 1``,
+    ``w_base ~ U(-1, 1) * base_scale / sqrt(in_features)``, ``bias = 0``, uniform grid, mask 1.
+
+    Args:
+      key: PRNG key.
+      in_features: ``n``.
+      out_features: ``o``.
+      grid_size: ``G``.
+      spline_order: ``k``.
+      grid_range: base interval ``(low, high)``.
+      basis: basis family name (see ``kan_jax.bases``).
+      noise_scale: scale of the initial spline noise.
+      base_scale: scale of the base weights.
+      param_dtype: dtype of params, grid and mask.
+
+    Returns:
+      ``(params, grid (n, G + 2k + 1), mask (n, o))``.
+    """
+    _check_positive_int("in_features", in_features)
+    _check_positive_int("out_features", out_features)
+    lo, hi = splines.validate_grid_args(grid_size=grid_size, spline_order=spline_order, grid_range=grid_range)
+    family = bases.get_basis(basis)
+    n_basis = family.n_basis(grid_size, spline_order)
+    k_coef, k_base = jax.random.split(key)
+    coef = (jax.random.uniform(k_coef, (in_features, out_features, n_basis), param_dtype) - 0.5) * (
+        noise_scale / grid_size
+    )
+    w_base = jax.random.uniform(k_base, (in_features, out_features), param_dtype, -1.0, 1.0) * (
+        base_scale / np.sqrt(in_features)
+    )
+    params = {
+        "coef": coef,
+        "w_base": w_base,
+        "w_spline": jnp.ones((in_features, out_features), param_dtype),
+        "bias": jnp.zeros((out_features,), param_dtype),
+    }
+    knots = splines.uniform_knots(grid_size, spline_order, (lo, hi), dtype=param_dtype)
+    grid = jnp.broadcast_to(knots, (in_features, knots.shape[0]))
+    mask = jnp.ones((in_features, out_features), param_dtype)
+    return params, grid, mask
+
+
+def _compute_dtype(dtype, *arrays):
+    return jnp.dtype(dtype) if dtype is not None else jnp.result_type(*arrays)
+
+
+def apply(
+    params: Params,
+    grid: jax.Array,
+    mask: jax.Array,
+    x: jax.Array,
+    *,
+    order: int,
+    basis: str = "bspline",
+    base_activation: str = "silu",
+    dtype=None,
+) -> jax.Array:
+    """Fused layer forward.
+
+    Args:
+      params: layer params (see module docstring).
+      grid: ``(n, K)`` knots.
+      mask: ``(n, o)``.
+      x: ``(..., n)`` inputs.
+      order: spline order ``k``.
+      basis: basis family name.
+      base_activation: name of ``b``.
+      dtype: computation dtype (default: the inputs' and params' result type). Low-precision
+        dtypes (bfloat16, float16) accumulate the contraction in float32.
+
+    Returns:
+      ``(..., o)`` outputs in the computation dtype.
+    """
+    check_features(x, params["coef"].shape[0])
+    cdt = _compute_dtype(dtype, x, params["coef"])
+    x = x.astype(cdt)
+    feats = jnp.concatenate(
+        [get_base_activation(base_activation)(x)[..., None], bases.get_basis(basis).evaluate(x, grid.astype(cdt), order)],
+        axis=-1,
+    )  # (..., n, 1 + m)
+    m = mask.astype(cdt)
+    weights = jnp.concatenate(
+        [(params["w_base"].astype(cdt) * m)[..., None], params["coef"].astype(cdt) * (params["w_spline"].astype(cdt) * m)[..., None]],
+        axis=-1,
+    )  # (n, o, 1 + m)
+    acc = jnp.float32 if jnp.finfo(cdt).bits < 32 else cdt
+    y = jnp.einsum("...nm,nom->...o", feats, weights, preferred_element_type=acc)
+    return (y + params["bias"].astype(acc)).astype(cdt)
+
+
+def edge_phi(x_i, coef_ij, w_base_ij, w_spline_ij, knots_i, *, order: int, basis: str = "bspline", base_activation: str = "silu"):
+    """One edge's activation ``phi_ij(x_i)`` for a scalar ``x_i``.
+
+    Args:
+      x_i: scalar input.
+      coef_ij: ``(n_basis,)``.
+      w_base_ij, w_spline_ij: scalars.
+      knots_i: ``(K,)``.
+
+    Returns:
+      Scalar ``w_base * b(x) + w_spline * sum_m coef_m B_m(x)``.
+    """
+    b = bases.get_basis(basis).evaluate(x_i[None], knots_i[None], order)[0]
+    return w_base_ij * get_base_activation(base_activation)(x_i) + w_spline_ij * jnp.dot(b, coef_ij)
+
+
+def edge_apply(
+    params: Params,
+    grid: jax.Array,
+    mask: jax.Array,
+    x: jax.Array,
+    *,
+    order: int,
+    basis: str = "bspline",
+    base_activation: str = "silu",
+    dtype=None,
+) -> jax.Array:
+    """Per-edge reference: ``edge_phi`` vmapped over batch, inputs and outputs, times the mask.
+
+    Args:
+      x: ``(batch, n)``.
+
+    Returns:
+      ``(batch, n, o)`` edge activations ``mask_ij * phi_ij(x_i)``; their sum over axis 1 plus
+      ``bias`` equals ``apply``.
+    """
+    check_features(x, params["coef"].shape[0])
+    cdt = _compute_dtype(dtype, x, params["coef"])
+    p = jax.tree.map(lambda a: a.astype(cdt), params)
+    phi = lambda xi, c, wb, ws, t: edge_phi(xi, c, wb, ws, t, order=order, basis=basis, base_activation=base_activation)
+    over_out = jax.vmap(phi, in_axes=(None, 0, 0, 0, None))
+    over_in = jax.vmap(over_out, in_axes=(0, 0, 0, 0, 0))
+    over_batch = jax.vmap(over_in, in_axes=(0, None, None, None, None))
+    vals = over_batch(x.astype(cdt), p["coef"], p["w_base"], p["w_spline"], grid.astype(cdt))
+    return vals * mask.astype(cdt)
+
+
+def spline_values(params: Params, grid: jax.Array, x: jax.Array, *, order: int, basis: str = "bspline") -> jax.Array:
+    """``(batch, n, o)`` spline parts ``sum_m coef_ijm B_m(x_i)`` (no weights, no mask)."""
+    b = bases.get_basis(basis).evaluate(x, grid.astype(x.dtype), order)
+    return jnp.einsum("bnm,nom->bno", b, params["coef"].astype(b.dtype))
+
+
+def update_grid(
+    params: Params, grid: jax.Array, x: jax.Array, *, order: int, grid_eps: float = 0.02, basis: str = "bspline"
+) -> tuple[Params, jax.Array]:
+    """Adapts the grid to the samples ``x`` and refits the splines to keep the function.
+
+    The new grid follows ``splines.adaptive_knots`` (same ``G``); coefficients are the
+    least-squares fit of the old splines evaluated on the samples.
+
+    Args:
+      x: ``(batch, n)`` samples that reach this layer.
+
+    Returns:
+      ``(params, grid)`` with the same shapes and dtypes.
+    """
+    check_features(x, params["coef"].shape[0])
+    y = spline_values(params, grid, x, order=order, basis=basis)
+    grid_size = grid.shape[-1] - 2 * order - 1
+    new_grid = splines.adaptive_knots(x, grid_size, order, grid_eps=grid_eps).astype(grid.dtype)
+    coef = splines.fit_coef(x, y, new_grid, order).astype(params["coef"].dtype)
+    return {**params, "coef": coef}, new_grid
+
+
+def refine(
+    params: Params, grid: jax.Array, new_grid_size: int, x: jax.Array | None = None, *, order: int
+) -> tuple[Params, jax.Array]:
+    """Grid extension: the same splines on a grid of ``new_grid_size`` intervals.
+
+    The new grid follows the old one (``splines.refine_knots``). When it is nested in the old one
+    (``new_grid_size`` a multiple of ``G``) the coefficients come from exact knot insertion
+    (Boehm): the function is unchanged to float rounding. Otherwise they are the least-squares fit
+    of the old splines on the samples ``x`` (or, without samples, on points spread densely over
+    the base interval).
+
+    Runs on the host (shapes change); not jit-able.
+
+    Args:
+      new_grid_size: ``G'``.
+      x: optional ``(batch, n)`` samples that reach this layer.
+
+    Returns:
+      ``(params, grid)`` with ``coef (n, o, G' + k)`` and ``grid (n, G' + 2k + 1)``.
+    """
+    _check_positive_int("new_grid_size", new_grid_size)
+    new_grid = splines.refine_knots(grid, order, new_grid_size)
+    if splines.is_nested(grid, new_grid):
+        coef = splines.insert_knots(grid, params["coef"], new_grid, order)
+    else:
+        if x is None:
+            x = _dense_points(np.asarray(grid, np.float64), new_grid, order)
+        else:
+            check_features(x, params["coef"].shape[0])
+        xs = jnp.asarray(x, grid.dtype)
+        y = spline_values(params, grid, xs, order=order)
+        coef = splines.fit_coef(xs, y, jnp.asarray(new_grid, grid.dtype), order)
+    return (
+        {**params, "coef": jnp.asarray(coef, params["coef"].dtype)},
+        jnp.asarray(new_grid, grid.dtype),
+    )
+
+
+def _dense_points(grid: np.ndarray, new_grid: np.ndarray, order: int) -> np.ndarray:
+    """``(n_points, n)`` points spread over each input's base interval, dense in both grids."""
+    lo, hi = grid[:, order], grid[:, -order - 1]
+    n_pts = 16 * (grid.shape[1] + new_grid.shape[1])
+    return np.linspace(lo, hi, n_pts, endpoint=False) + 0.5 * (hi - lo) / n_pts

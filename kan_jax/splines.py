@@ -1,0 +1,291 @@
+"""Pure B-spline math: knots, basis, evaluation, least-squares fits, grid update and refinement.
+
+Conventions (see SPEC.md):
+
+* A grid of ``G`` intervals of order ``k`` is an increasing knot vector of ``G + 2k + 1``
+  knots: the ``G + 1`` knots of the base interval ``[t[k], t[G + k]]`` plus ``k`` extension
+  knots on each side. It carries ``G + k`` basis functions.
+* Knots are stored per input, shape ``(n, n_knots)``; coefficients per edge, shape
+  ``(n, out, n_basis)`` with ``n_basis = n_knots - order - 1``.
+
+Everything here is a pure function of arrays, safe under ``jit``, ``vmap`` and ``grad``,
+except the host-side helpers ``insert_knots`` / ``refine_knots`` whose output shape depends
+on the knot count (they run on concrete arrays, in float64 NumPy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "uniform_knots",
+    "bspline_basis",
+    "spline_eval",
+    "fit_coef",
+    "adaptive_knots",
+    "refine_knots",
+    "is_nested",
+    "insert_knots",
+    "validate_grid_args",
+]
+
+
+def validate_grid_args(*, grid_size, spline_order, grid_range) -> tuple[float, float]:
+    """Checks grid hyperparameters; returns ``grid_range`` as a float pair.
+
+    Raises:
+      ValueError: naming the argument and the allowed values.
+    """
+    if isinstance(grid_size, bool) or not isinstance(grid_size, (int, np.integer)) or grid_size < 1:
+        raise ValueError(f"grid_size must be an integer >= 1, got {grid_size!r}")
+    if isinstance(spline_order, bool) or not isinstance(spline_order, (int, np.integer)) or spline_order < 0:
+        raise ValueError(f"spline_order must be an integer >= 0, got {spline_order!r}")
+    try:
+        lo, hi = (float(v) for v in grid_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"grid_range must be a pair (low, high) of floats with low < high, got {grid_range!r}") from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise ValueError(f"grid_range must be a pair (low, high) of finite floats with low < high, got {grid_range!r}")
+    return lo, hi
+
+
+def uniform_knots(grid_size: int, order: int, grid_range: Sequence[float] = (-1.0, 1.0), *, dtype=None) -> jax.Array:
+    """Uniform extended knot vector.
+
+    Args:
+      grid_size: number of intervals ``G`` of the base interval ``grid_range``.
+      order: spline order ``k`` (3 = cubic); ``k`` extra knots are added on each side.
+      grid_range: ``(low, high)`` of the base interval.
+      dtype: knot dtype (default: JAX's default float).
+
+    Returns:
+      Knots of shape ``(G + 2k + 1,)``.
+    """
+    lo, hi = validate_grid_args(grid_size=grid_size, spline_order=order, grid_range=grid_range)
+    h = (hi - lo) / grid_size
+    idx = jnp.arange(-order, grid_size + order + 1, dtype=dtype or jnp.result_type(float))
+    return lo + idx * h
+
+
+def _safe_inv(d):
+    """1/d where d > 0, else 0 (gradient-safe)."""
+    pos = d > 0
+    return jnp.where(pos, 1.0 / jnp.where(pos, d, 1.0), 0.0)
+
+
+def bspline_basis(x: jax.Array, knots: jax.Array, order: int) -> jax.Array:
+    """B-spline basis functions by the Cox-de Boor recursion.
+
+    Basis function ``m`` equals ``scipy.interpolate.BSpline.basis_element(knots[m:m+order+2],
+    extrapolate=False)`` (its NaN outside the support read as 0), for any non-decreasing knots.
+    Intervals are half open, ``[t_m, t_{m+1})``.
+
+    Args:
+      x: inputs of shape ``(..., n)``.
+      knots: one increasing knot vector per input, shape ``(n, n_knots)``.
+      order: spline order ``k >= 0``.
+
+    Returns:
+      Basis values of shape ``(..., n, n_knots - order - 1)``.
+    """
+    t = jnp.asarray(knots)
+    x = jnp.asarray(x)[..., None]  # (..., n, 1)
+    t = t.astype(jnp.result_type(x.dtype, t.dtype))
+    x = x.astype(t.dtype)
+    b = ((x >= t[:, :-1]) & (x < t[:, 1:])).astype(t.dtype)  # (..., n, K-1)
+    for p in range(1, order + 1):
+        t_lo = t[:, : -(p + 1)]  # t_m
+        t_lo_p = t[:, p:-1]  # t_{m+p}
+        t_hi = t[:, p + 1 :]  # t_{m+p+1}
+        t_hi_1 = t[:, 1:-p]  # t_{m+1}
+        left = (x - t_lo) * _safe_inv(t_lo_p - t_lo) * b[..., :-1]
+        right = (t_hi - x) * _safe_inv(t_hi - t_hi_1) * b[..., 1:]
+        b = left + right
+    return b
+
+
+def spline_eval(x: jax.Array, knots: jax.Array, coef: jax.Array, order: int) -> jax.Array:
+    """Evaluates one spline per (input, output) edge.
+
+    Args:
+      x: ``(..., n)`` inputs.
+      knots: ``(n, n_knots)``.
+      coef: ``(n, out, n_basis)``.
+      order: spline order.
+
+    Returns:
+      ``(..., n, out)``: ``spline_ij(x_i)``.
+    """
+    basis = bspline_basis(x, knots, order)
+    return jnp.einsum("...nm,nom->...no", basis, coef.astype(basis.dtype))
+
+
+def fit_coef(x: jax.Array, y: jax.Array, knots: jax.Array, order: int, *, ridge: float = 1e-8) -> jax.Array:
+    """Least-squares spline coefficients, per input, for every output (numerically stable).
+
+    Solves ``min_c ||B c - y||^2 + ridge * ||c||^2`` per input with an SVD-based ``lstsq`` on the
+    augmented system ``[B; sqrt(ridge) I] c = [y; 0]`` (no normal equations). The ridge keeps
+    basis functions that no sample reaches at (near) zero instead of undefined.
+
+    Args:
+      x: samples ``(batch, n)``.
+      y: targets ``(batch, n, out)``.
+      knots: ``(n, n_knots)``.
+      order: spline order.
+      ridge: Tikhonov weight, relative to the mean squared basis value.
+
+    Returns:
+      Coefficients ``(n, out, n_basis)``.
+    """
+    basis = bspline_basis(x, knots, order)  # (batch, n, m)
+    basis = jnp.moveaxis(basis, 1, 0)  # (n, batch, m)
+    y = jnp.moveaxis(jnp.asarray(y, basis.dtype), 1, 0)  # (n, batch, out)
+    m = basis.shape[-1]
+    scale = jnp.sqrt(ridge * jnp.mean(basis**2, axis=(1, 2), keepdims=True))  # (n, 1, 1)
+    a = jnp.concatenate([basis, scale * jnp.eye(m, dtype=basis.dtype)[None]], axis=1)
+    b = jnp.concatenate([y, jnp.zeros((y.shape[0], m, y.shape[2]), y.dtype)], axis=1)
+    coef = jax.vmap(lambda a_, b_: jnp.linalg.lstsq(a_, b_)[0])(a, b)  # (n, m, out)
+    return jnp.swapaxes(coef, 1, 2)
+
+
+def adaptive_knots(x: jax.Array, grid_size: int, order: int, *, grid_eps: float = 0.02) -> jax.Array:
+    """Grid adapted to samples (pykan's convention), extended by ``order`` knots per side.
+
+    The base grid is ``grid_eps * uniform + (1 - grid_eps) * quantiles`` over each input's sample
+    range: ``grid_eps=1`` is uniform, ``0`` pure quantiles. Extension knots continue with the mean
+    spacing ``(max - min) / grid_size``.
+
+    Args:
+      x: samples ``(batch, n)``.
+      grid_size: ``G``.
+      order: ``k``.
+      grid_eps: mixing weight in ``[0, 1]``.
+
+    Returns:
+      Knots ``(n, G + 2k + 1)``.
+    """
+    if not 0.0 <= grid_eps <= 1.0:
+        raise ValueError(f"grid_eps must be in [0, 1], got {grid_eps!r}")
+    x = jnp.asarray(x)
+    q = jnp.linspace(0.0, 1.0, grid_size + 1, dtype=x.dtype)
+    quant = jnp.quantile(x, q, axis=0).T  # (n, G+1)
+    lo, hi = quant[:, :1], quant[:, -1:]
+    # A constant input gets a small non-degenerate interval around its value.
+    half = jnp.where(hi - lo > 0, 0.0, jnp.maximum(jnp.abs(lo), 1.0) * 1e-3)
+    lo, hi = lo - half, hi + half
+    quant = jnp.clip(quant, lo, hi)
+    unif = lo + (hi - lo) * q
+    base = grid_eps * unif + (1.0 - grid_eps) * quant
+    base = base.at[:, 0].set(lo[:, 0]).at[:, -1].set(hi[:, 0])
+    h = (hi - lo) / grid_size
+    ext = jnp.arange(1, order + 1, dtype=x.dtype)
+    left = lo - h * ext[::-1]
+    right = hi + h * ext
+    return jnp.concatenate([left, base, right], axis=1)
+
+
+# --------------------------------------------------------------------------- refinement (host side)
+
+
+def refine_knots(knots, order: int, new_grid_size: int) -> np.ndarray:
+    """Knots of a finer (or coarser) grid that follows the shape of ``knots``.
+
+    Inner knot ``j`` of the new grid sits at index ``j * G / G'`` of the old base knots
+    (piecewise-linear in the index), so a uniform grid stays uniform and an adaptive one keeps its
+    density; when ``G'`` is a multiple of ``G`` every old base knot is kept (nested grids).
+    Extension knots continue with the old end spacings scaled by ``G / G'``.
+
+    Args:
+      knots: ``(n, G + 2k + 1)``.
+      order: ``k``.
+      new_grid_size: ``G'``.
+
+    Returns:
+      ``(n, G' + 2k + 1)`` float64 NumPy array.
+    """
+    t = np.asarray(knots, dtype=np.float64)
+    g = t.shape[-1] - 2 * order - 1
+    base = t[:, order : order + g + 1]
+    pos = np.arange(new_grid_size + 1) * (g / new_grid_size)
+    new_base = np.stack([np.interp(pos, np.arange(g + 1), row) for row in base])
+    h_left = (t[:, order] - t[:, 0]) / max(order, 1) * g / new_grid_size
+    h_right = (t[:, -1] - t[:, -order - 1]) / max(order, 1) * g / new_grid_size
+    ext = np.arange(1, order + 1)
+    left = new_base[:, :1] - h_left[:, None] * ext[::-1]
+    right = new_base[:, -1:] + h_right[:, None] * ext
+    return np.concatenate([left, new_base, right], axis=1)
+
+
+def is_nested(knots, new_knots, *, rtol: float = 1e-9) -> bool:
+    """Whether every old knot inside the new knot span ``[new_knots[0], new_knots[-1]]`` is a new knot.
+
+    Then the old spline restricted to the new base interval lies exactly in the new spline space,
+    and ``insert_knots`` rewrites it without error.
+    """
+    t = np.asarray(knots, dtype=np.float64)
+    s = np.asarray(new_knots, dtype=np.float64)
+    for row_t, row_s in zip(t, s):
+        tol = rtol * max(1.0, float(np.abs(row_s).max()))
+        inside = row_t[(row_t > row_s[0] + tol) & (row_t < row_s[-1] - tol)]
+        if inside.size and np.abs(inside[:, None] - row_s[None, :]).min(axis=1).max() > tol:
+            return False
+    return True
+
+
+def _boehm_insert(t: np.ndarray, c: np.ndarray, u: float, order: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inserts knot ``u`` into knots ``t`` (K,) with coefficients ``c`` (out, K-k-1) (Boehm 1980)."""
+    mu = int(np.searchsorted(t, u, side="right")) - 1
+    k = order
+    new_c = np.empty((c.shape[0], c.shape[1] + 1), c.dtype)
+    new_c[:, : mu - k + 1] = c[:, : mu - k + 1]
+    for i in range(mu - k + 1, mu + 1):
+        den = t[i + k] - t[i]
+        alpha = (u - t[i]) / den if den > 0 else 0.0
+        new_c[:, i] = alpha * c[:, i] + (1.0 - alpha) * c[:, i - 1]
+    new_c[:, mu + 1 :] = c[:, mu:]
+    return np.insert(t, mu + 1, u), new_c
+
+
+def insert_knots(knots, coef, new_knots, order: int, *, rtol: float = 1e-9) -> np.ndarray:
+    """Exact change to a finer knot vector by Boehm knot insertion.
+
+    Every knot of ``new_knots`` missing from ``knots`` is inserted (the old vector is first padded
+    by ``order`` zero-coefficient basis functions per side, so insertion is exact on the whole old
+    span ``[knots[0], knots[-1]]``); the coefficients of the new basis are then read off. The
+    result equals the old spline on ``[new_knots[k], new_knots[-k-1]]`` to float rounding.
+
+    Args:
+      knots: ``(n, K)``.
+      coef: ``(n, out, K - k - 1)``.
+      new_knots: ``(n, K')``, with ``is_nested(knots, new_knots)`` and its span inside the old one.
+      order: ``k``.
+
+    Returns:
+      ``(n, out, K' - k - 1)`` float64 NumPy coefficients.
+
+    Raises:
+      ValueError: if the knot vectors are not nested.
+    """
+    if not is_nested(knots, new_knots, rtol=rtol):
+        raise ValueError("insert_knots: new_knots must contain every old knot inside its span (nested grids)")
+    t_all = np.asarray(knots, dtype=np.float64)
+    c_all = np.asarray(coef, dtype=np.float64)
+    s_all = np.asarray(new_knots, dtype=np.float64)
+    k = order
+    out = []
+    for t, c, s in zip(t_all, c_all, s_all):
+        tol = rtol * max(1.0, float(np.abs(s).max()))
+        if s[0] < t[0] - tol or s[-1] > t[-1] + tol:
+            raise ValueError("insert_knots: new_knots must lie within the old knot span")
+        tt = np.concatenate([t[0] - (t[1] - t[0]) * np.arange(k, 0, -1), t, t[-1] + (t[-1] - t[-2]) * np.arange(1, k + 1)])
+        cc = np.pad(c, ((0, 0), (k, k)))
+        for u in s:
+            if np.abs(tt - u).min() > tol:
+                tt, cc = _boehm_insert(tt, cc, u, k)
+        first = int(np.argmin(np.abs(tt - s[0])))
+        out.append(cc[:, first : first + s.shape[0] - k - 1])
+    return np.stack(out)
