@@ -1,0 +1,709 @@
+"""Pure symbolic-fitting math for KAN edges.
+
+This module holds the numerical core of KAN symbolic regression (Liu et al.,
+2024, Sec. 2.5.1): given samples ``(x, y)`` of one learned edge activation,
+find the best affine-wrapped library function
+
+    y ~= c * f(a * x + b) + d
+
+and rank library functions by accuracy and simplicity. It is independent of
+the network modules (it imports only jax, numpy and sympy); the network
+integration lives in :mod:`kan_jax.symbolic`.
+
+Contents:
+
+* :class:`SymbolicFunction` and the default library :data:`SYMBOLIC_LIB`
+  (an immutable ordered mapping ``name -> SymbolicFunction``), plus
+  :func:`register_symbolic` to build extended libraries.
+* :func:`fit_affine` / :func:`fit_affine_all`: vectorized, chunked grid search
+  over ``(a, b)`` with closed-form ``r^2`` and least squares for ``(c, d)``.
+* :func:`symbolic_scores`, :func:`suggest_symbolic`,
+  :func:`suggest_symbolic_batch`: pykan-style ranking.
+* :func:`to_sympy` and :func:`round_constants`: formulas out.
+
+Library design: libraries are plain immutable mappings. Nothing here mutates
+global state; :func:`register_symbolic` always returns a *new* mapping, and
+every function that needs a library takes it as the keyword ``lib``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import types
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import sympy
+
+__all__ = [
+    "SymbolicFunction",
+    "SYMBOLIC_LIB",
+    "register_symbolic",
+    "fit_affine",
+    "fit_affine_all",
+    "symbolic_scores",
+    "SymbolicCandidate",
+    "suggest_symbolic",
+    "suggest_symbolic_batch",
+    "to_sympy",
+    "round_constants",
+]
+
+# Guard used by the singular library functions: inputs are kept at least this
+# far from a singularity, so outputs stay finite (|1/x| <= 1/EPS, ...).
+GUARD_EPS = 1e-4
+# exp() arguments are clipped here so that exp, and squares of it summed over
+# thousands of samples, stay finite in float32.
+_EXP_MAX = 30.0
+
+
+# ---------------------------------------------------------------------------
+# Library
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SymbolicFunction:
+    """One entry of a symbolic library.
+
+    Attributes:
+      name: Library key, e.g. ``"sin"`` or ``"x^2"``.
+      jax_fn: Elementwise jnp function ``(...,) -> (...,)``. Must return finite
+        values for every finite input (singular functions clip/guard their
+        input); should be jit- and vmap-safe.
+      sympy_fn: Callable on a sympy expression returning the plain
+        mathematical function, e.g. ``sympy.sin``.
+      complexity: Integer cost used by the simplicity-vs-accuracy ranking.
+      domain: Optional ``(low, high)`` interval of the mathematical function's
+        natural domain (``None`` means the whole real line); outside it
+        ``jax_fn`` is a guarded continuation, not the math function.
+    """
+
+    name: str
+    jax_fn: Callable[[jax.Array], jax.Array]
+    sympy_fn: Callable[[Any], Any]
+    complexity: int
+    domain: tuple[float, float] | None = None
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.jax_fn(x)
+
+
+def _safe_abs_floor(x: jax.Array, eps: float = GUARD_EPS) -> jax.Array:
+    """``sign(x) * max(|x|, eps)`` with sign(0) := +1: never closer to 0 than eps."""
+    s = jnp.where(x >= 0, 1.0, -1.0).astype(x.dtype)
+    return s * jnp.maximum(jnp.abs(x), eps)
+
+
+def _inv(x):
+    return 1.0 / _safe_abs_floor(x)
+
+
+def _inv2(x):
+    return 1.0 / jnp.maximum(x * x, GUARD_EPS**2)
+
+
+def _sqrt(x):
+    # Double-where keeps both the value and the gradient finite at x <= 0.
+    pos = x > 0
+    return jnp.where(pos, jnp.sqrt(jnp.where(pos, x, 1.0)), 0.0)
+
+
+def _exp(x):
+    return jnp.exp(jnp.minimum(x, _EXP_MAX))
+
+
+def _log(x):
+    return jnp.log(jnp.maximum(x, GUARD_EPS))
+
+
+def _tan(x):
+    return jnp.sin(x) / _safe_abs_floor(jnp.cos(x))
+
+
+def _arcsin(x):
+    return jnp.arcsin(jnp.clip(x, -1.0, 1.0))
+
+
+def _arctanh(x):
+    lim = 1.0 - 1e-6
+    return jnp.arctanh(jnp.clip(x, -lim, lim))
+
+
+def _sgn(x):
+    return jnp.sign(x)
+
+
+def _gaussian(x):
+    return jnp.exp(-(x * x))
+
+
+def _zero(x):
+    return jnp.zeros_like(x)
+
+
+def _make_lib() -> Mapping[str, SymbolicFunction]:
+    inf = math.inf
+    entries = [
+        SymbolicFunction("x", lambda x: x, lambda x: x, 1),
+        SymbolicFunction("x^2", lambda x: x**2, lambda x: x**2, 2),
+        SymbolicFunction("x^3", lambda x: x**3, lambda x: x**3, 3),
+        SymbolicFunction("x^4", lambda x: x**4, lambda x: x**4, 3),
+        SymbolicFunction("x^5", lambda x: x**5, lambda x: x**5, 3),
+        SymbolicFunction("1/x", _inv, lambda x: 1 / x, 2, domain=(-inf, inf)),
+        SymbolicFunction("1/x^2", _inv2, lambda x: 1 / x**2, 2),
+        SymbolicFunction("sqrt", _sqrt, sympy.sqrt, 2, domain=(0.0, inf)),
+        SymbolicFunction("exp", _exp, sympy.exp, 2),
+        SymbolicFunction("log", _log, sympy.log, 2, domain=(0.0, inf)),
+        SymbolicFunction("sin", jnp.sin, sympy.sin, 2),
+        SymbolicFunction("cos", jnp.cos, sympy.cos, 2),
+        SymbolicFunction("tan", _tan, sympy.tan, 3),
+        SymbolicFunction("tanh", jnp.tanh, sympy.tanh, 3),
+        SymbolicFunction("abs", jnp.abs, sympy.Abs, 3),
+        SymbolicFunction("sgn", _sgn, sympy.sign, 3),
+        SymbolicFunction("arcsin", _arcsin, sympy.asin, 4, domain=(-1.0, 1.0)),
+        SymbolicFunction("arctan", jnp.arctan, sympy.atan, 4),
+        SymbolicFunction("arctanh", _arctanh, sympy.atanh, 4, domain=(-1.0, 1.0)),
+        SymbolicFunction("gaussian", _gaussian, lambda x: sympy.exp(-(x**2)), 3),
+        SymbolicFunction("0", _zero, lambda x: sympy.Integer(0), 0),
+    ]
+    return types.MappingProxyType({e.name: e for e in entries})
+
+
+SYMBOLIC_LIB: Mapping[str, SymbolicFunction] = _make_lib()
+"""Default library: an immutable ordered mapping ``name -> SymbolicFunction``."""
+
+
+def register_symbolic(
+    name: str,
+    jax_fn: Callable[[jax.Array], jax.Array],
+    sympy_fn: Callable[[Any], Any],
+    complexity: int,
+    *,
+    lib: Mapping[str, SymbolicFunction] | None = None,
+    domain: tuple[float, float] | None = None,
+) -> Mapping[str, SymbolicFunction]:
+    """Returns a new library with ``name`` added (or replaced).
+
+    Neither :data:`SYMBOLIC_LIB` nor the passed ``lib`` is modified: libraries
+    are immutable values, so pass the returned mapping explicitly wherever a
+    ``lib=`` keyword is accepted.
+
+    Args:
+      name: Key of the new entry.
+      jax_fn: Elementwise jnp function; it should return finite values for all
+        finite inputs (guard singularities yourself).
+      sympy_fn: Callable on a sympy expression (the plain math function).
+      complexity: Integer complexity used in ranking.
+      lib: Base library (default :data:`SYMBOLIC_LIB`).
+      domain: Optional natural domain ``(low, high)``.
+
+    Returns:
+      An immutable ordered mapping ``name -> SymbolicFunction``; a new name is
+      appended at the end, an existing one keeps its position.
+
+    Example:
+      >>> lib = register_symbolic("softplus", jax.nn.softplus,
+      ...     lambda x: sympy.log(1 + sympy.exp(x)), 3)
+      >>> "softplus" in lib, "softplus" in SYMBOLIC_LIB
+      (True, False)
+    """
+    base = SYMBOLIC_LIB if lib is None else lib
+    new = dict(base)
+    new[name] = SymbolicFunction(name, jax_fn, sympy_fn, int(complexity), domain)
+    return types.MappingProxyType(new)
+
+
+def _resolve_fn(fn, lib=None) -> Callable[[jax.Array], jax.Array]:
+    if isinstance(fn, str):
+        return (SYMBOLIC_LIB if lib is None else lib)[fn].jax_fn
+    if isinstance(fn, SymbolicFunction):
+        return fn.jax_fn
+    return fn
+
+
+# ---------------------------------------------------------------------------
+# Affine fitting
+# ---------------------------------------------------------------------------
+
+
+def _centered_r2(f: jax.Array, yc: jax.Array, vy: jax.Array) -> jax.Array:
+    """Squared correlation of ``f`` with the centered target, guarded.
+
+    Args:
+      f: Candidate feature values ``(..., N)``.
+      yc: Centered target ``(..., N)``, broadcastable against ``f``.
+      vy: Target variance ``(...,)`` (mean of ``yc**2``).
+
+    Returns:
+      ``r2`` of shape ``(...)`` in ``[0, 1]``; 0 for (numerically) constant
+      ``f`` or ``y`` and for non-finite ``f``.
+    """
+    eps = jnp.finfo(f.dtype).eps
+    # Scale-invariant: normalize by max |f| so squares cannot overflow.
+    scale = jnp.max(jnp.abs(f), axis=-1, keepdims=True)
+    scale = jnp.where(scale > 0, scale, 1.0)
+    fn = f / scale
+    mf = jnp.mean(fn, axis=-1, keepdims=True)
+    fc = fn - mf
+    vf = jnp.mean(fc * fc, axis=-1)
+    cov = jnp.mean(fc * yc, axis=-1)
+    # Variation below the rounding noise of the values is "constant".
+    floor = (16 * eps) ** 2 * jnp.maximum(jnp.squeeze(mf, -1) ** 2, 1e-30)
+    ok = (vf > floor) & (vy > 0)
+    r2 = cov * cov / jnp.where(ok, vf * vy, 1.0)
+    r2 = jnp.where(ok & jnp.isfinite(r2), r2, 0.0)
+    return jnp.clip(r2, 0.0, 1.0)
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "fn", "a_range", "b_range", "grid_number", "iterations", "chunk_size",
+        "search_samples",
+    ),
+)
+def _fit_affine_jit(
+    x, y, *, fn, a_range, b_range, grid_number, iterations, chunk_size, search_samples
+):
+    dtype = jnp.result_type(x.dtype, y.dtype, jnp.float32)
+    x = x.astype(dtype)
+    y = y.astype(dtype)
+    e = x.shape[0]
+    g = grid_number
+    total = g * g
+    c = min(chunk_size, total)
+    n_chunks = -(-total // c)
+
+    my = jnp.mean(y, axis=-1, keepdims=True)
+    yc = y - my
+    vy = jnp.mean(yc * yc, axis=-1)  # (E,)
+
+    # The grid search sees an evenly strided subset of S <= N samples.
+    n = x.shape[1]
+    if search_samples is not None and search_samples < n:
+        sub = np.round(np.linspace(0, n - 1, search_samples)).astype(np.int32)
+        xs, ys = x[:, sub], y[:, sub]
+        ysc = ys - jnp.mean(ys, axis=-1, keepdims=True)
+    else:
+        xs, ysc = x, yc
+    vys = jnp.mean(ysc * ysc, axis=-1)
+
+    def search(lo_a, step_a, lo_b, step_b):
+        """One grid search; lo/step of shape (E,). Returns best (ia, ib)."""
+
+        def body(carry, k):
+            best_r2, best_idx = carry
+            idx = k * c + jnp.arange(c, dtype=jnp.int32)  # (C,)
+            valid = idx < total
+            ia = (idx // g).astype(dtype)
+            ib = (idx % g).astype(dtype)
+            a = lo_a[:, None] + ia[None, :] * step_a[:, None]  # (E, C)
+            b = lo_b[:, None] + ib[None, :] * step_b[:, None]
+            # (E, C, S); the barrier keeps XLA from re-evaluating fn in each
+            # of the reductions below.
+            f = jax.lax.optimization_barrier(
+                fn(a[:, :, None] * xs[:, None, :] + b[:, :, None])
+            )
+            r2 = _centered_r2(f, ysc[:, None, :], vys[:, None])  # (E, C)
+            r2 = jnp.where(valid[None, :], r2, -1.0)
+            j = jnp.argmax(r2, axis=1)
+            r2_j = jnp.take_along_axis(r2, j[:, None], axis=1)[:, 0]
+            better = r2_j > best_r2
+            best_r2 = jnp.where(better, r2_j, best_r2)
+            best_idx = jnp.where(better, idx[j], best_idx)
+            return (best_r2, best_idx), None
+
+        init = (jnp.full((e,), -2.0, dtype), jnp.zeros((e,), jnp.int32))
+        (_, best_idx), _ = jax.lax.scan(
+            body, init, jnp.arange(n_chunks, dtype=jnp.int32)
+        )
+        return best_idx // g, best_idx % g
+
+    def zoom(lo, step, i):
+        lo_new = lo + jnp.maximum(i - 1, 0).astype(dtype) * step
+        hi_new = lo + jnp.minimum(i + 1, g - 1).astype(dtype) * step
+        return lo_new, (hi_new - lo_new) / (g - 1)
+
+    def round_(state, _):
+        lo_a, step_a, lo_b, step_b = state
+        ia, ib = search(lo_a, step_a, lo_b, step_b)
+        a = lo_a + ia.astype(dtype) * step_a
+        b = lo_b + ib.astype(dtype) * step_b
+        lo_a, step_a = zoom(lo_a, step_a, ia)
+        lo_b, step_b = zoom(lo_b, step_b, ib)
+        return (lo_a, step_a, lo_b, step_b), (a, b)
+
+    def full(v):
+        return jnp.full((e,), v, dtype)
+
+    init = (
+        full(a_range[0]),
+        full((a_range[1] - a_range[0]) / (g - 1)),
+        full(b_range[0]),
+        full((b_range[1] - b_range[0]) / (g - 1)),
+    )
+    _, (a_hist, b_hist) = jax.lax.scan(round_, init, None, length=iterations)
+    a, b = a_hist[-1], b_hist[-1]
+
+    # Closed-form least squares of y on [f, 1].
+    f = fn(a[:, None] * x + b[:, None])  # (E, N)
+    mf = jnp.mean(f, axis=-1, keepdims=True)
+    fc = f - mf
+    vf = jnp.mean(fc * fc, axis=-1)
+    cov = jnp.mean(fc * yc, axis=-1)
+    eps = jnp.finfo(dtype).eps
+    ok = (vf > (16 * eps) ** 2 * jnp.maximum(mf[:, 0] ** 2, 1e-30)) & jnp.isfinite(vf)
+    cc = jnp.where(ok, cov / jnp.where(ok, vf, 1.0), 0.0)
+    dd = my[:, 0] - cc * jnp.where(ok, mf[:, 0], 0.0)
+    r2 = _centered_r2(f, yc, vy)
+    params = jnp.stack([a, b, cc, dd], axis=-1)
+    return params, r2
+
+
+def fit_affine(
+    x: jax.Array,
+    y: jax.Array,
+    fn: Callable[[jax.Array], jax.Array] | SymbolicFunction | str,
+    *,
+    a_range: tuple[float, float] = (-10.0, 10.0),
+    b_range: tuple[float, float] = (-10.0, 10.0),
+    grid_number: int = 101,
+    iterations: int = 3,
+    chunk_size: int = 128,
+    search_samples: int | None = 128,
+) -> tuple[jax.Array, jax.Array]:
+    """Fits ``y ~= c * fn(a * x + b) + d`` independently for every edge.
+
+    Method (after pykan's ``fit_params``): a ``grid_number x grid_number``
+    grid over ``(a, b)`` is searched; each candidate is scored by the ``r^2``
+    of the best linear fit of ``y`` on ``fn(a x + b)``, which in closed form is
+    the squared correlation (0 when either side has zero variance). The best
+    candidate's neighbouring grid cells become the next, finer grid; there are
+    ``iterations`` searches in total (the first on the full ranges). Finally
+    ``(c, d)`` come from closed-form least squares.
+
+    The candidates are evaluated ``chunk_size`` at a time inside a
+    ``lax.scan`` that keeps only a running best, so the largest temporary is
+    about ``chunk_size * E * S`` floats (``S = min(N, search_samples)``),
+    independent of ``grid_number``.
+
+    Args:
+      x: Inputs ``(E, N)``: ``E`` edges, ``N`` samples each (a 1-D ``(N,)``
+        input is treated as ``E = 1`` and the leading axis is dropped on
+        output).
+      y: Targets ``(E, N)``.
+      fn: Elementwise jnp function, a :class:`SymbolicFunction`, or a name in
+        :data:`SYMBOLIC_LIB`. It is a static (hashed) jit argument.
+      a_range: Initial search interval of ``a``.
+      b_range: Initial search interval of ``b``.
+      grid_number: Grid points per axis (>= 2).
+      iterations: Number of grid searches (>= 1), each zoomed on the last.
+      chunk_size: Candidates evaluated per scan step.
+      search_samples: The grid search scores candidates on at most this many
+        evenly strided samples per edge (``None``: all ``N``); ``(c, d)`` and
+        the returned ``r2`` always use all samples. This bounds the search
+        cost at ``iterations * grid_number**2 * E * S`` evaluations.
+
+    Returns:
+      ``(params, r2)``: ``params`` ``(E, 4)`` holding ``[a, b, c, d]`` and
+      ``r2`` ``(E,)`` the coefficient of determination of the final fit.
+
+    Example:
+      >>> x = jnp.linspace(-1, 1, 200)[None]
+      >>> params, r2 = fit_affine(x, 3 * jnp.sin(2 * x + 1) - 1, jnp.sin)
+    """
+    if grid_number < 2 or iterations < 1 or chunk_size < 1:
+        raise ValueError("need grid_number >= 2, iterations >= 1, chunk_size >= 1")
+    x = jnp.asarray(x)
+    y = jnp.asarray(y)
+    squeeze = x.ndim == 1
+    if squeeze:
+        x, y = x[None], y[None]
+    if x.shape != y.shape or x.ndim != 2:
+        raise ValueError(f"x and y must both be (E, N); got {x.shape}, {y.shape}")
+    params, r2 = _fit_affine_jit(
+        x,
+        y,
+        fn=_resolve_fn(fn),
+        a_range=(float(a_range[0]), float(a_range[1])),
+        b_range=(float(b_range[0]), float(b_range[1])),
+        grid_number=int(grid_number),
+        iterations=int(iterations),
+        chunk_size=int(chunk_size),
+        search_samples=None if search_samples is None else int(search_samples),
+    )
+    if squeeze:
+        return params[0], r2[0]
+    return params, r2
+
+
+@functools.partial(jax.jit, static_argnames=("fns", "kwargs"))
+def _fit_affine_all_jit(x, y, *, fns, kwargs):
+    kw = dict(kwargs)
+    outs = [_fit_affine_jit(x, y, fn=f, **kw) for f in fns]
+    params = jnp.stack([p for p, _ in outs], axis=1)
+    r2 = jnp.stack([r for _, r in outs], axis=1)
+    return params, r2
+
+
+def fit_affine_all(
+    x: jax.Array,
+    y: jax.Array,
+    lib: Mapping[str, SymbolicFunction] | None = None,
+    *,
+    a_range: tuple[float, float] = (-10.0, 10.0),
+    b_range: tuple[float, float] = (-10.0, 10.0),
+    grid_number: int = 101,
+    iterations: int = 3,
+    chunk_size: int = 128,
+    search_samples: int | None = 128,
+) -> tuple[jax.Array, jax.Array]:
+    """Runs :func:`fit_affine` for every function of a library, in one jit.
+
+    The functions are fitted one after another inside a single compiled
+    program, so peak temporary memory is that of one :func:`fit_affine`.
+
+    Args:
+      x: Inputs ``(E, N)``.
+      y: Targets ``(E, N)``.
+      lib: Library mapping (default :data:`SYMBOLIC_LIB`); ``F = len(lib)``,
+        in the library's order.
+      a_range, b_range, grid_number, iterations, chunk_size, search_samples: As in
+        :func:`fit_affine`.
+
+    Returns:
+      ``(params, r2)`` of shapes ``(E, F, 4)`` and ``(E, F)``.
+    """
+    lib = SYMBOLIC_LIB if lib is None else lib
+    x = jnp.asarray(x)
+    y = jnp.asarray(y)
+    if x.shape != y.shape or x.ndim != 2:
+        raise ValueError(f"x and y must both be (E, N); got {x.shape}, {y.shape}")
+    kwargs = (
+        ("a_range", (float(a_range[0]), float(a_range[1]))),
+        ("b_range", (float(b_range[0]), float(b_range[1]))),
+        ("grid_number", int(grid_number)),
+        ("iterations", int(iterations)),
+        ("chunk_size", int(chunk_size)),
+        ("search_samples", None if search_samples is None else int(search_samples)),
+    )
+    fns = tuple(s.jax_fn for s in lib.values())
+    return _fit_affine_all_jit(x, y, fns=fns, kwargs=kwargs)
+
+
+# ---------------------------------------------------------------------------
+# Ranking
+# ---------------------------------------------------------------------------
+
+# r2 -> accuracy bits: -log2(1 - r2 + R2_TINY); with r2 in [0, 1] this lies in
+# [~0, log2(1/R2_TINY) ~= 16.6], i.e. it is capped.
+R2_TINY = 1e-5
+
+
+def symbolic_scores(r2, complexity, *, weight_simple: float = 0.8):
+    """pykan-style score (higher is better) of candidate fits.
+
+    ``score = (1 - weight_simple) * bits(r2) - weight_simple * complexity``
+    with ``bits(r2) = -log2(1 - clip(r2, 0, 1) + 1e-5)``, so bits is capped at
+    ``log2(1e5) ~= 16.6`` for a perfect fit and is 0 for ``r2 = 0``. This is
+    the negation of pykan's ``total_loss`` with ``r2_loss = log2(1 + 1e-5 -
+    r2)`` and ``c_loss = complexity``. With the default ``weight_simple=0.8``
+    one unit of complexity is worth 4 bits (a 16x smaller ``1 - r2``); note
+    the zero function scores exactly 0.
+
+    Args:
+      r2: ``(..., F)`` coefficients of determination.
+      complexity: ``(F,)`` complexities.
+      weight_simple: In ``[0, 1]``; 0 ranks by accuracy only.
+
+    Returns:
+      Scores of shape ``(..., F)`` (numpy float64).
+    """
+    r2 = np.clip(np.nan_to_num(np.asarray(r2, np.float64), nan=0.0), 0.0, 1.0)
+    bits = -np.log2(1.0 - r2 + R2_TINY)
+    return (1.0 - weight_simple) * bits - weight_simple * np.asarray(complexity, np.float64)
+
+
+class SymbolicCandidate(NamedTuple):
+    """One ranked fit: ``y ~= c * lib[name](a * x + b) + d``.
+
+    Attributes:
+      name: Library key.
+      params: ``(4,)`` numpy array ``[a, b, c, d]``.
+      r2: Coefficient of determination of the fit.
+      complexity: The library complexity of ``name``.
+      score: :func:`symbolic_scores` value (higher is better).
+    """
+
+    name: str
+    params: np.ndarray
+    r2: float
+    complexity: int
+    score: float
+
+
+def _rank(params, r2, names, complexity, *, topk, weight_simple, r2_threshold):
+    scores = symbolic_scores(r2, complexity, weight_simple=weight_simple)
+    order = np.argsort(-scores, kind="stable")
+    out = []
+    for f in order:
+        if r2[f] < r2_threshold:
+            continue
+        out.append(
+            SymbolicCandidate(
+                names[f], np.asarray(params[f]), float(r2[f]), int(complexity[f]),
+                float(scores[f]),
+            )
+        )
+        if len(out) == topk:
+            break
+    return out
+
+
+def suggest_symbolic_batch(
+    x: jax.Array,
+    y: jax.Array,
+    *,
+    lib: Mapping[str, SymbolicFunction] | None = None,
+    topk: int = 5,
+    weight_simple: float = 0.8,
+    r2_threshold: float = 0.0,
+    **fit_kwargs,
+) -> list[list[SymbolicCandidate]]:
+    """Ranks library functions for many edges at once.
+
+    Args:
+      x: Inputs ``(E, N)``.
+      y: Targets ``(E, N)``.
+      lib: Library (default :data:`SYMBOLIC_LIB`).
+      topk: Candidates kept per edge.
+      weight_simple: Simplicity weight of :func:`symbolic_scores`.
+      r2_threshold: Candidates with a lower ``r2`` are dropped.
+      **fit_kwargs: Forwarded to :func:`fit_affine_all` (``a_range``,
+        ``grid_number``, ...).
+
+    Returns:
+      ``E`` lists of up to ``topk`` :class:`SymbolicCandidate`, best first.
+    """
+    lib = SYMBOLIC_LIB if lib is None else lib
+    params, r2 = fit_affine_all(x, y, lib, **fit_kwargs)
+    params, r2 = np.asarray(params), np.asarray(r2)
+    names = list(lib.keys())
+    complexity = np.array([s.complexity for s in lib.values()])
+    return [
+        _rank(params[e], r2[e], names, complexity, topk=topk,
+              weight_simple=weight_simple, r2_threshold=r2_threshold)
+        for e in range(params.shape[0])
+    ]
+
+
+def suggest_symbolic(
+    x: jax.Array,
+    y: jax.Array,
+    *,
+    lib: Mapping[str, SymbolicFunction] | None = None,
+    topk: int = 5,
+    weight_simple: float = 0.8,
+    r2_threshold: float = 0.0,
+    **fit_kwargs,
+) -> list[SymbolicCandidate]:
+    """Ranks library functions for one edge.
+
+    Args:
+      x: Inputs ``(N,)``.
+      y: Targets ``(N,)``.
+      lib, topk, weight_simple, r2_threshold, **fit_kwargs: As in
+        :func:`suggest_symbolic_batch`.
+
+    Returns:
+      Up to ``topk`` :class:`SymbolicCandidate`, best (highest score) first.
+
+    Example:
+      >>> x = jnp.linspace(-2, 2, 300)
+      >>> suggest_symbolic(x, jnp.sin(3 * x), topk=1)[0].name
+      'sin'
+    """
+    x = jnp.asarray(x)
+    y = jnp.asarray(y)
+    if x.ndim != 1 or x.shape != y.shape:
+        raise ValueError(f"x and y must both be (N,); got {x.shape}, {y.shape}")
+    return suggest_symbolic_batch(
+        x[None], y[None], lib=lib, topk=topk, weight_simple=weight_simple,
+        r2_threshold=r2_threshold, **fit_kwargs,
+    )[0]
+
+
+# ---------------------------------------------------------------------------
+# Formulas
+# ---------------------------------------------------------------------------
+
+
+def to_sympy(
+    name: str,
+    params: Sequence[float] | np.ndarray,
+    x_sym: Any,
+    *,
+    lib: Mapping[str, SymbolicFunction] | None = None,
+) -> sympy.Expr:
+    """The sympy expression ``c * f(a * x + b) + d`` of a fitted edge.
+
+    Args:
+      name: Library key of ``f``.
+      params: ``(4,)`` ``[a, b, c, d]``.
+      x_sym: A sympy expression (usually a Symbol) to substitute for ``x``.
+      lib: Library (default :data:`SYMBOLIC_LIB`).
+
+    Returns:
+      A sympy expression with float coefficients (see :func:`round_constants`).
+    """
+    lib = SYMBOLIC_LIB if lib is None else lib
+    a, b, c, d = (sympy.Float(float(v)) for v in np.asarray(params, np.float64))
+    return c * lib[name].sympy_fn(a * x_sym + b) + d
+
+
+def _snap_float(v: float, digits: int, snap_tol: float) -> sympy.Expr:
+    tol = snap_tol * max(1.0, abs(v))
+    r = round(v)
+    if abs(v - r) <= tol:
+        return sympy.Integer(r)
+    for q in range(2, 13):
+        p = round(v * q)
+        if abs(v - p / q) <= tol:
+            return sympy.Rational(p, q)
+    for q in (1, 2, 3, 4, 6):
+        p = round(v * q / math.pi)
+        if p != 0 and abs(v - p * math.pi / q) <= tol:
+            return sympy.Rational(p, q) * sympy.pi
+    rounded = round(v, digits)
+    if rounded == 0:
+        return sympy.Integer(0)
+    return sympy.Float(rounded)
+
+
+def round_constants(expr: sympy.Expr, *, digits: int = 4, snap_tol: float = 1e-4) -> sympy.Expr:
+    """Rounds the float constants of an expression, snapping simple values.
+
+    Each float ``v`` is replaced by the first of these within
+    ``snap_tol * max(1, |v|)``: an integer, a rational ``p/q`` with
+    ``q <= 12``, a multiple ``p*pi/q`` with ``q in {1, 2, 3, 4, 6}``;
+    otherwise it is rounded to ``digits`` decimal places (0 if that rounds to
+    zero). E.g. ``3.14159 -> pi``, ``2.0000001 -> 2``, ``0.4999999 -> 1/2``.
+
+    Args:
+      expr: A sympy expression.
+      digits: Decimal places kept for floats that are not snapped.
+      snap_tol: Relative snapping tolerance.
+
+    Returns:
+      The expression with constants replaced (sympy re-simplifies products
+      such as ``1*x`` automatically).
+    """
+    expr = sympy.sympify(expr)
+    repl = {f: _snap_float(float(f), digits, snap_tol) for f in expr.atoms(sympy.Float)}
+    return expr.xreplace(repl)
