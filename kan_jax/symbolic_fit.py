@@ -127,7 +127,11 @@ def _tan(x):
 
 
 def _arcsin(x):
-    return jnp.arcsin(jnp.clip(x, -1.0, 1.0))
+    # Exact on [-1, 1], constant +-pi/2 outside; double-where keeps grads finite.
+    inside = jnp.abs(x) < 1
+    return jnp.where(
+        inside, jnp.arcsin(jnp.where(inside, x, 0.0)), jnp.sign(x) * (jnp.pi / 2)
+    )
 
 
 def _arctanh(x):
