@@ -82,6 +82,12 @@ class SymbolicFunction:
       domain: Optional ``(low, high)`` interval of the mathematical function's
         natural domain (``None`` means the whole real line); outside it
         ``jax_fn`` is a guarded continuation, not the math function.
+      search_fn: Optional cheaper stand-in for ``jax_fn`` (same values to
+        ~1e-6) used only to rank grid-search candidates in
+        :func:`fit_affine`; the final fit always uses ``jax_fn``. The default
+        library sets it for sin/cos/tan/arcsin/arctan/arctanh, whose XLA CPU kernels
+        are scalar library calls, with polynomial versions that vectorize
+        (about 10x faster on CPU).
     """
 
     name: str
@@ -89,6 +95,7 @@ class SymbolicFunction:
     sympy_fn: Callable[[Any], Any]
     complexity: int
     domain: tuple[float, float] | None = None
+    search_fn: Callable[[jax.Array], jax.Array] | None = None
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.jax_fn(x)
@@ -139,6 +146,63 @@ def _arctanh(x):
     return jnp.arctanh(jnp.clip(x, -lim, lim))
 
 
+# --- Vectorizable polynomial trig (search-only stand-ins) -------------------
+
+# pi/2 split in three parts (Cody-Waite) for an accurate float32 reduction.
+_PIO2_1 = 1.5703125
+_PIO2_2 = 4.837512969970703125e-4
+_PIO2_3 = 7.549789954891882e-8
+
+
+def _sin_quadrant(x, shift):
+    """sin(x + shift * pi/2) via reduction to |r| <= pi/4 and Taylor series."""
+    x = jnp.clip(x, -1e5, 1e5)
+    k = jnp.floor(x * (2 / math.pi) + 0.5)
+    r = ((x - k * _PIO2_1) - k * _PIO2_2) - k * _PIO2_3
+    r2 = r * r
+    sin_r = r + r * r2 * (-1 / 6 + r2 * (1 / 120 + r2 * (-1 / 5040 + r2 * (1 / 362880))))
+    cos_r = 1 + r2 * (-0.5 + r2 * (1 / 24 + r2 * (-1 / 720 + r2 * (1 / 40320))))
+    q = k.astype(jnp.int32) + shift
+    val = jnp.where((q & 1) == 0, sin_r, cos_r)
+    return jnp.where((q & 2) == 0, val, -val)
+
+
+def _fast_sin(x):
+    return _sin_quadrant(x, 0)
+
+
+def _fast_cos(x):
+    return _sin_quadrant(x, 1)
+
+
+def _fast_tan(x):
+    return _fast_sin(x) / _safe_abs_floor(_fast_cos(x))
+
+
+def _fast_arctan(x):
+    ax = jnp.abs(x)
+    big = ax > 1
+    z = jnp.where(big, 1 / jnp.where(big, ax, 1.0), ax)  # in [0, 1]
+    # atan(z) = 2 atan(z / (1 + sqrt(1 + z^2))), applied twice: |t| <= 0.2.
+    z = z / (1 + jnp.sqrt(1 + z * z))
+    t = z / (1 + jnp.sqrt(1 + z * z))
+    t2 = t * t
+    at = 4 * t * (1 + t2 * (-1 / 3 + t2 * (1 / 5 + t2 * (-1 / 7 + t2 * (1 / 9 - t2 / 11)))))
+    at = jnp.where(big, math.pi / 2 - at, at)
+    return jnp.sign(x) * at
+
+
+def _fast_arcsin(x):
+    xc = jnp.clip(x, -1.0, 1.0)
+    return 2 * _fast_arctan(xc / (1 + jnp.sqrt(jnp.maximum(1 - xc * xc, 0.0))))
+
+
+def _fast_arctanh(x):
+    lim = 1.0 - 1e-6
+    xc = jnp.clip(x, -lim, lim)
+    return 0.5 * (jnp.log1p(xc) - jnp.log1p(-xc))
+
+
 def _sgn(x):
     return jnp.sign(x)
 
@@ -164,15 +228,20 @@ def _make_lib() -> Mapping[str, SymbolicFunction]:
         SymbolicFunction("sqrt", _sqrt, sympy.sqrt, 2, domain=(0.0, inf)),
         SymbolicFunction("exp", _exp, sympy.exp, 2),
         SymbolicFunction("log", _log, sympy.log, 2, domain=(0.0, inf)),
-        SymbolicFunction("sin", jnp.sin, sympy.sin, 2),
-        SymbolicFunction("cos", jnp.cos, sympy.cos, 2),
-        SymbolicFunction("tan", _tan, sympy.tan, 3),
+        SymbolicFunction("sin", jnp.sin, sympy.sin, 2, search_fn=_fast_sin),
+        SymbolicFunction("cos", jnp.cos, sympy.cos, 2, search_fn=_fast_cos),
+        SymbolicFunction("tan", _tan, sympy.tan, 3, search_fn=_fast_tan),
         SymbolicFunction("tanh", jnp.tanh, sympy.tanh, 3),
         SymbolicFunction("abs", jnp.abs, sympy.Abs, 3),
         SymbolicFunction("sgn", _sgn, sympy.sign, 3),
-        SymbolicFunction("arcsin", _arcsin, sympy.asin, 4, domain=(-1.0, 1.0)),
-        SymbolicFunction("arctan", jnp.arctan, sympy.atan, 4),
-        SymbolicFunction("arctanh", _arctanh, sympy.atanh, 4, domain=(-1.0, 1.0)),
+        SymbolicFunction(
+            "arcsin", _arcsin, sympy.asin, 4, domain=(-1.0, 1.0), search_fn=_fast_arcsin
+        ),
+        SymbolicFunction("arctan", jnp.arctan, sympy.atan, 4, search_fn=_fast_arctan),
+        SymbolicFunction(
+            "arctanh", _arctanh, sympy.atanh, 4, domain=(-1.0, 1.0),
+            search_fn=_fast_arctanh,
+        ),
         SymbolicFunction("gaussian", _gaussian, lambda x: sympy.exp(-(x**2)), 3),
         SymbolicFunction("0", _zero, lambda x: sympy.Integer(0), 0),
     ]
@@ -191,6 +260,7 @@ def register_symbolic(
     *,
     lib: Mapping[str, SymbolicFunction] | None = None,
     domain: tuple[float, float] | None = None,
+    search_fn: Callable[[jax.Array], jax.Array] | None = None,
 ) -> Mapping[str, SymbolicFunction]:
     """Returns a new library with ``name`` added (or replaced).
 
@@ -206,6 +276,8 @@ def register_symbolic(
       complexity: Integer complexity used in ranking.
       lib: Base library (default :data:`SYMBOLIC_LIB`).
       domain: Optional natural domain ``(low, high)``.
+      search_fn: Optional fast stand-in for the grid search (see
+        :class:`SymbolicFunction`).
 
     Returns:
       An immutable ordered mapping ``name -> SymbolicFunction``; a new name is
@@ -219,16 +291,19 @@ def register_symbolic(
     """
     base = SYMBOLIC_LIB if lib is None else lib
     new = dict(base)
-    new[name] = SymbolicFunction(name, jax_fn, sympy_fn, int(complexity), domain)
+    new[name] = SymbolicFunction(
+        name, jax_fn, sympy_fn, int(complexity), domain, search_fn=search_fn
+    )
     return types.MappingProxyType(new)
 
 
-def _resolve_fn(fn, lib=None) -> Callable[[jax.Array], jax.Array]:
+def _resolve_fn(fn, lib=None):
+    """-> (jax_fn, search_fn) for a name, SymbolicFunction or plain callable."""
     if isinstance(fn, str):
-        return (SYMBOLIC_LIB if lib is None else lib)[fn].jax_fn
+        fn = (SYMBOLIC_LIB if lib is None else lib)[fn]
     if isinstance(fn, SymbolicFunction):
-        return fn.jax_fn
-    return fn
+        return fn.jax_fn, fn.search_fn or fn.jax_fn
+    return fn, fn
 
 
 # ---------------------------------------------------------------------------
@@ -268,12 +343,13 @@ def _centered_r2(f: jax.Array, yc: jax.Array, vy: jax.Array) -> jax.Array:
 @functools.partial(
     jax.jit,
     static_argnames=(
-        "fn", "a_range", "b_range", "grid_number", "iterations", "chunk_size",
-        "search_samples",
+        "fn", "search_fn", "a_range", "b_range", "grid_number", "iterations",
+        "chunk_size", "search_samples",
     ),
 )
 def _fit_affine_jit(
-    x, y, *, fn, a_range, b_range, grid_number, iterations, chunk_size, search_samples
+    x, y, *, fn, search_fn, a_range, b_range, grid_number, iterations, chunk_size,
+    search_samples,
 ):
     dtype = jnp.result_type(x.dtype, y.dtype, jnp.float32)
     x = x.astype(dtype)
@@ -312,7 +388,7 @@ def _fit_affine_jit(
             # (E, C, S); the barrier keeps XLA from re-evaluating fn in each
             # of the reductions below.
             f = jax.lax.optimization_barrier(
-                fn(a[:, :, None] * xs[:, None, :] + b[:, :, None])
+                search_fn(a[:, :, None] * xs[:, None, :] + b[:, :, None])
             )
             r2 = _centered_r2(f, ysc[:, None, :], vys[:, None])  # (E, C)
             r2 = jnp.where(valid[None, :], r2, -1.0)
@@ -431,10 +507,12 @@ def fit_affine(
         x, y = x[None], y[None]
     if x.shape != y.shape or x.ndim != 2:
         raise ValueError(f"x and y must both be (E, N); got {x.shape}, {y.shape}")
+    jax_fn, search_fn = _resolve_fn(fn)
     params, r2 = _fit_affine_jit(
         x,
         y,
-        fn=_resolve_fn(fn),
+        fn=jax_fn,
+        search_fn=search_fn,
         a_range=(float(a_range[0]), float(a_range[1])),
         b_range=(float(b_range[0]), float(b_range[1])),
         grid_number=int(grid_number),
@@ -450,7 +528,7 @@ def fit_affine(
 @functools.partial(jax.jit, static_argnames=("fns", "kwargs"))
 def _fit_affine_all_jit(x, y, *, fns, kwargs):
     kw = dict(kwargs)
-    outs = [_fit_affine_jit(x, y, fn=f, **kw) for f in fns]
+    outs = [_fit_affine_jit(x, y, fn=f, search_fn=g, **kw) for f, g in fns]
     params = jnp.stack([p for p, _ in outs], axis=1)
     r2 = jnp.stack([r for _, r in outs], axis=1)
     return params, r2
@@ -497,7 +575,7 @@ def fit_affine_all(
         ("chunk_size", int(chunk_size)),
         ("search_samples", None if search_samples is None else int(search_samples)),
     )
-    fns = tuple(s.jax_fn for s in lib.values())
+    fns = tuple(_resolve_fn(s) for s in lib.values())
     return _fit_affine_all_jit(x, y, fns=fns, kwargs=kwargs)
 
 
