@@ -19,6 +19,7 @@ the reference written as a scalar edge function vmapped over every edge. They ag
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import jax
@@ -133,6 +134,7 @@ def _compute_dtype(dtype, *arrays):
     return jnp.dtype(dtype) if dtype is not None else jnp.result_type(*arrays)
 
 
+@functools.partial(jax.jit, static_argnames=("order", "basis", "base_activation", "dtype"))
 def apply(
     params: Params,
     grid: jax.Array,
@@ -193,6 +195,7 @@ def edge_phi(x_i, coef_ij, w_base_ij, w_spline_ij, knots_i, *, order: int, basis
     return w_base_ij * get_base_activation(base_activation)(x_i) + w_spline_ij * jnp.dot(b, coef_ij)
 
 
+@functools.partial(jax.jit, static_argnames=("order", "basis", "base_activation", "dtype"))
 def edge_apply(
     params: Params,
     grid: jax.Array,
@@ -224,12 +227,14 @@ def edge_apply(
     return vals * mask.astype(cdt)
 
 
+@functools.partial(jax.jit, static_argnames=("order", "basis"))
 def spline_values(params: Params, grid: jax.Array, x: jax.Array, *, order: int, basis: str = "bspline") -> jax.Array:
     """``(batch, n, o)`` spline parts ``sum_m coef_ijm B_m(x_i)`` (no weights, no mask)."""
     b = bases.get_basis(basis).evaluate(x, grid.astype(x.dtype), order)
     return jnp.einsum("bnm,nom->bno", b, params["coef"].astype(b.dtype))
 
 
+@functools.partial(jax.jit, static_argnames=("order", "grid_eps", "basis"))
 def update_grid(
     params: Params, grid: jax.Array, x: jax.Array, *, order: int, grid_eps: float = 0.02, basis: str = "bspline"
 ) -> tuple[Params, jax.Array]:
@@ -291,7 +296,8 @@ def refine(
 
 
 def _dense_points(grid: np.ndarray, new_grid: np.ndarray, order: int) -> np.ndarray:
-    """``(n_points, n)`` points spread over each input's base interval, dense in both grids."""
-    lo, hi = grid[:, order], grid[:, -order - 1]
+    """``(n_points, n)`` points spread over the shared base interval, dense in both grids."""
+    lo = np.maximum(grid[:, order], new_grid[:, order])
+    hi = np.minimum(grid[:, -order - 1], new_grid[:, -order - 1])
     n_pts = 16 * (grid.shape[1] + new_grid.shape[1])
     return np.linspace(lo, hi, n_pts, endpoint=False) + 0.5 * (hi - lo) / n_pts

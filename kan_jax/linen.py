@@ -8,7 +8,7 @@ Same math as the NNX modules (``kan_jax.functional``). Trainable arrays live in 
     variables = model.init(jax.random.key(0), x)          # {"params": ..., "grid": ...}
     y = model.apply(variables, x)
     variables = kan_jax.linen.update_grid(model, variables, x)   # adapt the grids to x
-    variables = kan_jax.linen.refine(model, variables, 10, x)    # grid extension to G=10
+    model, variables = kan_jax.linen.refine(model, variables, 10, x)  # grid extension to G=10
 """
 
 from __future__ import annotations
@@ -161,10 +161,11 @@ def update_grid(model: KAN, variables, x, *, grid_eps: float = 0.02):
 
 
 def refine(model: KAN, variables, new_grid_size: int, x=None):
-    """Returns ``variables`` with every layer refined to ``new_grid_size`` intervals.
+    """Grid extension of every layer to ``new_grid_size`` intervals.
 
-    Use ``model.clone(grid_size=new_grid_size)`` if you re-initialize from the module later; apply
-    works with the returned variables directly.
+    Returns:
+      ``(model.clone(grid_size=new_grid_size), variables)``: Linen checks param shapes against the
+      module's attributes, so the refined variables go with the cloned module.
     """
     acts = model.apply(variables, x, method=KAN.layer_inputs) if x is not None else None
     for l in range(len(model.widths) - 1):
@@ -173,4 +174,4 @@ def refine(model: KAN, variables, new_grid_size: int, x=None):
             params, grid_vars["knots"], new_grid_size, None if acts is None else acts[l], order=model.spline_order
         )
         variables = _with_layer(variables, l, params, knots)
-    return variables
+    return model.clone(grid_size=new_grid_size), variables

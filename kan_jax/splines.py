@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -124,11 +126,12 @@ def spline_eval(x: jax.Array, knots: jax.Array, coef: jax.Array, order: int) -> 
     return jnp.einsum("...nm,nom->...no", basis, coef.astype(basis.dtype))
 
 
+@functools.partial(jax.jit, static_argnames=("order",))
 def fit_coef(x: jax.Array, y: jax.Array, knots: jax.Array, order: int, *, ridge: float = 1e-8) -> jax.Array:
     """Least-squares spline coefficients, per input, for every output (numerically stable).
 
-    Solves ``min_c ||B c - y||^2 + ridge * ||c||^2`` per input with an SVD-based ``lstsq`` on the
-    augmented system ``[B; sqrt(ridge) I] c = [y; 0]`` (no normal equations). The ridge keeps
+    Solves ``min_c ||B c - y||^2 + ridge * ||c||^2`` per input by Householder QR of the augmented,
+    full-rank system ``[B; sqrt(ridge) I] c = [y; 0]`` (no normal equations). The ridge keeps
     basis functions that no sample reaches at (near) zero instead of undefined.
 
     Args:
@@ -148,8 +151,14 @@ def fit_coef(x: jax.Array, y: jax.Array, knots: jax.Array, order: int, *, ridge:
     scale = jnp.sqrt(ridge * jnp.mean(basis**2, axis=(1, 2), keepdims=True))  # (n, 1, 1)
     a = jnp.concatenate([basis, scale * jnp.eye(m, dtype=basis.dtype)[None]], axis=1)
     b = jnp.concatenate([y, jnp.zeros((y.shape[0], m, y.shape[2]), y.dtype)], axis=1)
-    coef = jax.vmap(lambda a_, b_: jnp.linalg.lstsq(a_, b_)[0])(a, b)  # (n, m, out)
+    coef = jax.vmap(_qr_solve)(a, b)  # (n, m, out)
     return jnp.swapaxes(coef, 1, 2)
+
+
+def _qr_solve(a, b):
+    """Least-squares solution of a full-column-rank system ``a c = b`` by Householder QR."""
+    q, r = jnp.linalg.qr(a)
+    return jax.scipy.linalg.solve_triangular(r, q.T @ b)
 
 
 def adaptive_knots(x: jax.Array, grid_size: int, order: int, *, grid_eps: float = 0.02) -> jax.Array:

@@ -1,0 +1,219 @@
+"""KAN layers and networks: fused vs per-edge math, grid update/refine, transforms, NNX vs Linen."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+import kan_jax
+from kan_jax import functional as F
+from kan_jax import linen as kl
+
+
+def _x(shape, seed=0, dtype=jnp.float32, scale=1.0):
+    return jnp.asarray(np.random.default_rng(seed).uniform(-scale, scale, shape), dtype)
+
+
+def _randomize(model, seed=1, dtype=jnp.float32):
+    """Non-trivial params (init has tiny spline noise, which would make tests weak)."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers if isinstance(model, kan_jax.KAN) else [model]:
+        for name in ("coef", "w_base", "w_spline", "bias"):
+            v = getattr(layer, name)
+            v.set_value(jnp.asarray(rng.normal(size=v.shape), dtype))
+    return model
+
+
+def rel_rms(a, b):
+    return float(jnp.sqrt(jnp.mean((a - b) ** 2)) / jnp.sqrt(jnp.mean(b**2)))
+
+
+def test_layer_shapes_and_init():
+    layer = kan_jax.KANLayer(3, 4, grid_size=5, spline_order=3, rngs=nnx.Rngs(0))
+    assert layer.coef.shape == (3, 4, 8) and layer.grid.shape == (3, 12) and layer.mask.shape == (3, 4)
+    np.testing.assert_array_equal(layer.w_spline[...], 1.0)
+    assert float(jnp.abs(layer.w_base[...]).max()) <= 1 / np.sqrt(3)
+    assert float(jnp.abs(layer.coef[...]).max()) <= 0.3 / 5 / 2
+    assert layer(_x((7, 3))).shape == (7, 4)
+    # The grid and mask are not nnx.Param: optimizers over nnx.Param skip them.
+    params = nnx.state(layer, nnx.Param)
+    assert set(params.keys()) == {"coef", "w_base", "w_spline", "bias"}
+    assert set(nnx.state(layer, kan_jax.Grid).keys()) == {"grid"}
+
+
+@pytest.mark.parametrize("dtype,tol", [(jnp.float32, 1e-6), (jnp.float64, 1e-12)])
+def test_fused_equals_per_edge(dtype, tol):
+    layer = _randomize(kan_jax.KANLayer(5, 3, grid_size=6, rngs=nnx.Rngs(0), param_dtype=dtype), dtype=dtype)
+    layer.mask.set_value(layer.mask[...].at[1, 2].set(0.0))
+    x = _x((64, 5), dtype=dtype, scale=1.3)
+    y = layer(x)
+    e = layer.edge_activations(x)
+    assert e.shape == (64, 5, 3)
+    np.testing.assert_allclose(e.sum(1) + layer.bias[...], y, atol=tol * 10, rtol=tol)
+    assert np.all(np.asarray(e[:, 1, 2]) == 0.0)
+    # The per-edge function on its own, for one edge, by hand.
+    b = kan_jax.splines.bspline_basis(x[:, 2:3], layer.grid[...][2:3], 3)[:, 0]
+    phi = layer.w_base[...][2, 0] * jax.nn.silu(x[:, 2]) + layer.w_spline[...][2, 0] * b @ layer.coef[...][2, 0]
+    np.testing.assert_allclose(e[:, 2, 0], phi, atol=tol * 10, rtol=tol)
+
+
+def test_network_edge_activations_sum_to_layer_outputs():
+    model = _randomize(kan_jax.KAN([2, 4, 3], rngs=nnx.Rngs(0)))
+    x = _x((32, 2))
+    acts = model.layer_inputs(x)
+    for layer, a, e, out in zip(model.layers, acts[:-1], model.edge_activations(x), acts[1:]):
+        np.testing.assert_allclose(e.sum(1) + layer.bias[...], out, atol=1e-5, rtol=1e-6)
+    np.testing.assert_allclose(acts[-1], model(x), atol=0)
+
+
+def _smooth_model(dtype=jnp.float64, grid_size=5):
+    """A [2, 3, 1] KAN whose splines are smooth functions (fit by least squares)."""
+    model = kan_jax.KAN([2, 3, 1], grid_size=grid_size, rngs=nnx.Rngs(0), param_dtype=dtype)
+    for l, layer in enumerate(model.layers):
+        xs = jnp.linspace(-1, 1, 200, dtype=dtype)[:, None].repeat(layer.in_features, 1)
+        freq = jnp.arange(1, layer.in_features * layer.out_features + 1, dtype=dtype).reshape(
+            layer.in_features, layer.out_features
+        )
+        ys = 0.5 * jnp.sin(freq[None] * xs[:, :, None] * 0.35 + l)
+        layer.coef.set_value(kan_jax.splines.fit_coef(xs, ys, layer.grid[...], 3))
+    return model
+
+
+def test_update_grid_keeps_function():
+    model = _smooth_model(dtype=jnp.float32)
+    x = jnp.asarray(np.random.default_rng(0).normal(0.0, 0.4, (1000, 2)).clip(-1, 1), jnp.float32)
+    before = model(x)
+    grid0 = model.layers[0].grid[...]
+    model.update_grid(x)
+    assert not np.allclose(model.layers[0].grid[...], grid0)
+    # The first layer's new base grid spans the samples.
+    np.testing.assert_allclose(model.layers[0].grid[...][:, 3], x.min(0), rtol=1e-5)
+    assert rel_rms(model(x), before) < 1e-2
+
+
+def test_refine_nested_exact_float64():
+    model = _smooth_model(dtype=jnp.float64)
+    x = _x((500, 2), seed=3, dtype=jnp.float64)
+    model.update_grid(x)  # non-uniform grids
+    before = model(x)
+    model.refine(10, x)
+    assert model.grid_size == 10 and model.layers[0].coef.shape == (2, 3, 13)
+    assert rel_rms(model(x), before) < 1e-6
+    model.refine(20, x)
+    assert rel_rms(model(x), before) < 1e-6
+
+
+def test_refine_non_nested():
+    model = _smooth_model(dtype=jnp.float64, grid_size=5)
+    x = _x((1000, 2), seed=4, dtype=jnp.float64)
+    before = model(x)
+    model.refine(7, x)
+    assert model.grid_size == 7
+    assert rel_rms(model(x), before) < 1e-3
+    model2 = _smooth_model(dtype=jnp.float64, grid_size=5)
+    model2.update_grid(x)  # grids cover the samples reaching each layer
+    before = model2(x)
+    model2.refine(8)  # no samples: fit on points spread over each base interval
+    assert rel_rms(model2(x), before) < 1e-3
+
+
+def test_transforms():
+    model = _randomize(kan_jax.KAN([3, 4, 2], rngs=nnx.Rngs(0)))
+    x = _x((16, 3))
+    y = model(x)
+    np.testing.assert_allclose(nnx.jit(lambda m, x: m(x))(model, x), y, atol=1e-6)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss(p, x):
+        return jnp.mean(nnx.merge(graphdef, p, rest)(x) ** 2)
+
+    grads = jax.jit(jax.grad(loss))(params, x)
+    g = grads["layers"][0]["coef"][...]
+    assert g.shape == (3, 4, 8) and float(jnp.abs(g).max()) > 0
+    # vmap over a batch of models (stacked params from different seeds).
+    stacked = jax.tree.map(
+        lambda *a: jnp.stack(a), *[nnx.state(kan_jax.KAN([3, 4, 2], rngs=nnx.Rngs(s)), nnx.Param) for s in range(3)]
+    )
+    ys = jax.vmap(lambda p: nnx.merge(graphdef, p, rest)(x))(stacked)
+    assert ys.shape == (3, 16, 2)
+    np.testing.assert_allclose(ys[1], nnx.merge(graphdef, jax.tree.map(lambda a: a[1], stacked), rest)(x), atol=1e-6)
+    # A jitted optimizer step with nnx.Optimizer over params only.
+    opt = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+
+    @nnx.jit
+    def step(model, opt, x):
+        l, g = nnx.value_and_grad(lambda m: jnp.mean(m(x) ** 2))(model)
+        opt.update(model, g)
+        return l
+
+    grid_before = model.layers[0].grid[...]
+    l0 = step(model, opt, x)
+    for _ in range(20):
+        l1 = step(model, opt, x)
+    assert l1 < l0
+    np.testing.assert_array_equal(model.layers[0].grid[...], grid_before)
+
+
+def test_bfloat16_and_float64_compute():
+    layer = _randomize(kan_jax.KANLayer(4, 3, rngs=nnx.Rngs(0)))
+    x = _x((32, 4))
+    y32 = layer(x)
+    layer.dtype = jnp.bfloat16
+    y16 = layer(x)
+    assert y16.dtype == jnp.bfloat16
+    assert rel_rms(y16.astype(jnp.float32), y32) < 3e-2
+    l64 = _randomize(kan_jax.KANLayer(4, 3, rngs=nnx.Rngs(0), param_dtype=jnp.float64), dtype=jnp.float64)
+    assert l64(x.astype(jnp.float64)).dtype == jnp.float64
+
+
+def test_nnx_and_linen_agree():
+    nnx_model = _randomize(kan_jax.KAN([3, 5, 2], grid_size=4, rngs=nnx.Rngs(0)))
+    x = _x((20, 3))
+    lin = kl.KAN([3, 5, 2], grid_size=4)
+    variables = lin.init(jax.random.key(1), x)
+    assert set(variables) == {"params", "grid"}
+    params = {f"layers_{l}": layer.params() for l, layer in enumerate(nnx_model.layers)}
+    grid = {f"layers_{l}": {"knots": layer.grid[...], "mask": layer.mask[...]} for l, layer in enumerate(nnx_model.layers)}
+    variables = {"params": params, "grid": grid}
+    np.testing.assert_allclose(lin.apply(variables, x), nnx_model(x), atol=1e-6)
+    # Same grid update and refinement on both sides.
+    xs = _x((300, 3), seed=2, scale=0.8)
+    nnx_model.update_grid(xs)
+    variables = kl.update_grid(lin, variables, xs)
+    np.testing.assert_allclose(lin.apply(variables, x), nnx_model(x), atol=1e-5)
+    nnx_model.refine(8, xs)
+    lin, variables = kl.refine(lin, variables, 8, xs)
+    assert lin.grid_size == 8
+    np.testing.assert_allclose(lin.apply(variables, x), nnx_model(x), atol=1e-5)
+    dense = kl.KANDense(2)
+    v = dense.init(jax.random.key(0), x)
+    np.testing.assert_allclose(dense.apply(v, x, method=kl.KANDense.edge_activations).sum(1), dense.apply(v, x), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(widths=[2]), "widths"),
+        (dict(widths=[2, 0, 1]), "widths"),
+        (dict(widths=[2, 5, 1], grid_size=0), "grid_size"),
+        (dict(widths=[2, 5, 1], spline_order=-1), "spline_order"),
+        (dict(widths=[2, 5, 1], grid_range=(1.0, -1.0)), "grid_range"),
+        (dict(widths=[2, 5, 1], basis="fourier"), r"basis must be one of \['bspline'\]"),
+        (dict(widths=[2, 5, 1], base_activation="relu6"), "base_activation"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        kan_jax.KAN(**kwargs, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=match):
+        kl.KAN(**kwargs).init(jax.random.key(0), jnp.zeros((1, 2)))
+
+
+def test_wrong_input_features():
+    layer = kan_jax.KANLayer(3, 2, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"in_features=3.*\(4 features\)"):
+        layer(jnp.zeros((5, 4)))
+    with pytest.raises(ValueError, match="in_features=2"):
+        kl.KAN([2, 3]).init(jax.random.key(0), jnp.zeros((5, 4)))
