@@ -1,0 +1,87 @@
+"""python -m experiments.main --config=configs/default.py --workdir=/tmp/kan_default  (~30 s on 2 CPU cores)
+
+The base config every experiment config starts from: a KAN [2, 5, 1] fitted with L-BFGS to
+f(x_1, x_2) = exp(sin(pi*x_1) + x_2**2) at one grid size. ``:quick`` is a few-second smoke run.
+Fields (SPEC.md): seed, model.*, optimizer.*, training.*, data.*, mesh, dtype, pipeline.
+"""
+
+import ml_collections
+
+
+def get_config(arg=None):
+    """Returns the default config; ``arg="quick"`` shrinks it to a smoke run."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.pipeline = "fit"  # "fit"; other pipelines register in kan_jax.train.PIPELINES
+    c.dtype = "float64"  # "float32" or "float64" (sets jax_enable_x64 before anything is built)
+    c.mesh = ml_collections.config_dict.placeholder(str)  # device mesh (multi-device issue)
+    c.compilation_cache_dir = ml_collections.config_dict.placeholder(str)  # None: ~/.cache/kan_jax/jax; "": off
+
+    c.model = ml_collections.ConfigDict()
+    c.model.kind = "kan"  # "kan" or "mlp"
+    c.model.widths = [2, 5, 1]
+    c.model.grid_size = 5
+    c.model.spline_order = 3
+    c.model.basis = "bspline"
+    c.model.grid_range = (-1.0, 1.0)
+    c.model.activation = "silu"  # MLP only
+    c.model.mlp_widths = ml_collections.config_dict.placeholder(list)  # MLP only; None: match the KAN's params
+
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.name = "lbfgs"  # "adam", "adamw" or "lbfgs"
+    c.optimizer.learning_rate = 1e-2  # adam/adamw (L-BFGS: line search picks the step)
+    c.optimizer.schedule = "constant"  # "constant", "cosine", "warmup_cosine", "exponential"
+    c.optimizer.warmup_steps = 0
+    c.optimizer.end_learning_rate_factor = 0.0
+    c.optimizer.weight_decay = 1e-4  # adamw
+    c.optimizer.grad_clip = 0.0
+    c.optimizer.memory_size = 10  # lbfgs history
+    c.optimizer.max_linesearch_steps = 20  # lbfgs zoom line search
+
+    c.training = ml_collections.ConfigDict()
+    c.training.steps = 200  # per stage (or a list, one per stage)
+    c.training.grid_sizes = []  # grid extension stages; [] = one stage at model.grid_size
+    c.training.batch_size = 0  # 0 / -1 = full batch
+    c.training.grid_update_every = 5  # pykan fit: update_grid every 5 steps ...
+    c.training.stop_grid_update_step = 50  # ... until step 50
+    c.training.log_every = 20
+    c.training.chunk_size = 100  # steps per jitted call
+
+    c.regularization = ml_collections.ConfigDict()
+    c.regularization.lamb = 0.0  # > 0 adds lamb * kan_jax.regularize.penalty(...)
+    c.regularization.lamb_l1 = 1.0
+    c.regularization.lamb_entropy = 2.0
+    c.regularization.lamb_coef = 0.0
+    c.regularization.lamb_coefdiff = 0.0
+
+    c.checkpoint_every = 100  # steps (0 = only at stage ends)
+    c.checkpoint_max_to_keep = 3
+
+    c.data = ml_collections.ConfigDict()
+    c.data.kind = "expression"  # "expression", "feynman" or "special"
+    c.data.expr = "exp(sin(pi*x_1)+x_2**2)"
+    c.data.ranges = (-1.0, 1.0)
+    c.data.train_num = 1000
+    c.data.test_num = 1000
+    c.data.seed = 0
+    c.data.dtype = ml_collections.config_dict.placeholder(str)  # None: follow c.dtype
+
+    if arg == "quick":
+        apply_quick(c)
+    elif arg:
+        raise ValueError(f"configs/default.py takes no argument or 'quick', got {arg!r}")
+    return c
+
+
+def apply_quick(c):
+    """Shrinks a config in place to a few-second smoke run (used by every config's ``:quick``)."""
+    c.training.steps = 20
+    c.training.grid_update_every = 5
+    c.training.stop_grid_update_step = 10
+    c.training.log_every = 5
+    c.checkpoint_every = 10
+    c.data.train_num = 100
+    c.data.test_num = 100
+    if c.training.grid_sizes:
+        c.training.grid_sizes = list(c.training.grid_sizes)[:2]
+    return c

@@ -1,0 +1,60 @@
+"""Runs one experiment: ``python -m experiments.main --config=configs/toy.py --workdir=DIR``.
+
+Flags -> ``kan_jax.train.train_and_evaluate(config, workdir)``. Overrides use absl's form
+(``--config.model.grid_size=10``). Runner errors (bad flags or config values, a workdir
+holding another config) are one line on stderr and exit status 2; no traceback.
+"""
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/toy.py[:ARG].", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for config.json, metrics, checkpoints, results, plots.")
+_COORD = flags.DEFINE_string("coordinator_address", None, "jax.distributed coordinator host:port (multi-host).")
+_NPROC = flags.DEFINE_integer("num_processes", None, "jax.distributed: number of processes.")
+_PID = flags.DEFINE_integer("process_id", None, "jax.distributed: this process's id.")
+
+
+def _die(msg: str) -> None:
+    sys.stderr.write(f"error: {msg}\n")
+    sys.exit(2)
+
+
+def _parse_flags(argv):
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as err:
+        _die(str(err).splitlines()[0] if str(err) else type(err).__name__)
+    except Exception as err:  # config files that fail to load or reject their argument
+        _die(f"--config: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+
+
+def main(argv):
+    if len(argv) > 1:
+        _die(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not _WORKDIR.value:
+        _die("--workdir is required (a directory for the run's outputs)")
+    if _CONFIG.value is None:
+        _die("--config is required, e.g. --config=configs/toy.py")
+    import jax
+
+    if _COORD.value or _NPROC.value is not None or _PID.value is not None:
+        jax.distributed.initialize(
+            coordinator_address=_COORD.value, num_processes=_NPROC.value, process_id=_PID.value
+        )
+    from kan_jax.train import ConfigError, train_and_evaluate
+
+    logging.info("devices: %s", jax.devices())
+    try:
+        results = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except ConfigError as err:
+        _die(str(err))
+    msg = f"{results.get('status')}: test_rmse {results.get('test_rmse', float('nan')):.3g}; outputs in {_WORKDIR.value}"
+    if jax.process_index() == 0:
+        print(msg)
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=_parse_flags)

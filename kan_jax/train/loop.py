@@ -1,0 +1,273 @@
+"""The training loop: ``fit`` (jitted chunks of optimizer steps, host-side grid updates) and ``evaluate``.
+
+Model state lives as ``nnx.split(model, nnx.Param, ...)`` -> ``(graphdef, params, rest)``; the steps
+are pure JAX functions of ``(params, rest, opt_state)``; ``rest`` holds the non-trainable grid and
+edge mask. Steps run ``chunk_size`` at a time inside one jitted ``lax.fori_loop`` (one compile per
+parameter shape, not per chunk length); between chunks the host updates the grid, logs and
+checkpoints. The RNG of step ``s`` is ``fold_in(key, s)`` (minibatch sampling).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+__all__ = ["fit", "evaluate", "predict", "make_loss_fn", "FitState", "chunk_boundaries"]
+
+
+@dataclasses.dataclass
+class FitState:
+    """What ``fit`` hands to its callbacks and returns in ``history["state"]``.
+
+    Attributes:
+      step: steps done in this fit call's numbering (``start_step`` + steps run).
+      model: the live model (its params/grid are current at callback time).
+      opt_state: the optimizer state after ``step`` steps.
+    """
+
+    step: int
+    model: nnx.Module
+    opt_state: Any
+
+
+def _reg_value(reg, key, default=0.0):
+    if reg is None:
+        return default
+    if isinstance(reg, Mapping):
+        return reg.get(key, default)
+    return reg.get(key, default) if hasattr(reg, "get") else getattr(reg, key, default)
+
+
+def make_loss_fn(graphdef, regularization=None) -> Callable:
+    """``loss(params, rest, x, y) -> scalar``: mean squared error (+ ``lamb * penalty`` when ``lamb > 0``).
+
+    ``regularization`` (mapping or ConfigDict): ``lamb``, ``lamb_l1``, ``lamb_entropy``, ``lamb_coef``,
+    ``lamb_coefdiff`` as in ``kan_jax.regularize.penalty`` (KAN models only).
+    """
+    lamb = float(_reg_value(regularization, "lamb", 0.0) or 0.0)
+    kw = {}
+    if lamb > 0:
+        kw = {
+            name: float(_reg_value(regularization, name, default))
+            for name, default in (("lamb_l1", 1.0), ("lamb_entropy", 2.0), ("lamb_coef", 0.0), ("lamb_coefdiff", 0.0))
+        }
+
+    def loss_fn(params, rest, x, y):
+        model = nnx.merge(graphdef, params, rest)
+        pred = model(x)
+        loss = jnp.mean(jnp.square(pred - y))
+        if lamb > 0:
+            from kan_jax import regularize  # lazy: only regularized runs need it
+
+            if not hasattr(model, "edge_activations"):
+                raise ValueError("regularization.lamb > 0 needs a KAN model (model.kind='kan')")
+            acts = model.edge_activations(x)
+            layer_params = [layer.params() for layer in model.layers]
+            loss = loss + lamb * regularize.penalty(acts, layer_params, **kw)
+        return loss
+
+    return loss_fn
+
+
+def uses_linesearch(opt_state) -> bool:
+    """Whether an optimizer state is optax's L-BFGS / zoom line search (its update needs value_fn)."""
+    leaves = jax.tree_util.tree_leaves(opt_state, is_leaf=lambda t: type(t).__name__ == "ScaleByZoomLinesearchState")
+    return any(type(t).__name__ == "ScaleByZoomLinesearchState" for t in leaves)
+
+
+def _batch(key, x, y, batch_size):
+    if batch_size <= 0 or batch_size >= x.shape[0]:
+        return x, y
+    idx = jax.random.choice(key, x.shape[0], (batch_size,), replace=False)
+    return x[idx], y[idx]
+
+
+@functools.lru_cache(maxsize=64)
+def _make_chunk_fn(graphdef, optimizer, lbfgs: bool, reg_items, batch_size: int, chunk_size: int):
+    """Jitted ``(params, rest, opt_state, x, y, key, step0, n) -> (params, opt_state, losses[chunk_size])``."""
+    loss_fn = make_loss_fn(graphdef, dict(reg_items) if reg_items else None)
+
+    def chunk(params, rest, opt_state, x, y, key, step0, n):
+        if lbfgs and batch_size <= 0:
+            # The host may have changed params since the line search cached value/grad (grid update,
+            # restore): refresh the cache so value_and_grad_from_state sees the current point.
+            v, g = jax.value_and_grad(loss_fn)(params, rest, x, y)
+            opt_state = optax.tree_utils.tree_set(opt_state, value=v, grad=g)
+
+        def body(i, carry):
+            params, opt_state, losses = carry
+            step = step0 + i
+            xb, yb = _batch(jax.random.fold_in(key, step), x, y, batch_size)
+            f = lambda p: loss_fn(p, rest, xb, yb)  # noqa: E731
+            if lbfgs:
+                if batch_size <= 0:
+                    value, grad = optax.value_and_grad_from_state(f)(params, state=opt_state)
+                else:  # a new batch each step: the cached value/grad belong to the previous batch
+                    value, grad = jax.value_and_grad(f)(params)
+                updates, opt_state = optimizer.update(grad, opt_state, params, value=value, grad=grad, value_fn=f)
+            else:
+                value, grad = jax.value_and_grad(f)(params)
+                updates, opt_state = optimizer.update(grad, opt_state, params)
+            params = optax.apply_updates(params, updates)
+            return params, opt_state, losses.at[i].set(value)
+
+        losses = jnp.full((chunk_size,), jnp.nan, dtype=jnp.result_type(float))
+        params, opt_state, losses = jax.lax.fori_loop(0, n, body, (params, opt_state, losses))
+        return params, opt_state, losses
+
+    return jax.jit(chunk, donate_argnums=(0, 2))
+
+
+def chunk_boundaries(start: int, steps: int, *, every: list[int], grid_update_every: int, stop_grid_update_step: int) -> list[int]:
+    """Steps (in ``(start, steps]``) where a chunk ends: multiples of each ``every`` entry, grid updates, the end.
+
+    Boundaries depend only on the schedule, never on where a run was resumed, so a resumed run
+    executes exactly the same chunks as an uninterrupted one (bitwise-equal results on CPU).
+    """
+    b = {steps}
+    for e in every:
+        if e and e > 0:
+            b.update(range(e, steps, e))
+    if grid_update_every and grid_update_every > 0:
+        b.update(s for s in range(grid_update_every, min(stop_grid_update_step, steps), grid_update_every))
+    return sorted(s for s in b if start < s <= steps)
+
+
+def fit(
+    model: nnx.Module,
+    dataset,
+    *,
+    steps: int,
+    optimizer: optax.GradientTransformation,
+    lbfgs: bool | None = None,
+    batch_size: int = 0,
+    grid_update_every: int = 0,
+    stop_grid_update_step: int = 0,
+    regularization=None,
+    key: jax.Array | None = None,
+    start_step: int = 0,
+    opt_state: Any = None,
+    log_every: int = 0,
+    log_fn: Callable[[int, nnx.Module, dict], None] | None = None,
+    checkpoint_every: int = 0,
+    checkpoint_fn: Callable[[FitState], None] | None = None,
+    chunk_size: int = 100,
+    stop_on_nan: bool = True,
+) -> tuple[nnx.Module, dict]:
+    """Trains ``model`` in place on ``dataset`` for ``steps`` optimizer steps (pykan ``fit`` semantics).
+
+    Grid updates (KAN only): ``model.update_grid(dataset.x_train)`` before step ``s`` for every
+    ``s < stop_grid_update_step`` with ``s % grid_update_every == 0`` (pykan: every 5 steps until 50).
+
+    Args:
+      model: an NNX model (``kan_jax.KAN`` or ``MLP``); modified in place and returned.
+      dataset: a ``kan_jax.data.Dataset`` (uses ``x_train``, ``y_train``).
+      steps: the step count to reach (steps ``start_step .. steps-1`` run).
+      optimizer: from ``make_optimizer``.
+      lbfgs: whether ``optimizer`` is optax's L-BFGS (needs value/grad/value_fn); default: detected.
+      batch_size: minibatch size; ``0``/``-1`` = full batch.
+      grid_update_every, stop_grid_update_step: the grid schedule (0 = no grid updates).
+      regularization: ``{lamb, lamb_l1, lamb_entropy, lamb_coef, lamb_coefdiff}`` or None.
+      key: base PRNG key (step ``s`` uses ``fold_in(key, s)``); default ``PRNGKey(0)``.
+      start_step, opt_state: resume point (``opt_state=None``: ``optimizer.init``).
+      log_every: call ``log_fn(step, model, {"train_loss": ...})`` every this many steps (0 = only at the end).
+      checkpoint_every, checkpoint_fn: call ``checkpoint_fn(FitState)`` every this many steps.
+      chunk_size: max steps per jitted call.
+      stop_on_nan: stop early when the loss turns non-finite (``history["diverged"]`` = True).
+
+    Returns:
+      ``(model, history)``; ``history``: ``step`` and ``train_loss`` (one entry per step run),
+      ``diverged`` (bool), ``state`` (the final ``FitState``, with the optimizer state).
+    """
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    if opt_state is None:
+        opt_state = optimizer.init(params)
+    if lbfgs is None:
+        lbfgs = uses_linesearch(opt_state)
+    # The state is donated to the jitted steps; optax may alias one buffer in several leaves.
+    opt_state = jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True), opt_state)
+    key = jax.random.PRNGKey(0) if key is None else key
+    x = jnp.asarray(dataset.x_train)
+    y = jnp.asarray(dataset.y_train)
+    batch_size = int(batch_size or 0)
+    reg_items = None
+    if regularization is not None and float(_reg_value(regularization, "lamb", 0.0) or 0.0) > 0:
+        reg_items = tuple(
+            (k, float(_reg_value(regularization, k, d)))
+            for k, d in (("lamb", 0.0), ("lamb_l1", 1.0), ("lamb_entropy", 2.0), ("lamb_coef", 0.0), ("lamb_coefdiff", 0.0))
+        )
+    can_update_grid = hasattr(model, "update_grid") and grid_update_every and grid_update_every > 0
+    chunk_size = max(1, int(chunk_size))
+    bounds = chunk_boundaries(
+        start_step,
+        steps,
+        every=[chunk_size, log_every, checkpoint_every],
+        grid_update_every=grid_update_every if can_update_grid else 0,
+        stop_grid_update_step=stop_grid_update_step,
+    )
+    hist_steps, hist_loss = [], []
+    diverged = False
+    step = start_step
+    for end in bounds:
+        if can_update_grid and step < stop_grid_update_step and step % grid_update_every == 0:
+            model = nnx.merge(graphdef, params, rest)
+            model.update_grid(x)
+            graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        n = end - step
+        fn = _make_chunk_fn(graphdef, optimizer, bool(lbfgs), reg_items, batch_size, chunk_size)
+        params, opt_state, losses = fn(params, rest, opt_state, x, y, key, jnp.asarray(step), jnp.asarray(n))
+        losses = np.asarray(losses[:n])
+        hist_steps.extend(range(step + 1, end + 1))
+        hist_loss.extend(losses.tolist())
+        step = end
+        model = nnx.merge(graphdef, params, rest)
+        if stop_on_nan and not np.all(np.isfinite(losses)):
+            diverged = True
+            break
+        if log_fn is not None and ((log_every and step % log_every == 0) or step == steps):
+            log_fn(step, model, {"train_loss": float(losses[-1])})
+        if checkpoint_fn is not None and checkpoint_every and step % checkpoint_every == 0 and step != steps:
+            checkpoint_fn(FitState(step, model, opt_state))
+        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    model = nnx.merge(graphdef, params, rest)
+    # nnx.merge builds a fresh module: callers must use the returned model.
+    return model, {"step": hist_steps, "train_loss": hist_loss, "diverged": diverged, "state": FitState(step, model, opt_state)}
+
+
+def predict(model: nnx.Module, x, *, batch: int = 65536) -> np.ndarray:
+    """``model(x)`` in batches, as numpy."""
+    fwd = _jit_forward(*nnx.split(model))
+    x = jnp.asarray(x)
+    outs = [np.asarray(fwd(x[i : i + batch])) for i in range(0, x.shape[0], batch)]
+    return np.concatenate(outs, axis=0)
+
+
+@functools.lru_cache(maxsize=8)
+def _forward_fn(graphdef):
+    return jax.jit(lambda state, x: nnx.merge(graphdef, state)(x))
+
+
+def _jit_forward(graphdef, state):
+    fn = _forward_fn(graphdef)
+    return lambda x: fn(state, x)
+
+
+def evaluate(model: nnx.Module, dataset) -> dict:
+    """Regression metrics: ``train_rmse``, ``test_rmse``, ``test_nrmse`` (= test_rmse / dataset.target_std)."""
+    out = {}
+    for split in ("train", "test"):
+        pred = predict(model, getattr(dataset, f"x_{split}"))
+        y = np.asarray(getattr(dataset, f"y_{split}"))
+        out[f"{split}_rmse"] = float(np.sqrt(np.mean(np.square(pred.astype(np.float64) - y.astype(np.float64)))))
+    std = float(dataset.target_std)
+    out["test_nrmse"] = out["test_rmse"] / std if std > 0 else math.nan
+    return out

@@ -1,0 +1,319 @@
+"""Workdir I/O: config.json, metrics.jsonl, results.json, orbax checkpoints, plots, progress, TensorBoard."""
+
+from __future__ import annotations
+
+import json
+import logging as _pylogging
+import math
+import os
+import sys
+import time
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+
+__all__ = [
+    "ConfigError",
+    "config_to_dict",
+    "check_or_write_config",
+    "write_json",
+    "read_json",
+    "MetricsWriter",
+    "Checkpointer",
+    "plot_loss",
+    "plot_rmse_vs_grid",
+    "Progress",
+    "setup_compilation_cache",
+]
+
+
+class ConfigError(ValueError):
+    """A runner error the command line reports as one line (bad config value, workdir clash)."""
+
+
+def _jsonable(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (tuple, set)):
+        return list(o)
+    return str(o)
+
+
+def config_to_dict(config) -> dict:
+    """The resolved config as plain JSON data (tuples become lists)."""
+    d = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    return json.loads(json.dumps(d, default=_jsonable, sort_keys=True))
+
+
+def write_json(path: str, obj: Any) -> None:
+    """Writes ``obj`` as JSON atomically (tmp file + rename); NaN/inf become null."""
+
+    def clean(o):
+        if isinstance(o, float) and not math.isfinite(o):
+            return None
+        if isinstance(o, dict):
+            return {k: clean(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [clean(v) for v in o]
+        return o
+
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(clean(json.loads(json.dumps(obj, default=_jsonable))), f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: str) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+def check_or_write_config(workdir: str, config) -> bool:
+    """Writes ``workdir/config.json``; if one exists it must equal ``config`` (returns True then).
+
+    Raises:
+      ConfigError: the workdir holds a run of a different config.
+    """
+    path = os.path.join(workdir, "config.json")
+    new = config_to_dict(config)
+    if os.path.exists(path):
+        try:
+            old = read_json(path)
+        except (OSError, ValueError):
+            old = None
+        if old != new:
+            diff = sorted(_diff_keys(old or {}, new))
+            raise ConfigError(
+                f"workdir {workdir!r} holds a run of a different config (differs in: {', '.join(diff[:5]) or 'unreadable config.json'}); "
+                "use a new --workdir or delete that one"
+            )
+        return True
+    os.makedirs(workdir, exist_ok=True)
+    write_json(path, new)
+    return False
+
+
+def _diff_keys(a, b, prefix=""):
+    keys = set(a) | set(b) if isinstance(a, dict) and isinstance(b, dict) else set()
+    out = []
+    for k in keys:
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _diff_keys(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k}")
+    return out
+
+
+class MetricsWriter:
+    """Appends one JSON object per logged step to ``metrics.jsonl`` (and TensorBoard when available)."""
+
+    def __init__(self, workdir: str, *, resume_step: int | None = None):
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        keep = []
+        if resume_step is not None and os.path.exists(self.path):
+            # A resumed run rewrites the steps after its checkpoint: drop them so the file
+            # matches an uninterrupted run's.
+            for line in open(self.path):
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if rec.get("step", 0) <= resume_step:
+                    keep.append(line if line.endswith("\n") else line + "\n")
+        with open(self.path, "w") as f:
+            f.writelines(keep)
+        self._tb = None
+        try:
+            from tensorboardX import SummaryWriter  # optional
+
+            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        except Exception:  # noqa: BLE001 - any import/setup failure means no TensorBoard
+            self._tb = None
+
+    def write(self, record: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record, default=_jsonable) + "\n")
+        if self._tb is not None:
+            for k, v in record.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    self._tb.add_scalar(k, v, record["step"])
+
+    def read(self) -> list[dict]:
+        out = []
+        if os.path.exists(self.path):
+            for line in open(self.path):
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    pass
+        return out
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+class Checkpointer:
+    """Orbax ``CheckpointManager`` under ``workdir/checkpoints``: items ``state`` (arrays) and ``meta`` (JSON).
+
+    ``meta`` is read first so the caller can rebuild a model of the right shapes (e.g. the grid
+    size of the saved stage) before restoring ``state`` into it.
+    """
+
+    def __init__(self, workdir: str, *, max_to_keep: int = 3):
+        import orbax.checkpoint as ocp
+
+        self._ocp = ocp
+        self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+        self.manager = ocp.CheckpointManager(
+            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max(2, int(max_to_keep)), create=True)
+        )
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state: dict, meta: dict) -> None:
+        ocp = self._ocp
+        if step in (self.manager.all_steps() or []):
+            return
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+            force=True,
+        )
+        self.manager.wait_until_finished()
+
+    def restore_meta(self, step: int) -> dict:
+        ocp = self._ocp
+        return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+    def restore_state(self, step: int, like: dict) -> dict:
+        ocp = self._ocp
+        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, like)
+        return self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_loss(path: str, records: list[dict], *, stage_bounds: list[int] = ()) -> None:
+    """Train loss and train/test RMSE vs step (log scale), stage boundaries as dotted lines."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    steps = [r["step"] for r in records]
+    for key, style in (("train_loss", "-"), ("train_rmse", "--"), ("test_rmse", ":")):
+        vals = [r.get(key) for r in records]
+        pts = [(s, v) for s, v in zip(steps, vals) if v is not None and v > 0 and math.isfinite(v)]
+        if pts:
+            ax.plot(*zip(*pts), style, label=key)
+    for b in stage_bounds:
+        ax.axvline(b, color="gray", lw=0.5, ls=":")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.legend()
+    ax.set_title("training")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_rmse_vs_grid(path: str, stages: list[dict]) -> None:
+    """Train/test RMSE vs grid size G (log-log) with the G^-4 scaling line of cubic splines."""
+    plt = _plt()
+    g = np.array([s["grid_size"] for s in stages], dtype=float)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for key, marker in (("train_rmse", "o"), ("test_rmse", "s")):
+        ax.plot(g, [s[key] for s in stages], marker=marker, label=key)
+    ref_i = len(g) // 2
+    ref = stages[ref_i]["test_rmse"] * (g / g[ref_i]) ** -4.0
+    ax.plot(g, ref, "k--", lw=1, label=r"$\propto G^{-4}$")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("grid size G")
+    ax.set_ylabel("RMSE")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+class Progress:
+    """A one-line progress bar with ETA on a TTY; periodic absl log lines otherwise."""
+
+    def __init__(self, total: int, *, stream=None, log_interval_s: float = 5.0):
+        self.total = max(int(total), 1)
+        self.stream = stream or sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.start = time.time()
+        self.first_step = None
+        self.log_interval_s = log_interval_s
+        self._last_log = 0.0
+
+    def update(self, step: int, info: dict, *, force: bool = False) -> None:
+        now = time.time()
+        if self.first_step is None:
+            self.first_step = (step, now)
+        s0, t0 = self.first_step
+        rate = (step - s0) / (now - t0) if now > t0 and step > s0 else 0.0
+        eta = (self.total - step) / rate if rate > 0 else float("nan")
+        text = " ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items())
+        if self.tty:
+            width = 30
+            done = int(width * min(step, self.total) / self.total)
+            eta_s = f"{eta:5.0f}s" if math.isfinite(eta) else "  ?"
+            self.stream.write(f"\r[{'#' * done}{'.' * (width - done)}] {step}/{self.total} {text} ETA {eta_s}\x1b[K")
+            self.stream.flush()
+        elif force or now - self._last_log >= self.log_interval_s:
+            self._last_log = now
+            logging.info("step %d/%d %s (%.1f steps/s)", step, self.total, text, rate)
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def setup_compilation_cache(config=None) -> str | None:
+    """Enables JAX's persistent compilation cache (before the first compile).
+
+    Directory: ``config.compilation_cache_dir`` if set, else ``$KAN_JAX_COMPILATION_CACHE``, else
+    ``$XDG_CACHE_HOME/kan_jax/jax`` (``~/.cache/kan_jax/jax``). ``""``/``"none"`` disables it;
+    an already configured ``jax_compilation_cache_dir`` (e.g. ``$JAX_COMPILATION_CACHE_DIR``) wins.
+    """
+    if jax.config.jax_compilation_cache_dir:
+        return jax.config.jax_compilation_cache_dir
+    d = None
+    if config is not None:
+        d = config.get("compilation_cache_dir", None)
+    if d is None:
+        d = os.environ.get("KAN_JAX_COMPILATION_CACHE")
+    if d is None:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        d = os.path.join(base, "kan_jax", "jax")
+    if not d or str(d).lower() == "none":
+        return None
+    try:
+        os.makedirs(d, exist_ok=True)
+        jax.config.update("jax_compilation_cache_dir", d)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+        _pylogging.getLogger("jax._src.compilation_cache").setLevel(_pylogging.WARNING)
+    except Exception as err:  # noqa: BLE001 - a cache problem must never stop a run
+        logging.warning("compilation cache disabled: %s", err)
+        return None
+    return d
