@@ -1,0 +1,352 @@
+"""Attribution scores and pruning of KANs (KAN 2.0-style backward attribution).
+
+Scores (all from a batch ``x``):
+
+* **Edge magnitude** ``A_l[i, j]``: ``mean_batch |phi_ij(x_i)|`` of the masked edge activations
+  (``measure="mean_abs"``, the quantity the sparsity regularizer penalizes), or their standard
+  deviation over the batch (``measure="std"``: an edge that is constant on the data scores 0, as
+  in pykan's ``attribute``; pruning folds such constants into the next bias, so it stays exact).
+* **Node scores** run backward from the outputs. Output node ``j`` of the last layer scores
+  ``output_scores[j]`` (default 1 each). For layer ``l`` (from the last to the first) the target
+  node ``j``'s score is shared among its incoming edges in proportion to their magnitudes::
+
+      E_l[i, j] = S_{l+1}[j] * A_l[i, j] / sum_i' A_l[i', j]      (0 where the sum is 0)
+      S_l[i]    = sum_j E_l[i, j]
+
+  so an edge's score is "the share of its target's importance that flows through it", a node's
+  score is the sum of its outgoing edges' scores, and scores are conserved layer to layer: with
+  every output reachable, each layer's node scores sum to ``sum(output_scores)``. With one output
+  a score is a fraction of the whole network's attribution, which makes thresholds portable.
+  ``S_0`` (the input nodes) is the feature importance. All-zero layers give zeros, never NaN.
+
+Pruning never modifies its argument; every function returns a new ``kan_jax.KAN``:
+
+* ``prune_edges``: same widths, ``EdgeMask`` set to 0 on edges scoring below a threshold.
+* ``prune``: removes hidden nodes scoring below ``node_threshold`` (narrower widths, the kept
+  edges' functions copied unchanged), then masks edges below ``edge_threshold``.
+* ``prune_inputs``: removes input features scoring below a threshold.
+
+What changes when something is removed: the removed part's contribution to each surviving node
+is replaced by its mean over the batch ``x``, folded into that node's bias (``fold_constants``,
+default on). A removed hidden node ``h`` feeds node ``k`` of the next layer through
+``phi_hk(h(x))``; that term becomes the constant ``mean_x phi_hk(h(x))`` (likewise a masked edge
+or a removed input). When the removed contributions are exactly constant on the data (zero
+edges, or nodes whose incoming edges are all zero so they only carry their bias) the pruned
+network computes exactly the same function as the original on ``x``'s distribution; when they
+are small it is the best constant (L2) replacement. The means are taken on the original network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from kan_jax.nnx import KAN, EdgeMask, Grid, KANLayer
+
+__all__ = [
+    "edge_magnitudes",
+    "scores_from_magnitudes",
+    "attribution",
+    "edge_scores",
+    "node_scores",
+    "prune_edges",
+    "prune",
+    "prune_inputs",
+    "subnetwork",
+]
+
+_MEASURES = ("mean_abs", "std")
+
+
+def edge_magnitudes(edge_acts: Sequence[jax.Array], *, measure: str = "mean_abs") -> list[jax.Array]:
+    """Per layer ``(batch, n, o) -> (n, o)`` edge magnitudes (mean ``|phi|`` or std over the batch)."""
+    if measure not in _MEASURES:
+        raise ValueError(f"measure must be one of {_MEASURES}, got {measure!r}")
+    if measure == "mean_abs":
+        return [jnp.mean(jnp.abs(a), axis=0) for a in edge_acts]
+    return [jnp.std(a, axis=0) for a in edge_acts]
+
+
+def scores_from_magnitudes(
+    magnitudes: Sequence[jax.Array], output_scores: jax.Array | None = None
+) -> tuple[list[jax.Array], list[jax.Array]]:
+    """Backward attribution from edge magnitudes (pure, jit-safe).
+
+    Args:
+      magnitudes: per layer ``(n_l, n_{l+1})`` non-negative edge magnitudes.
+      output_scores: ``(n_L,)`` scores of the output nodes (default ones).
+
+    Returns:
+      ``(edge_scores, node_scores)``: per layer ``(n_l, n_{l+1})``, and per node layer
+      ``(n_l,)`` for ``l = 0..L`` (inputs first, outputs last).
+    """
+    mags = [jnp.asarray(m) for m in magnitudes]
+    n_out = mags[-1].shape[1]
+    s = jnp.ones((n_out,), mags[-1].dtype) if output_scores is None else jnp.asarray(output_scores, mags[-1].dtype)
+    if s.shape != (n_out,):
+        raise ValueError(f"output_scores must have shape ({n_out},), got {s.shape}")
+    nodes, edges = [s], []
+    for a in reversed(mags):
+        total = jnp.sum(a, axis=0)  # (o,)
+        share = a / jnp.where(total > 0, total, 1.0)
+        e = share * s[None, :]
+        s = jnp.sum(e, axis=1)
+        edges.append(e)
+        nodes.append(s)
+    return edges[::-1], nodes[::-1]
+
+
+def attribution(
+    model: KAN, x: jax.Array, *, measure: str = "mean_abs", output_scores: jax.Array | None = None
+) -> tuple[list[jax.Array], list[jax.Array]]:
+    """``(edge_scores, node_scores)`` of ``model`` on the batch ``x (batch, widths[0])``."""
+    mags = edge_magnitudes(model.edge_activations(jnp.asarray(x)), measure=measure)
+    return scores_from_magnitudes(mags, output_scores)
+
+
+def edge_scores(model: KAN, x: jax.Array, **kw) -> list[jax.Array]:
+    """Per layer ``(n_l, n_{l+1})`` edge attribution scores (see module docstring).
+
+    Keyword args ``measure`` and ``output_scores`` as ``attribution``.
+    """
+    return attribution(model, x, **kw)[0]
+
+
+def node_scores(model: KAN, x: jax.Array, **kw) -> list[jax.Array]:
+    """Per node layer ``(n_l,)`` attribution scores, ``len(widths)`` arrays; ``[0]`` = feature importance."""
+    return attribution(model, x, **kw)[1]
+
+
+# ----------------------------------------------------------------------------- building subnetworks
+
+_EDGE_VARS = ("coef", "w_base", "w_spline", "mask")  # leading axes (n, o)
+
+
+def _layer_config(layer: KANLayer) -> dict:
+    return dict(
+        grid_size=layer.grid_size,
+        spline_order=layer.spline_order,
+        basis=layer.basis,
+        base_activation=layer.base_activation,
+        grid_eps=layer.grid_eps,
+        dtype=layer.dtype,
+        param_dtype=layer.coef[...].dtype,
+    )
+
+
+def _slice_edges(value, rows, cols):
+    arr = jnp.asarray(value)
+    return arr[jnp.asarray(rows)][:, jnp.asarray(cols)]
+
+
+def _is_nested_edge_list(v, n, o) -> bool:
+    return (
+        isinstance(v, (list, tuple))
+        and len(v) == n
+        and all(isinstance(r, (list, tuple)) and len(r) == o for r in v)
+    )
+
+
+def _copy_layer(old: KANLayer, new: KANLayer, rows: np.ndarray, cols: np.ndarray, bias_shift) -> None:
+    """Copies ``old``'s state restricted to inputs ``rows`` and outputs ``cols`` into ``new``.
+
+    Besides the standard variables, any other ``nnx.Variable`` whose value has leading axes
+    ``(n, o)`` (per-edge state, e.g. symbolic edges) and any nested ``n x o`` list attribute are
+    sliced the same way; other extra variables are copied when their shape is unchanged.
+    """
+    n, o = old.in_features, old.out_features
+    for name in _EDGE_VARS:
+        getattr(new, name).set_value(_slice_edges(getattr(old, name)[...], rows, cols))
+    new.grid.set_value(jnp.asarray(old.grid[...])[jnp.asarray(rows)])
+    bias = jnp.asarray(old.bias[...])[jnp.asarray(cols)]
+    if bias_shift is not None:
+        bias = bias + jnp.asarray(bias_shift, bias.dtype)
+    new.bias.set_value(bias)
+    handled = set(_EDGE_VARS) | {"grid", "bias"}
+    for name, val in list(vars(old).items()):
+        if name in handled or name.startswith("_"):
+            continue
+        if isinstance(val, nnx.Variable):
+            arr = val[...]
+            shape = tuple(getattr(arr, "shape", ()))
+            if shape[:2] == (n, o):
+                new_val = _slice_edges(arr, rows, cols)
+            elif shape[:1] == (n,) and n != o and len(rows) != n:
+                new_val = jnp.asarray(arr)[jnp.asarray(rows)]
+            elif shape[:1] == (o,) and n != o and len(cols) != o:
+                new_val = jnp.asarray(arr)[jnp.asarray(cols)]
+            else:
+                new_val = arr
+            if hasattr(new, name) and isinstance(getattr(new, name), nnx.Variable):
+                getattr(new, name).set_value(new_val)
+            else:
+                setattr(new, name, type(val)(new_val))
+        elif _is_nested_edge_list(val, n, o) and not isinstance(getattr(type(old), name, None), property):
+            sliced = [[val[int(r)][int(c)] for c in cols] for r in rows]
+            setattr(new, name, type(val)(type(val[0])(row) for row in sliced))
+
+
+def subnetwork(model: KAN, keep: Sequence[Sequence[int]], bias_shifts: Sequence | None = None) -> KAN:
+    """A new ``KAN`` restricted to the nodes ``keep[l]`` of every node layer ``l = 0..L``.
+
+    Kept edges keep their functions exactly (coef, weights, grid rows, mask copied). Removed
+    inputs' contributions are simply dropped unless ``bias_shifts[l]`` (``(len(keep[l+1]),)``, added
+    to layer ``l``'s kept biases) compensates for them.
+
+    Args:
+      model: the network.
+      keep: ``len(widths)`` index lists (each non-empty, increasing).
+      bias_shifts: optional per layer additions to the kept biases.
+
+    Returns:
+      The smaller network with widths ``[len(k) for k in keep]``.
+    """
+    keep = [np.asarray(k, dtype=np.int64).reshape(-1) for k in keep]
+    if len(keep) != len(model.widths):
+        raise ValueError(f"keep needs {len(model.widths)} index lists, got {len(keep)}")
+    for l, (k, w) in enumerate(zip(keep, model.widths)):
+        if k.size == 0 or k.min() < 0 or k.max() >= w or np.any(np.diff(k) <= 0):
+            raise ValueError(f"keep[{l}] must be non-empty increasing indices in [0, {w}), got {k.tolist()}")
+    layers = list(model.layers)
+    cfg = _layer_config(layers[0])
+    new = KAN([int(k.size) for k in keep], rngs=nnx.Rngs(0), **cfg)
+    for l, (old_l, new_l) in enumerate(zip(layers, new.layers)):
+        shift = None if bias_shifts is None else bias_shifts[l]
+        _copy_layer(old_l, new_l, keep[l], keep[l + 1], shift)
+    return new
+
+
+# ----------------------------------------------------------------------------- pruning
+
+
+def _np_acts(model: KAN, x) -> list[np.ndarray]:
+    return [np.asarray(a, dtype=np.float64) for a in model.edge_activations(jnp.asarray(x))]
+
+
+def prune_edges(
+    model: KAN,
+    x: jax.Array,
+    *,
+    threshold: float,
+    measure: str = "mean_abs",
+    output_scores=None,
+    fold_constants: bool = True,
+) -> KAN:
+    """A copy of ``model`` with ``EdgeMask = 0`` on every edge whose score is below ``threshold``.
+
+    Args:
+      model: the network (not modified).
+      x: ``(batch, widths[0])`` samples used for the scores (and the folded means).
+      threshold: edge score threshold (scores as ``edge_scores``).
+      measure, output_scores: as ``attribution``.
+      fold_constants: add each masked edge's mean activation on ``x`` to its target's bias.
+
+    Returns:
+      A new ``KAN`` with the same widths.
+    """
+    acts = _np_acts(model, x)
+    escores, _ = scores_from_magnitudes(edge_magnitudes(acts, measure=measure), output_scores)
+    new = nnx.clone(model)
+    for layer, e, a in zip(new.layers, escores, acts):
+        drop = np.asarray(e) < threshold
+        mask = np.asarray(layer.mask[...])
+        newly = drop & (mask != 0)
+        if fold_constants and newly.any():
+            shift = np.sum(np.where(newly[None], a, 0.0).mean(axis=0), axis=0)
+            layer.bias.set_value(jnp.asarray(np.asarray(layer.bias[...], np.float64) + shift, layer.bias[...].dtype))
+        layer.mask.set_value(jnp.asarray(np.where(drop, 0, mask), layer.mask[...].dtype))
+    return new
+
+
+def _removal_shifts(acts, keep) -> list[np.ndarray]:
+    """Per layer: the mean contribution of removed inputs to each kept output (to fold into the bias)."""
+    shifts = []
+    for l, a in enumerate(acts):
+        removed = np.setdiff1d(np.arange(a.shape[1]), keep[l])
+        contrib = a.mean(axis=0)[removed][:, keep[l + 1]].sum(axis=0)  # (o_kept,)
+        shifts.append(contrib)
+    return shifts
+
+
+def _kept(score: np.ndarray, threshold: float) -> np.ndarray:
+    k = np.flatnonzero(score >= threshold)
+    return k if k.size else np.array([int(np.argmax(score))])
+
+
+def prune(
+    model: KAN,
+    x: jax.Array,
+    *,
+    node_threshold: float = 1e-2,
+    edge_threshold: float = 3e-2,
+    measure: str = "mean_abs",
+    output_scores=None,
+    fold_constants: bool = True,
+) -> KAN:
+    """A genuinely smaller network: low-score hidden nodes removed, then low-score edges masked.
+
+    Hidden nodes (not inputs, not outputs) whose node score on ``x`` is below ``node_threshold``
+    are removed (every hidden layer keeps at least its best node), giving narrower widths; the
+    kept edges' functions are copied unchanged. Each removed node's mean contribution to the next
+    layer is folded into the next layer's biases (``fold_constants``). Scores are then recomputed
+    on the smaller network and edges below ``edge_threshold`` are masked (``prune_edges``;
+    ``edge_threshold=None`` or ``0`` skips it).
+
+    Args:
+      model: the network (not modified).
+      x: ``(batch, widths[0])`` samples.
+      node_threshold: node score threshold for hidden nodes.
+      edge_threshold: edge score threshold.
+      measure, output_scores: as ``attribution``.
+      fold_constants: fold removed parts' means into biases.
+
+    Returns:
+      A new ``KAN`` with widths ``[widths[0], kept..., widths[-1]]``.
+    """
+    x = jnp.asarray(x)
+    acts = _np_acts(model, x)
+    _, nscores = scores_from_magnitudes(edge_magnitudes(acts, measure=measure), output_scores)
+    keep = [np.arange(model.widths[0])]
+    keep += [_kept(np.asarray(s), node_threshold) for s in nscores[1:-1]]
+    keep.append(np.arange(model.widths[-1]))
+    shifts = _removal_shifts(acts, keep) if fold_constants else None
+    new = subnetwork(model, keep, shifts)
+    if edge_threshold:
+        new = prune_edges(
+            new, x, threshold=edge_threshold, measure=measure, output_scores=output_scores, fold_constants=fold_constants
+        )
+    return new
+
+
+def prune_inputs(
+    model: KAN,
+    x: jax.Array,
+    *,
+    threshold: float = 1e-2,
+    measure: str = "mean_abs",
+    output_scores=None,
+    fold_constants: bool = True,
+) -> tuple[KAN, np.ndarray]:
+    """Removes input features whose score (feature importance) is below ``threshold``.
+
+    Args:
+      model: the network (not modified).
+      x: ``(batch, widths[0])`` samples.
+      threshold: input node score threshold (at least the best input is kept).
+      measure, output_scores, fold_constants: as ``prune``.
+
+    Returns:
+      ``(new_model, kept)``: ``kept`` the increasing indices of the kept inputs; call the new
+      model on ``x[:, kept]``.
+    """
+    x = jnp.asarray(x)
+    acts = _np_acts(model, x)
+    _, nscores = scores_from_magnitudes(edge_magnitudes(acts, measure=measure), output_scores)
+    kept = _kept(np.asarray(nscores[0]), threshold)
+    keep = [kept] + [np.arange(w) for w in model.widths[1:]]
+    shifts = _removal_shifts(acts, keep) if fold_constants else None
+    return subnetwork(model, keep, shifts), kept

@@ -1,0 +1,183 @@
+"""Attribution scores and pruning (kan_jax.prune)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import kan_jax
+from kan_jax import prune as P
+
+
+def _set(var, value):
+    var.set_value(jnp.asarray(value, var[...].dtype))
+
+
+def _zeroed_model(key=0):
+    """[3, 4, 1]: hidden node 2 has zero incoming edges and zero outgoing edge; input 2 is dead.
+
+    Hidden node 2 also has a non-zero bias (it is constant, and its outgoing edge is zero), and
+    the other biases are non-zero, so the test also covers the bias bookkeeping.
+    """
+    model = kan_jax.KAN([3, 4, 1], grid_size=5, param_dtype=jnp.float64, rngs=nnx.Rngs(key))
+    l0, l1 = model.layers
+    rng = np.random.default_rng(key)
+    # Non-trivial spline functions everywhere first.
+    _set(l0.coef, rng.normal(size=l0.coef.shape))
+    _set(l1.coef, rng.normal(size=l1.coef.shape))
+    _set(l0.bias, rng.normal(size=(4,)))
+    _set(l1.bias, rng.normal(size=(1,)))
+    for layer, (i, j) in ((l0, (slice(None), 2)), (l0, (2, slice(None))), (l1, (2, slice(None)))):
+        c, wb = np.asarray(layer.coef[...]).copy(), np.asarray(layer.w_base[...]).copy()
+        c[i, j] = 0.0
+        wb[i, j] = 0.0
+        _set(layer.coef, c)
+        _set(layer.w_base, wb)
+    return model
+
+
+def _x(n=256, d=3, seed=1):
+    return jnp.asarray(np.random.default_rng(seed).uniform(-1, 1, size=(n, d)))
+
+
+def test_scores_zero_edges_and_conservation():
+    model, x = _zeroed_model(), _x()
+    es = P.edge_scores(model, x)
+    ns = P.node_scores(model, x)
+    assert [e.shape for e in es] == [(3, 4), (4, 1)]
+    assert [s.shape for s in ns] == [(3,), (4,), (1,)]
+    es0, es1 = np.asarray(es[0]), np.asarray(es[1])
+    assert np.all(es0[:, 2] == 0) and np.all(es0[2, :] == 0) and es1[2, 0] == 0
+    assert np.asarray(ns[1])[2] == 0 and np.asarray(ns[0])[2] == 0
+    # Everything else is live, so strictly positive.
+    assert np.all(np.delete(np.delete(es0, 2, 0), 2, 1) > 0)
+    # Conservation: each node layer's scores sum to the (single) output's score 1.
+    for s in ns:
+        np.testing.assert_allclose(np.sum(s), 1.0, rtol=1e-12)
+    # Node score = sum of outgoing edge scores; edge scores of a target sum to its score.
+    for l, e in enumerate(es):
+        np.testing.assert_allclose(np.sum(e, axis=1), ns[l], rtol=1e-12)
+        np.testing.assert_allclose(np.sum(e, axis=0), ns[l + 1], rtol=1e-12)
+
+
+def test_scores_closed_form():
+    """Hand-computed attribution on magnitudes."""
+    a0 = jnp.array([[1.0, 0.0], [3.0, 2.0]])  # 2 -> 2
+    a1 = jnp.array([[1.0], [3.0]])  # 2 -> 1
+    es, ns = P.scores_from_magnitudes([a0, a1])
+    np.testing.assert_allclose(ns[1], [0.25, 0.75])
+    np.testing.assert_allclose(es[0], [[0.25 * 0.25, 0.0], [0.25 * 0.75, 0.75]])
+    np.testing.assert_allclose(ns[0], [0.0625, 0.9375])
+    es, ns = P.scores_from_magnitudes([a0, a1], output_scores=jnp.array([2.0]))
+    np.testing.assert_allclose(ns[0], [0.125, 1.875])
+
+
+def test_scores_nan_free_for_all_zero_layers():
+    model = kan_jax.KAN([2, 3, 2], param_dtype=jnp.float64, rngs=nnx.Rngs(0))
+    for layer in model.layers:
+        _set(layer.coef, np.zeros(layer.coef.shape))
+        _set(layer.w_base, np.zeros(layer.w_base.shape))
+    es, ns = P.attribution(model, _x(d=2))
+    for a in list(es) + list(ns[:-1]):
+        assert np.all(np.asarray(a) == 0)
+    es, ns = P.attribution(model, _x(d=2), measure="std")
+    assert all(np.all(np.isfinite(np.asarray(a))) for a in list(es) + list(ns))
+    small = P.prune(model, _x(d=2))
+    assert small.widths == (2, 1, 2)
+    y = np.asarray(small(_x(d=2)))
+    assert np.all(np.isfinite(y))
+
+
+def test_prune_exact_on_zero_edges():
+    model, x = _zeroed_model(), _x()
+    small = P.prune(model, x, node_threshold=1e-2, edge_threshold=0.0)
+    assert small.widths == (3, 3, 1)
+    xt = _x(n=500, seed=7)
+    np.testing.assert_allclose(np.asarray(small(xt)), np.asarray(model(xt)), rtol=1e-12, atol=1e-12)
+    # Kept edges' functions are unchanged: compare edge activations of kept nodes.
+    keep_h = [0, 1, 3]
+    ea_old, ea_new = model.edge_activations(xt), small.edge_activations(xt)
+    np.testing.assert_allclose(np.asarray(ea_new[0]), np.asarray(ea_old[0])[:, :, keep_h], rtol=0, atol=0)
+    np.testing.assert_allclose(np.asarray(ea_new[1]), np.asarray(ea_old[1])[:, keep_h], rtol=0, atol=0)
+    # The original model is untouched.
+    assert model.widths == (3, 4, 1) and model.layers[0].coef.shape[:2] == (3, 4)
+
+    smaller, kept = P.prune_inputs(small, x, threshold=1e-2)
+    np.testing.assert_array_equal(kept, [0, 1])
+    assert smaller.widths == (2, 3, 1)
+    np.testing.assert_allclose(np.asarray(smaller(xt[:, kept])), np.asarray(model(xt)), rtol=1e-12, atol=1e-12)
+
+
+def test_prune_folds_constant_hidden_node():
+    """A hidden node with zero incoming edges but a live outgoing edge is a constant: its
+    removal folds phi(bias) into the next bias exactly (with measure='std' it scores 0)."""
+    model = _zeroed_model()
+    l1 = model.layers[1]
+    c, wb = np.asarray(l1.coef[...]).copy(), np.asarray(l1.w_base[...]).copy()
+    c[2, 0] = np.linspace(-1, 1, c.shape[-1])
+    wb[2, 0] = 0.7
+    _set(l1.coef, c)
+    _set(l1.w_base, wb)
+    x = _x()
+    ns = P.node_scores(model, x, measure="std")
+    assert float(ns[1][2]) < 1e-12  # std of a constant: rounding only
+    assert float(P.node_scores(model, x)[1][2]) > 0  # mean |phi| sees the constant
+    small = P.prune(model, x, measure="std", edge_threshold=0.0)
+    assert small.widths == (3, 3, 1)
+    xt = _x(n=300, seed=3)
+    np.testing.assert_allclose(np.asarray(small(xt)), np.asarray(model(xt)), rtol=1e-12, atol=1e-12)
+    unfolded = P.prune(model, x, measure="std", edge_threshold=0.0, fold_constants=False)
+    assert not np.allclose(np.asarray(unfolded(xt)), np.asarray(model(xt)))
+
+
+def test_prune_edges_masks_and_keeps_widths():
+    model, x = _zeroed_model(), _x()
+    es = [np.asarray(e) for e in P.edge_scores(model, x)]
+    thr = float(np.median(es[0][es[0] > 0]))
+    pruned = P.prune_edges(model, x, threshold=thr)
+    assert pruned.widths == model.widths
+    m0 = np.asarray(pruned.layers[0].mask[...])
+    np.testing.assert_array_equal(m0, (es[0] >= thr).astype(m0.dtype))
+    assert np.all(np.asarray(model.layers[0].mask[...]) == 1)  # original untouched
+    # Masked edges contribute nothing; kept edges unchanged.
+    ea = np.asarray(pruned.edge_activations(x)[0])
+    ea_old = np.asarray(model.edge_activations(x)[0])
+    np.testing.assert_array_equal(ea[:, m0 == 0], 0.0)
+    np.testing.assert_allclose(ea[:, m0 == 1], ea_old[:, m0 == 1], rtol=1e-12)
+    # Zero edges: masking them (zero threshold just above 0) changes nothing at all.
+    exact = P.prune_edges(model, x, threshold=1e-300)
+    assert int(np.sum(np.asarray(exact.layers[0].mask[...]) == 0)) == 3 + 4 - 1
+    np.testing.assert_allclose(np.asarray(exact(x)), np.asarray(model(x)), rtol=1e-12, atol=1e-12)
+
+
+def test_prune_defaults_on_trainedlike_network():
+    """Defaults on a random network: widths shrink only where scores are low, output finite,
+    and the pruned network's scores still conserve."""
+    model = kan_jax.KAN([2, 5, 1], rngs=nnx.Rngs(3))
+    x = jax.random.uniform(jax.random.key(0), (128, 2), minval=-1, maxval=1)
+    ns = [np.asarray(s) for s in P.node_scores(model, x)]
+    small = P.prune(model, x, node_threshold=0.15)
+    assert small.widths == (2, int(np.sum(ns[1] >= 0.15)), 1)
+    assert np.all(np.isfinite(np.asarray(small(x))))
+    np.testing.assert_allclose(np.sum(P.node_scores(small, x)[0]), 1.0, rtol=1e-5)
+
+
+def test_subnetwork_validates_and_keeps_config():
+    model = kan_jax.KAN([3, 4, 2], grid_size=7, spline_order=2, base_activation="tanh", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError):
+        P.subnetwork(model, [[0, 1], [], [0, 1]])
+    with pytest.raises(ValueError):
+        P.subnetwork(model, [[0, 1], [1, 0], [0, 1]])
+    sub = P.subnetwork(model, [[0, 2], [1, 3], [0, 1]])
+    assert sub.widths == (2, 2, 2)
+    for layer in sub.layers:
+        assert (layer.grid_size, layer.spline_order, layer.base_activation) == (7, 2, "tanh")
+    x = _x(d=3).astype(jnp.float32)
+    ea_old, ea_new = model.edge_activations(x), sub.edge_activations(x[:, [0, 2]])
+    np.testing.assert_allclose(np.asarray(ea_new[0]), np.asarray(ea_old[0])[:, [0, 2]][:, :, [1, 3]], rtol=1e-6)
+
+
+def test_measure_validated():
+    with pytest.raises(ValueError, match="measure"):
+        P.edge_magnitudes([jnp.zeros((2, 2, 2))], measure="max")
