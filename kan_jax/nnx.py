@@ -24,8 +24,9 @@ import numpy as np
 from flax import nnx
 
 from kan_jax import functional as F
+from kan_jax import symbolic_edges as SE
 
-__all__ = ["Grid", "EdgeMask", "KANLayer", "KAN", "validate_widths"]
+__all__ = ["Grid", "EdgeMask", "SymbolicMask", "KANLayer", "KAN", "validate_widths"]
 
 
 class Grid(nnx.Variable):
@@ -34,6 +35,10 @@ class Grid(nnx.Variable):
 
 class EdgeMask(nnx.Variable):
     """Per-edge 0/1 mask of a KAN layer, ``(in_features, out_features)``; set by pruning."""
+
+
+class SymbolicMask(nnx.Variable):
+    """Per-edge 0/1 mask of the symbolic edges of a KAN layer, ``(in_features, out_features)``."""
 
 
 def validate_widths(widths) -> tuple[int, ...]:
@@ -135,11 +140,75 @@ class KANLayer(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """``(batch, n) -> (batch, o)``."""
-        return F.apply(self.params(), self.grid[...], self.mask[...], x, **self._kw())
+        y = F.apply(self.params(), self.grid[...], self.mask[...], x, **self._kw())
+        if self.has_symbolic:
+            y = y + SE.layer_output(self.sym_affine[...], self.sym_mask[...], x, self.sym_names, self.sym_funcs, dtype=y.dtype)
+        return y
 
     def edge_activations(self, x: jax.Array) -> jax.Array:
         """``(batch, n) -> (batch, n, o)``: ``mask_ij * phi_ij(x_i)`` (sum over axis 1 + bias = output)."""
-        return F.edge_apply(self.params(), self.grid[...], self.mask[...], x, **self._kw())
+        acts = F.edge_apply(self.params(), self.grid[...], self.mask[...], x, **self._kw())
+        if self.has_symbolic:
+            acts = acts + SE.edge_values(self.sym_affine[...], self.sym_mask[...], x, self.sym_names, self.sym_funcs, dtype=acts.dtype)
+        return acts
+
+    # --- symbolic edges (see kan_jax.symbolic_edges; fitting in kan_jax.symbolic) ---
+
+    @property
+    def has_symbolic(self) -> bool:
+        """Whether the layer holds symbolic-edge state (created by the first ``set_symbolic``)."""
+        return getattr(self, "sym_names", None) is not None
+
+    def set_symbolic(self, edges, funcs, params=None) -> None:
+        """Fixes edges ``[(i, j), ...]`` to library functions: ``c * f(a x_i + b) + d``.
+
+        Sets ``mask_ij = 0`` and ``sym_mask_ij = 1`` (the spline params are kept, so
+        ``clear_symbolic`` restores the spline). ``funcs``: one ``SymbolicFunction`` (``.name``,
+        ``.jax_fn``, ``.sympy_fn``) per edge; ``params``: ``(len(edges), 4)`` ``[a, b, c, d]``
+        (default ``[1, 0, 1, 0]``). The first call creates ``sym_affine`` (an ``nnx.Param``
+        ``(n, o, 4)``), ``sym_mask`` (a ``SymbolicMask``) and the static ``sym_names`` /
+        ``sym_funcs``.
+        """
+        edges = [(int(i), int(j)) for i, j in edges]
+        funcs = list(funcs)
+        if len(funcs) != len(edges):
+            raise ValueError(f"need one function per edge, got {len(funcs)} for {len(edges)} edges")
+        n, o = self.in_features, self.out_features
+        for i, j in edges:
+            if not (0 <= i < n and 0 <= j < o):
+                raise ValueError(f"edge ({i}, {j}) out of range for a layer with {n} inputs, {o} outputs")
+        dt = self.coef[...].dtype
+        p = jnp.broadcast_to(jnp.asarray(SE.IDENTITY_PARAMS, dt), (len(edges), 4)) if params is None else jnp.asarray(params, dt).reshape(len(edges), 4)
+        if not self.has_symbolic:
+            self.sym_affine = nnx.Param(jnp.broadcast_to(jnp.asarray(SE.IDENTITY_PARAMS, dt), (n, o, 4)))
+            self.sym_mask = SymbolicMask(jnp.zeros((n, o), self.mask[...].dtype))
+            self.sym_names = SE.empty_names(n, o)
+            self.sym_funcs = ()
+        if not edges:
+            return
+        ii, jj = np.array([e[0] for e in edges]), np.array([e[1] for e in edges])
+        self.sym_affine.set_value(self.sym_affine[...].at[ii, jj].set(p))
+        self.sym_mask.set_value(self.sym_mask[...].at[ii, jj].set(1))
+        self.mask.set_value(self.mask[...].at[ii, jj].set(0))
+        self.sym_names = SE.set_names(self.sym_names, edges, [f.name for f in funcs])
+        by_name = {f.name: f for f in self.sym_funcs}
+        by_name.update({f.name: f for f in funcs})
+        used = {nm for row in self.sym_names for nm in row if nm is not None}
+        self.sym_funcs = tuple(f for nm, f in by_name.items() if nm in used)
+
+    def clear_symbolic(self, edges) -> None:
+        """Turns edges ``[(i, j), ...]`` back into spline edges (``mask = 1``, ``sym_mask = 0``)."""
+        if not self.has_symbolic:
+            return
+        edges = [(int(i), int(j)) for i, j in edges]
+        if not edges:
+            return
+        ii, jj = np.array([e[0] for e in edges]), np.array([e[1] for e in edges])
+        self.sym_mask.set_value(self.sym_mask[...].at[ii, jj].set(0))
+        self.mask.set_value(self.mask[...].at[ii, jj].set(1))
+        self.sym_names = SE.set_names(self.sym_names, edges, [None] * len(edges))
+        used = {nm for row in self.sym_names for nm in row if nm is not None}
+        self.sym_funcs = tuple(f for f in self.sym_funcs if f.name in used)
 
     def update_grid(self, x: jax.Array) -> None:
         """Adapts the grid to samples ``x (batch, n)``, refitting the splines (function ~kept)."""
