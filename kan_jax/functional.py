@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kan_jax import bases, splines
+from kan_jax import bases, kernels, splines
 
 __all__ = [
     "BASE_ACTIVATIONS",
@@ -134,7 +134,7 @@ def _compute_dtype(dtype, *arrays):
     return jnp.dtype(dtype) if dtype is not None else jnp.result_type(*arrays)
 
 
-@functools.partial(jax.jit, static_argnames=("order", "basis", "base_activation", "dtype"))
+@functools.partial(jax.jit, static_argnames=("order", "basis", "base_activation", "dtype", "path", "uniform"))
 def apply(
     params: Params,
     grid: jax.Array,
@@ -145,6 +145,8 @@ def apply(
     basis: str = "bspline",
     base_activation: str = "silu",
     dtype=None,
+    path: str = "auto",
+    uniform: bool | None = None,
 ) -> jax.Array:
     """Fused layer forward.
 
@@ -158,12 +160,48 @@ def apply(
       base_activation: name of ``b``.
       dtype: computation dtype (default: the inputs' and params' result type). Low-precision
         dtypes (bfloat16, float16) accumulate the contraction in float32.
+      path: ``"auto"`` (default: the fastest exact path, see ``kan_jax.kernels``), one of
+        ``kan_jax.kernels.PATHS`` to force one, or ``"reference"`` (plain autodiff through the
+        Cox-de Boor recursion). Non-B-spline bases always use the reference.
+      uniform: whether the grid is evenly spaced. ``None`` (default) checks at run time (a
+        ``lax.cond`` between the closed-form and the general path, always correct); ``True`` /
+        ``False`` skip the check (``True`` on a non-uniform grid gives wrong values).
 
     Returns:
       ``(..., o)`` outputs in the computation dtype.
     """
     check_features(x, params["coef"].shape[0])
     cdt = _compute_dtype(dtype, x, params["coef"])
+    acc = jnp.float32 if jnp.finfo(cdt).bits < 32 else cdt
+    if path == "reference" or basis != "bspline":
+        return _apply_reference(params, grid, mask, x, order=order, basis=basis, base_activation=base_activation, cdt=cdt)
+    m = mask.astype(cdt)
+    w = jnp.concatenate(
+        [(params["w_base"].astype(cdt) * m)[:, None, :],
+         jnp.swapaxes(params["coef"].astype(cdt) * (params["w_spline"].astype(cdt) * m)[..., None], 1, 2)],
+        axis=1,
+    )  # (n, 1 + M, o)
+    # The basis is evaluated in at least float32 (bfloat16 knots would be too coarse), then the
+    # features are cast to the computation dtype for the contraction.
+    bdt = jnp.promote_types(cdt, jnp.float32)
+    xb, gb = x.astype(bdt), grid.astype(bdt)
+    grid_size = grid.shape[-1] - 2 * order - 1
+
+    def run(p):
+        return kernels.contract(xb, gb, w, order=order, base_activation=base_activation, path=p, acc=acc)
+
+    if path != "auto":
+        y = run(path)
+    elif uniform is not None:
+        y = run(kernels.choose_path(grid_size, order, uniform))
+    else:
+        pu, pg = kernels.choose_path(grid_size, order, True), kernels.choose_path(grid_size, order, False)
+        y = jax.lax.cond(kernels.is_uniform(grid), lambda: run(pu), lambda: run(pg))
+    return (y + params["bias"].astype(acc)).astype(cdt)
+
+
+def _apply_reference(params, grid, mask, x, *, order, basis, base_activation, cdt):
+    """Plain fused math, differentiated by autodiff (the pre-kernel path; any basis family)."""
     x = x.astype(cdt)
     feats = jnp.concatenate(
         [get_base_activation(base_activation)(x)[..., None], bases.get_basis(basis).evaluate(x, grid.astype(cdt), order)],

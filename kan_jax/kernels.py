@@ -1,0 +1,429 @@
+"""Fast paths of the KAN layer contraction (used by ``kan_jax.functional.apply``).
+
+The layer output is one contraction ``y = feats(x) @ W`` with
+``feats(x) = [b(x_i), B_0(x_i), ..., B_{M-1}(x_i)]_i`` of shape ``(batch, n, 1 + M)`` and
+``W (n, 1 + M, o)`` (base weights in column 0, ``w_spline * coef`` after it, mask folded in).
+
+Paths (all exact: same values as ``splines.bspline_basis`` to float rounding):
+
+* **uniform** (dense): closed-form cardinal B-splines on ``u = (x - t_0) / h``. Per input element
+  one interval index ``j = floor(u)`` and the ``k + 1`` non-zero values (de Boor's triangle with
+  constant denominators, no divisions); the dense basis row is scattered from them by index
+  comparison inside one XLA fusion.
+* **general** (dense): Cox-de Boor recursion with per-input reciprocal knot spacings precomputed
+  once (no divisions in the batch loop), for any increasing knots (adaptive grids).
+* **local** (uniform or general): only the ``k + 1`` non-zero bases per input; the contraction
+  gathers the ``k + 1`` matching rows of ``W`` (forward) and scatter-adds into them (backward).
+  Memory independent of ``G``; its cost does not grow with ``G``, but gathers/scatters are slower
+  than a matmul per flop, so it only wins for large ``G`` (see docs/PERFORMANCE.md).
+
+Every path is wrapped in a ``jax.custom_vjp`` whose backward recomputes the basis and its
+derivative (``dB_m^k/dx = k/(t_{m+k}-t_m) B_m^{k-1} - k/(t_{m+k+1}-t_{m+1}) B_{m+1}^{k-1}``)
+instead of keeping the recursion's intermediates: the residuals are just ``x``, ``grid`` and
+``W``. The knots get a zero cotangent (the grid is not trained by gradient).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "is_uniform",
+    "uniform_local",
+    "uniform_basis",
+    "general_basis",
+    "general_local",
+    "features",
+    "contract",
+    "PATHS",
+    "choose_path",
+]
+
+PATHS = ("uniform", "general", "local_uniform", "local_general")
+
+
+# --------------------------------------------------------------------------- base activations
+
+
+def _silu_grad(x):
+    s = jax.nn.sigmoid(x)
+    return s * (1.0 + x * (1.0 - s))
+
+
+def _base_value_and_grad(name: str) -> tuple[Callable, Callable]:
+    if name == "silu":
+        return jax.nn.silu, _silu_grad
+    if name == "tanh":
+        return jnp.tanh, lambda x: 1.0 - jnp.tanh(x) ** 2
+    if name == "identity":
+        return (lambda x: x), jnp.ones_like
+    if name == "zero":
+        return jnp.zeros_like, jnp.zeros_like
+    if name == "gelu":
+        return jax.nn.gelu, _elementwise_grad(jax.nn.gelu)
+    raise ValueError(f"unknown base activation {name!r}")
+
+
+def _elementwise_grad(f):
+    def g(x):
+        return jax.jvp(f, (x,), (jnp.ones_like(x),))[1]
+
+    return g
+
+
+# --------------------------------------------------------------------------- uniform grids
+
+
+def is_uniform(grid: jax.Array, *, rtol: float | None = None) -> jax.Array:
+    """Traced bool: every knot row is evenly spaced (to a few ulps of its magnitude)."""
+    t = jnp.asarray(grid)
+    n_knots = t.shape[-1]
+    h = (t[:, -1] - t[:, 0]) / (n_knots - 1)
+    ideal = t[:, :1] + jnp.arange(n_knots, dtype=t.dtype) * h[:, None]
+    tol = (rtol if rtol is not None else 16 * jnp.finfo(t.dtype).eps) * jnp.max(jnp.abs(t), axis=1, keepdims=True)
+    return jnp.all(jnp.abs(t - ideal) <= tol) & jnp.all(h > 0)
+
+
+def _uniform_params(grid):
+    n_knots = grid.shape[-1]
+    t0 = grid[:, 0]
+    h = (grid[:, -1] - t0) / (n_knots - 1)
+    return t0, h
+
+
+def uniform_local(x, t0, h, order: int, *, deriv: bool = False):
+    """Interval index and the ``k + 1`` non-zero cardinal B-spline values (and derivatives).
+
+    Args:
+      x: ``(..., n)`` inputs.
+      t0, h: ``(n,)`` first knot and knot spacing per input.
+      order: ``k``.
+      deriv: also return ``d/dx`` of the values.
+
+    Returns:
+      ``(j, vals)`` or ``(j, vals, dvals)``: ``j (..., n)`` int32 interval index (knot ``t_j <= x <
+      t_{j+1}``), ``vals`` a list of ``k + 1`` arrays ``(..., n)``: basis ``m = j - k + r`` for
+      ``r = 0..k``. Indices outside ``[0, G + k)`` are not basis functions of the grid.
+    """
+    k = order
+    u = (x - t0) / h
+    u = jnp.clip(u, -k - 2.0, 1e7)
+    jf = jnp.floor(u)
+    j = jf.astype(jnp.int32)
+    f = (x - (t0 + jf * h)) / h  # local coordinate in [0, 1), from a nearby origin (accurate)
+    vals = [jnp.ones_like(f)]
+    lower = None
+    for d in range(1, k + 1):
+        if d == k:
+            lower = vals
+        inv_d = 1.0 / d
+        new = []
+        saved = jnp.zeros_like(f)
+        for r in range(d):
+            # right[r+1] = r + 1 - f, left[d-r] = f + d - r - 1 (in units of h); denominators are d.
+            temp = vals[r] * inv_d
+            new.append(saved + (r + 1 - f) * temp)
+            saved = (f + (d - r - 1)) * temp
+        new.append(saved)
+        vals = new
+    if not deriv:
+        return j, vals
+    if k == 0:
+        return j, vals, [jnp.zeros_like(f)]
+    inv_h = 1.0 / h
+    dvals = []
+    for r in range(k + 1):
+        a = lower[r - 1] if r >= 1 else 0.0
+        b = lower[r] if r < k else 0.0
+        dvals.append((a - b) * inv_h)
+    return j, vals, dvals
+
+
+def _scatter_dense(j, vals, n_basis, order):
+    """Dense ``(..., n, n_basis)`` row from the local values (index comparison, fusible)."""
+    m = jnp.arange(n_basis, dtype=jnp.int32)
+    d = m - (j[..., None] - order)  # which local value lands on basis m
+    out = jnp.zeros(d.shape, vals[0].dtype)
+    for r, v in enumerate(vals):
+        out = jnp.where(d == r, v[..., None], out)
+    return out
+
+
+def uniform_basis(x, grid, order: int, *, deriv: bool = False):
+    """Dense basis ``(..., n, G + k)`` of a uniform grid (and its x-derivative when ``deriv``)."""
+    t0, h = _uniform_params(grid)
+    n_basis = grid.shape[-1] - order - 1
+    res = uniform_local(x, t0, h, order, deriv=deriv)
+    b = _scatter_dense(res[0], res[1], n_basis, order)
+    if not deriv:
+        return b
+    return b, _scatter_dense(res[0], res[2], n_basis, order)
+
+
+# --------------------------------------------------------------------------- general grids
+
+
+def _safe_inv(d):
+    pos = d > 0
+    return jnp.where(pos, 1.0 / jnp.where(pos, d, 1.0), 0.0)
+
+
+def general_basis(x, grid, order: int, *, deriv: bool = False):
+    """Dense basis ``(..., n, G + k)`` for any increasing knots (Cox-de Boor), and its derivative."""
+    t = grid
+    x = x[..., None]
+    b = ((x >= t[:, :-1]) & (x < t[:, 1:])).astype(t.dtype)
+    lower = b
+    for p in range(1, order + 1):
+        lower = b
+        inv_l = _safe_inv(t[:, p:-1] - t[:, : -(p + 1)])
+        inv_r = _safe_inv(t[:, p + 1 :] - t[:, 1:-p])
+        b = (x - t[:, : -(p + 1)]) * inv_l * b[..., :-1] + (t[:, p + 1 :] - x) * inv_r * b[..., 1:]
+    if not deriv:
+        return b
+    k = order
+    if k == 0:
+        return b, jnp.zeros_like(b)
+    inv_l = k * _safe_inv(t[:, k:-1] - t[:, : -(k + 1)])
+    inv_r = k * _safe_inv(t[:, k + 1 :] - t[:, 1:-k])
+    db = inv_l * lower[..., :-1] - inv_r * lower[..., 1:]
+    return b, db
+
+
+def general_local(x, grid, order: int, *, deriv: bool = False):
+    """Local values for any increasing knots: same outputs as ``uniform_local``.
+
+    The interval is found by counting knots ``<= x``; the ``2k`` knots around it are gathered and
+    de Boor's triangle (with divisions) gives the ``k + 1`` non-zero values.
+    """
+    k = order
+    t = grid
+    n_knots = t.shape[-1]
+    j = jnp.sum((x[..., None] >= t).astype(jnp.int32), axis=-1) - 1  # (..., n), -1 .. K-1
+    inside = (j >= 0) & (j < n_knots - 1)
+    win = None
+    if k > 0:
+        # Pad k knots per side (end spacing) so the window t_{j-k+1} .. t_{j+k} always exists; the
+        # padded knots only enter basis indices outside [0, M), which callers drop.
+        ext = jnp.arange(1, k + 1, dtype=t.dtype)
+        tp = jnp.concatenate(
+            [t[:, :1] - (t[:, 1:2] - t[:, :1]) * ext[::-1], t, t[:, -1:] + (t[:, -1:] - t[:, -2:-1]) * ext], axis=1
+        )
+        offs = jnp.arange(1, 2 * k + 1, dtype=jnp.int32)  # t_{j-k+1+q} = tp[j + 1 + q]
+        idx = jnp.clip(j, 0, n_knots - 2)[..., None] + offs
+        win = jnp.take_along_axis(jnp.broadcast_to(tp, x.shape + (tp.shape[-1],)), idx, axis=-1)
+    vals = [inside.astype(x.dtype)]
+    lower = None
+    for d in range(1, k + 1):
+        if d == k:
+            lower = vals
+        new = []
+        saved = jnp.zeros_like(x)
+        for r in range(d):
+            right = win[..., k - 1 + r + 1] - x  # t_{j+r+1} - x
+            left = x - win[..., k - 1 - (d - r) + 1]  # x - t_{j+1-(d-r)}
+            temp = vals[r] * _safe_inv(right + left)
+            new.append(saved + right * temp)
+            saved = left * temp
+        new.append(saved)
+        vals = new
+    if not deriv:
+        return j, vals
+    if k == 0:
+        return j, vals, [jnp.zeros_like(x)]
+    dvals = []
+    for r in range(k + 1):
+        # basis m = j - k + r: k/(t_{m+k}-t_m) N^{k-1}_m - k/(t_{m+k+1}-t_{m+1}) N^{k-1}_{m+1}
+        a = 0.0
+        b = 0.0
+        if r >= 1:
+            a = lower[r - 1] * k * _safe_inv(win[..., k - 1 + r] - win[..., k - 1 + r - k + 0])
+        if r < k:
+            b = lower[r] * k * _safe_inv(win[..., k - 1 + r + 1] - win[..., k - 1 + r + 1 - k])
+        dvals.append(a - b)
+    return j, vals, dvals
+
+
+# --------------------------------------------------------------------------- features and contraction
+
+
+def features(x, grid, order: int, base_activation: str, path: str, *, deriv: bool = False):
+    """Dense features ``(..., n, 1 + M)`` (base column first) and optionally their x-derivative."""
+    base, base_grad = _base_value_and_grad(base_activation)
+    fn = uniform_basis if path == "uniform" else general_basis
+    if deriv:
+        b, db = fn(x, grid, order, deriv=True)
+        return (
+            jnp.concatenate([base(x)[..., None], b], axis=-1),
+            jnp.concatenate([base_grad(x)[..., None], db], axis=-1),
+        )
+    return jnp.concatenate([base(x)[..., None], fn(x, grid, order)], axis=-1)
+
+
+def _dense_contract_impl(x, grid, w, order, base_activation, path, acc):
+    f = features(x, grid, order, base_activation, path).astype(w.dtype)
+    lead = x.shape[:-1]
+    y = jnp.dot(f.reshape(-1, f.shape[-2] * f.shape[-1]), w.reshape(-1, w.shape[-1]), preferred_element_type=acc)
+    return y.reshape(lead + (w.shape[-1],))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
+def _dense_contract(x, grid, w, order, base_activation, path, acc):
+    return _dense_contract_impl(x, grid, w, order, base_activation, path, acc)
+
+
+def _dense_fwd(x, grid, w, order, base_activation, path, acc):
+    return _dense_contract_impl(x, grid, w, order, base_activation, path, acc), (x, grid, w)
+
+
+def _dense_bwd(order, base_activation, path, acc, res, g):
+    x, grid, w = res
+    n, m1, o = w.shape
+    g2 = g.reshape(-1, o).astype(w.dtype)
+    f, df = features(x, grid, order, base_activation, path, deriv=True)
+    f2 = f.reshape(-1, n * m1).astype(w.dtype)
+    dw = jnp.dot(f2.T, g2, preferred_element_type=acc).reshape(w.shape).astype(w.dtype)
+    dfeat = jnp.dot(g2, w.reshape(n * m1, o).T, preferred_element_type=acc).reshape(x.shape + (m1,))
+    dx = jnp.sum(dfeat * df.astype(dfeat.dtype), axis=-1).astype(x.dtype)
+    return dx, jnp.zeros_like(grid), dw
+
+
+_dense_contract.defvjp(_dense_fwd, _dense_bwd)
+
+
+# Local-support contraction: y[b, o] = sum_n (w[n, 0, o] b(x) + sum_r v_r W[n, 1 + j - k + r, o]).
+
+
+def _local_parts(x, grid, order, path, deriv):
+    k = order
+    n_knots = grid.shape[-1]
+    if path == "local_uniform":
+        t0, h = _uniform_params(grid)
+        res = uniform_local(x, t0, h, k, deriv=deriv)
+        j = res[0]
+        # Rows m = j - k + r outside [0, M) must contribute 0: clamp the index and zero the value.
+        start = jnp.clip(j - k, -k - 1, n_knots)  # basis index of r = 0
+        vals, dvals = res[1], (res[2] if deriv else None)
+    else:
+        res = general_local(x, grid, k, deriv=deriv)
+        start = jnp.clip(res[0] - k, -k - 1, n_knots)
+        vals, dvals = res[1], (res[2] if deriv else None)
+    return start, vals, dvals
+
+
+def _local_rows(start, n_basis, order):
+    """Row indices into the padded weight table and validity masks of the k + 1 local bases."""
+    rows, valid = [], []
+    for r in range(order + 1):
+        m = start + r
+        valid.append((m >= 0) & (m < n_basis))
+        rows.append(jnp.clip(m, -1, n_basis) + 2)  # padded table: rows 0, 1 are base col / zero
+    return rows, valid
+
+
+def local_contract_reference(x, grid, w, order, base_activation, path):
+    """Unfused local-support contraction (for tests)."""
+    return _local_contract_impl(x, grid, w, order, base_activation, path, x.dtype)
+
+
+def _padded_table(w):
+    # w (n, 1 + M, o) -> (n, M + 4, o): [base, zero, B_0..B_{M-1}, zero, zero-guard]
+    n, m1, o = w.shape
+    z = jnp.zeros((n, 1, o), w.dtype)
+    return jnp.concatenate([w[:, :1], z, w[:, 1:], z, z], axis=1)
+
+
+def _local_contract_impl(x, grid, w, order, base_activation, path, acc):
+    n, m1, o = w.shape
+    n_basis = m1 - 1
+    base, _ = _base_value_and_grad(base_activation)
+    start, vals, _ = _local_parts(x, grid, order, path, False)
+    rows, valid = _local_rows(start, n_basis, order)
+    table = _padded_table(w)  # (n, M + 4, o)
+    lead = x.shape[:-1]
+    xf = x.reshape(-1, n)
+    y = jnp.dot(base(xf).astype(w.dtype), w[:, 0], preferred_element_type=acc)
+    n_idx = jnp.arange(n, dtype=jnp.int32)
+    for r in range(order + 1):
+        v = jnp.where(valid[r], vals[r], 0.0).reshape(-1, n).astype(w.dtype)
+        gathered = table[n_idx, rows[r].reshape(-1, n)]  # (B, n, o)
+        y = y + jnp.einsum("bn,bno->bo", v, gathered, preferred_element_type=acc)
+    return y.reshape(lead + (o,))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
+def _local_contract(x, grid, w, order, base_activation, path, acc):
+    return _local_contract_impl(x, grid, w, order, base_activation, path, acc)
+
+
+def _local_fwd(x, grid, w, order, base_activation, path, acc):
+    return _local_contract_impl(x, grid, w, order, base_activation, path, acc), (x, grid, w)
+
+
+def _local_bwd(order, base_activation, path, acc, res, g):
+    x, grid, w = res
+    n, m1, o = w.shape
+    n_basis = m1 - 1
+    base, base_grad = _base_value_and_grad(base_activation)
+    xf = x.reshape(-1, n)
+    g2 = g.reshape(-1, o).astype(w.dtype)
+    start, vals, dvals = _local_parts(xf, grid, order, path, True)
+    rows, valid = _local_rows(start, n_basis, order)
+    table = _padded_table(w)
+    n_idx = jnp.arange(n, dtype=jnp.int32)
+    # d/dx: sum_r dv_r * <g, W[row_r]> + b'(x) <g, W[n, 0]>
+    dx = base_grad(xf) * jnp.dot(g2, w[:, 0].T, preferred_element_type=acc)
+    dtable = jnp.zeros(table.shape, acc)
+    dbase = jnp.dot(base(xf).astype(w.dtype).T, g2, preferred_element_type=acc)  # (n, o)
+    for r in range(order + 1):
+        v = jnp.where(valid[r], vals[r], 0.0).astype(w.dtype)
+        dv = jnp.where(valid[r], dvals[r], 0.0)
+        gathered = table[n_idx, rows[r]]  # (B, n, o)
+        dx = dx + dv * jnp.einsum("bo,bno->bn", g2, gathered, preferred_element_type=acc)
+        contrib = v[..., None] * g2[:, None, :]  # (B, n, o)
+        dtable = dtable.at[n_idx[None, :], rows[r]].add(contrib.astype(acc))
+    dw = jnp.concatenate([dbase[:, None], dtable[:, 2 : 2 + n_basis]], axis=1).astype(w.dtype)
+    return dx.reshape(x.shape).astype(x.dtype), jnp.zeros_like(grid), dw
+
+
+_local_contract.defvjp(_local_fwd, _local_bwd)
+
+
+def choose_path(grid_size: int, order: int, uniform: bool, *, batch: int | None = None) -> str:
+    """Automatic path choice (measured crossovers, docs/PERFORMANCE.md)."""
+    del order, batch
+    if grid_size >= LOCAL_MIN_GRID:
+        return "local_uniform" if uniform else "local_general"
+    return "uniform" if uniform else "general"
+
+
+# Smallest grid size where the local-support path is chosen automatically (see PERFORMANCE.md).
+LOCAL_MIN_GRID = 1 << 30
+
+
+def contract(x, grid, w, *, order: int, base_activation: str, path: str, acc=None):
+    """``y = feats(x) @ w`` with a custom VJP.
+
+    Args:
+      x: ``(..., n)`` inputs (computation dtype).
+      grid: ``(n, K)`` knots.
+      w: ``(n, 1 + M, o)`` fused weights (column 0: base branch).
+      order: spline order ``k``.
+      base_activation: name of ``b``.
+      path: one of ``PATHS``.
+      acc: accumulation dtype (default ``w.dtype``).
+
+    Returns:
+      ``(..., o)`` in ``acc``.
+    """
+    acc = jnp.dtype(acc or w.dtype)
+    if path in ("uniform", "general"):
+        return _dense_contract(x, grid, w, order, base_activation, path, acc)
+    if path in ("local_uniform", "local_general"):
+        return _local_contract(x, grid, w, order, base_activation, path, acc)
+    raise ValueError(f"path must be one of {PATHS}, got {path!r}")
