@@ -1,0 +1,213 @@
+"""The KAN diagram: nodes per layer, every live edge drawn as its activation curve.
+
+``plot_kan(model, x)`` lays out the node layers bottom (inputs) to top (outputs). Between two
+node layers every edge ``(i, j)`` gets a small inset showing ``phi_ij`` over the range of the
+samples reaching input ``i`` (pykan's layout: node ``i``'s edges are grouped under it, so insets
+never overlap); a line runs from node ``i`` to the inset and from the inset to node ``j``.
+Opacity follows the edge's attribution score (``kan_jax.prune.edge_scores``) relative to the
+best edge of its layer; masked edges are omitted. Edges the layer marks as symbolic are drawn in
+red and labelled with their function's name.
+
+The training-curve plots live with the runner (``kan_jax.train.plot_loss``).
+matplotlib is imported lazily, so ``import kan_jax`` stays light; figures are built with the
+object API (no pyplot state), so ``plot_kan`` is safe in threads and never opens a window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["plot_kan", "symbolic_label", "EDGE_LABEL_PREFIX"]
+
+EDGE_LABEL_PREFIX = "kan-edge"
+_SYMBOLIC_COLOR = "tab:red"
+_SPLINE_COLOR = "black"
+
+# Attribute names a layer may use for per-edge symbolic metadata (an (n, o) nested list / array of
+# function names, and optionally an (n, o) 0/1 array saying which edges are symbolic).
+_NAME_ATTRS = ("symbolic_names", "symbolic_fn_names", "symbolic_functions", "sym_names", "funs_name", "symbolic")
+_MASK_ATTRS = ("symbolic_mask", "sym_mask", "is_symbolic")
+
+
+def _value(v):
+    """Plain value of an attribute (unwraps nnx.Variable)."""
+    try:
+        from flax import nnx
+
+        if isinstance(v, nnx.Variable):
+            return v[...]
+    except ImportError:  # pragma: no cover
+        pass
+    return v
+
+
+def _entry(table, i, j):
+    try:
+        return table[i][j]
+    except (TypeError, IndexError, KeyError):
+        try:
+            return table[(i, j)]
+        except (TypeError, IndexError, KeyError):
+            return None
+
+
+def symbolic_label(layer, i: int, j: int) -> str | None:
+    """The symbolic function name of edge ``(i, j)`` if the layer marks it symbolic, else None.
+
+    Robust to layers without symbolic support: looks for a per-edge name table and an optional
+    per-edge symbolic mask among a few attribute names, and for a ``symbolic_name(i, j)`` method.
+    """
+    fn = getattr(layer, "symbolic_name", None)
+    if callable(fn):
+        try:
+            name = fn(i, j)
+        except Exception:  # noqa: BLE001 - metadata is optional; never fail a plot on it
+            name = None
+        return str(name) if name not in (None, "", "0") else None
+    mask = None
+    for attr in _MASK_ATTRS:
+        if hasattr(layer, attr):
+            mask = _value(getattr(layer, attr))
+            break
+    if mask is not None:
+        m = _entry(mask, i, j)
+        try:
+            if m is None or not float(np.asarray(m)):
+                return None
+        except (TypeError, ValueError):
+            return None
+    for attr in _NAME_ATTRS:
+        if not hasattr(layer, attr):
+            continue
+        table = _value(getattr(layer, attr))
+        name = _entry(table, i, j)
+        if name is None:
+            continue
+        name = getattr(name, "name", name)
+        if isinstance(name, (bytes, np.bytes_)):
+            name = name.decode()
+        if isinstance(name, (str, np.str_)) and str(name) not in ("", "0", "None"):
+            return str(name)
+    return None
+
+
+def _probe_curves(model, x, n_points: int):
+    """Per layer ``(xs (m, n), phi (m, n, o))``: each input's own sample range, evaluated per edge."""
+    inputs = model.layer_inputs(jnp.asarray(x))[:-1]
+    out = []
+    for layer, a in zip(model.layers, inputs):
+        dtype = a.dtype
+        a = np.asarray(a, dtype=np.float64)
+        lo, hi = a.min(axis=0), a.max(axis=0)
+        hi = np.where(hi > lo, hi, lo + 1e-6)
+        xs = np.linspace(lo, hi, n_points)  # (m, n): column i sweeps input i's range, sorted
+        phi = np.asarray(layer.edge_activations(jnp.asarray(xs, dtype)), dtype=np.float64)
+        out.append((xs, phi))
+    return out
+
+
+def plot_kan(
+    model,
+    x,
+    path: str | None = None,
+    *,
+    input_names: Sequence[str] | None = None,
+    output_names: Sequence[str] | None = None,
+    title: str | None = None,
+    scores: Sequence | None = None,
+    n_points: int = 64,
+    dpi: int = 100,
+):
+    """Draws the KAN diagram of ``model`` on samples ``x``; saves a PNG when ``path`` is given.
+
+    Args:
+      model: a ``kan_jax.KAN``.
+      x: ``(batch, widths[0])`` samples: they set each edge's plotted range and the scores.
+      path: where to save the PNG (optional).
+      input_names: names of the inputs (default ``x_1, x_2, ...``).
+      output_names: names of the outputs (default ``y_1, ...``, or ``y`` for one output).
+      title: figure title.
+      scores: per layer ``(n_l, n_{l+1})`` edge scores (default ``kan_jax.prune.edge_scores``).
+      n_points: points per activation curve.
+      dpi: resolution of the saved PNG.
+
+    Returns:
+      The ``matplotlib.figure.Figure``. Each drawn edge is one inset axes labelled
+      ``f"{EDGE_LABEL_PREFIX} {l} {i} {j}"``.
+    """
+    from matplotlib.figure import Figure
+
+    from kan_jax import prune
+
+    widths = tuple(int(w) for w in model.widths)
+    n_layers = len(widths) - 1
+    if input_names is None:
+        input_names = [f"x_{i + 1}" for i in range(widths[0])]
+    if output_names is None:
+        output_names = ["y"] if widths[-1] == 1 else [f"y_{j + 1}" for j in range(widths[-1])]
+    if len(input_names) != widths[0] or len(output_names) != widths[-1]:
+        raise ValueError(f"input_names/output_names must have {widths[0]}/{widths[-1]} entries")
+    if scores is None:
+        scores = prune.edge_scores(model, x)
+    scores = [np.asarray(s, dtype=np.float64) for s in scores]
+    curves = _probe_curves(model, x, n_points)
+
+    max_edges = max(a * b for a, b in zip(widths[:-1], widths[1:]))
+    fig_w = float(np.clip(0.55 * max_edges, 4.0, 24.0))
+    fig_h = 1.0 + 2.0 * n_layers
+    fig = Figure(figsize=(fig_w, fig_h), dpi=dpi)
+    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.axis("off")
+
+    bottom, top = 0.6 / fig_h, 1.0 - (0.8 if title else 0.5) / fig_h
+    ys = np.linspace(bottom, top, n_layers + 1)
+    node_x = [(np.arange(w) + 0.5) / w for w in widths]
+
+    for l, layer in enumerate(model.layers):
+        n, o = widths[l], widths[l + 1]
+        mask = np.asarray(layer.mask[...])
+        sc = np.where(mask != 0, np.maximum(scores[l], 0.0), 0.0)
+        best = sc.max()
+        rel = sc / best if best > 0 else np.zeros_like(sc)
+        gap = ys[l + 1] - ys[l]
+        h = 0.42 * gap
+        w = min(0.75 / (n * o), h * fig_h / fig_w)
+        yc = 0.5 * (ys[l] + ys[l + 1])
+        xs, phi = curves[l]
+        for i in range(n):
+            for j in range(o):
+                if mask[i, j] == 0:
+                    continue
+                alpha = float(np.clip(rel[i, j], 0.08, 1.0))
+                name = symbolic_label(layer, i, j)
+                color = _SYMBOLIC_COLOR if name else _SPLINE_COLOR
+                xc = (i * o + j + 0.5) / (n * o)
+                ax.plot([node_x[l][i], xc], [ys[l], yc - h / 2], color=color, alpha=alpha, lw=0.8)
+                ax.plot([xc, node_x[l + 1][j]], [yc + h / 2, ys[l + 1]], color=color, alpha=alpha, lw=0.8)
+                inset = fig.add_axes((xc - w / 2, yc - h / 2, w, h), label=f"{EDGE_LABEL_PREFIX} {l} {i} {j}")
+                inset.plot(xs[:, i], phi[:, i, j], color=color, alpha=alpha, lw=1.2)
+                inset.set_xticks([])
+                inset.set_yticks([])
+                for sp in inset.spines.values():
+                    sp.set_alpha(alpha)
+                    sp.set_edgecolor(color)
+                inset.patch.set_alpha(0.0)
+                if name:
+                    inset.set_title(name, color=_SYMBOLIC_COLOR, fontsize=7, pad=1.5, alpha=max(alpha, 0.5))
+
+    for l, w_l in enumerate(widths):
+        ax.scatter(node_x[l], np.full(w_l, ys[l]), s=30, color="black", zorder=3)
+    for i, name in enumerate(input_names):
+        ax.text(node_x[0][i], ys[0] - 0.25 / fig_h, str(name), ha="center", va="top", fontsize=10)
+    for j, name in enumerate(output_names):
+        ax.text(node_x[-1][j], ys[-1] + 0.2 / fig_h, str(name), ha="center", va="bottom", fontsize=10)
+    if title:
+        ax.text(0.5, 1.0 - 0.15 / fig_h, title, ha="center", va="top", fontsize=12)
+    if path is not None:
+        fig.savefig(path, dpi=dpi)
+    return fig
