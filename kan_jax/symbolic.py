@@ -1,0 +1,427 @@
+"""Symbolic regression with a KAN: fit library functions to edges, read out formulas, verify them.
+
+The fitting math is in :mod:`kan_jax.symbolic_fit` (library, chunked affine fits, ranking,
+sympy output); the symbolic edge type is in :mod:`kan_jax.symbolic_edges` and
+``KANLayer.set_symbolic``. This module ties them to a network:
+
+* :func:`edge_samples` -- per layer, the inputs reaching it and its spline edge values;
+* :func:`suggest_symbolic` -- ranked candidate functions for one edge;
+* :func:`fix_symbolic` -- fix one edge to a function (fitting ``a, b, c, d`` or given);
+* :func:`auto_symbolic` -- fix every active edge, one batched fit per layer;
+* :func:`symbolic_formula` -- one sympy expression per output (all edges must be symbolic);
+* :func:`formula_rmse`, :func:`check_formula` -- evaluate formulas on data and compare them with
+  the model, so a pipeline reports a formula worse than the model instead of hiding it.
+
+After :func:`auto_symbolic` the affine params live in each layer's ``sym_affine`` ``nnx.Param``,
+so training the model (e.g. ``kan_jax.train.fit``) retrains them.
+
+Example::
+
+    model = kan_jax.KAN([2, 5, 1], rngs=nnx.Rngs(0))
+    ...  # train, prune
+    report = auto_symbolic(model, x)              # every active edge -> c f(a x + b) + d
+    [expr] = symbolic_formula(model)              # exp(x_2**2 + sin(pi*x_1))
+    check_formula(model, [expr], x_test, y=y_test)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import sympy
+
+from kan_jax import functional as F
+from kan_jax.symbolic_fit import (
+    SYMBOLIC_LIB,
+    SymbolicCandidate,
+    SymbolicFunction,
+    fit_affine,
+    round_constants,
+    suggest_symbolic_batch,
+)
+
+__all__ = [
+    "NotSymbolicError",
+    "edge_samples",
+    "suggest_symbolic",
+    "fix_symbolic",
+    "unfix_symbolic",
+    "auto_symbolic",
+    "symbolic_edges",
+    "symbolic_formula",
+    "formula_rmse",
+    "formula_predict",
+    "check_formula",
+]
+
+
+class NotSymbolicError(ValueError):
+    """Raised by :func:`symbolic_formula` when active spline edges remain; ``.edges`` lists them."""
+
+    def __init__(self, edges):
+        self.edges = list(edges)
+        shown = ", ".join(f"(layer {l}, {i}, {j})" for l, i, j in self.edges[:20])
+        more = f" and {len(self.edges) - 20} more" if len(self.edges) > 20 else ""
+        super().__init__(
+            f"{len(self.edges)} active edge(s) are still splines, not symbolic: {shown}{more}. "
+            "Fix them (auto_symbolic / fix_symbolic) or prune them first."
+        )
+
+
+def _lib(lib) -> Mapping[str, SymbolicFunction]:
+    return SYMBOLIC_LIB if lib is None else lib
+
+
+def _check_layer(model, layer):
+    if not 0 <= layer < len(model.layers):
+        raise ValueError(f"layer must be in [0, {len(model.layers)}), got {layer}")
+    return model.layers[layer]
+
+
+def _check_edge(lay, layer, i, j):
+    if not (0 <= i < lay.in_features and 0 <= j < lay.out_features):
+        raise ValueError(
+            f"edge ({i}, {j}) out of range for layer {layer} ({lay.in_features} inputs, {lay.out_features} outputs)"
+        )
+
+
+def _spline_phi(lay, xin: jax.Array) -> jax.Array:
+    """``(batch, n, o)`` spline edge functions ``phi_ij(x_i)`` without any mask."""
+    ones = jnp.ones_like(lay.mask[...])
+    return F.edge_apply(lay.params(), lay.grid[...], ones, xin, **lay._kw())
+
+
+def edge_samples(model, x: jax.Array, layers: Sequence[int] | None = None) -> dict[int, tuple[jax.Array, jax.Array]]:
+    """Samples of the spline edges: ``{layer: (inputs (batch, n_l), phi (batch, n_l, n_{l+1}))}``.
+
+    The inputs are those reaching each layer when the network runs on ``x (batch, widths[0])``;
+    ``phi`` is each edge's spline function on them (mask not applied).
+    """
+    inputs = model.layer_inputs(jnp.asarray(x))
+    layers = range(len(model.layers)) if layers is None else layers
+    return {l: (inputs[l], _spline_phi(model.layers[l], inputs[l])) for l in layers}
+
+
+def suggest_symbolic(
+    model,
+    layer: int,
+    i: int,
+    j: int,
+    x: jax.Array,
+    *,
+    lib: Mapping[str, SymbolicFunction] | None = None,
+    topk: int = 5,
+    weight_simple: float = 0.8,
+    **fit_kwargs,
+) -> list[SymbolicCandidate]:
+    """Ranked library functions for edge ``(i, j)`` of ``layer`` (samples from the inputs ``x``).
+
+    Args:
+      model: a ``kan_jax.KAN``.
+      layer, i, j: the edge.
+      x: ``(batch, widths[0])`` network inputs.
+      lib: library (default ``SYMBOLIC_LIB``).
+      topk: candidates returned.
+      weight_simple: simplicity weight (``symbolic_fit.symbolic_scores``).
+      **fit_kwargs: forwarded to ``symbolic_fit.fit_affine_all`` (``a_range``, ``grid_number``, ...).
+
+    Returns:
+      Up to ``topk`` ``SymbolicCandidate(name, params [a, b, c, d], r2, complexity, score)``.
+    """
+    lay = _check_layer(model, layer)
+    _check_edge(lay, layer, i, j)
+    xin, phi = edge_samples(model, x, [layer])[layer]
+    return suggest_symbolic_batch(
+        xin[:, i][None], phi[:, i, j][None], lib=_lib(lib), topk=topk, weight_simple=weight_simple, **fit_kwargs
+    )[0]
+
+
+def fix_symbolic(
+    model,
+    layer: int,
+    i: int,
+    j: int,
+    name: str,
+    x: jax.Array | None = None,
+    *,
+    fit_params: bool = True,
+    params: Sequence[float] | None = None,
+    lib: Mapping[str, SymbolicFunction] | None = None,
+    **fit_kwargs,
+) -> tuple[np.ndarray, float | None]:
+    """Fixes edge ``(i, j)`` of ``layer`` to ``c * lib[name](a x + b) + d`` (in place).
+
+    With ``params`` given they are used as ``[a, b, c, d]``; otherwise, with ``fit_params`` and
+    samples ``x``, they are fitted to the edge's spline on the inputs reaching it; otherwise
+    ``[1, 0, 1, 0]``.
+
+    Returns:
+      ``(params (4,), r2)``; ``r2`` is ``None`` when nothing was fitted.
+    """
+    lib = _lib(lib)
+    if name not in lib:
+        raise ValueError(f"{name!r} is not in the symbolic library ({', '.join(lib)})")
+    lay = _check_layer(model, layer)
+    _check_edge(lay, layer, i, j)
+    r2 = None
+    if params is not None:
+        p = np.asarray(params, np.float64).reshape(4)
+    elif fit_params:
+        if x is None:
+            raise ValueError("fit_params=True needs samples x (or pass params=[a, b, c, d])")
+        xin, phi = edge_samples(model, x, [layer])[layer]
+        p, r2 = fit_affine(xin[:, i], phi[:, i, j], lib[name], **fit_kwargs)
+        p, r2 = np.asarray(p, np.float64), float(r2)
+    else:
+        p = np.array([1.0, 0.0, 1.0, 0.0])
+    lay.set_symbolic([(i, j)], [lib[name]], p[None])
+    return p, r2
+
+
+def unfix_symbolic(model, layer: int, i: int, j: int) -> None:
+    """Turns edge ``(i, j)`` of ``layer`` back into its spline."""
+    lay = _check_layer(model, layer)
+    _check_edge(lay, layer, i, j)
+    lay.clear_symbolic([(i, j)])
+
+
+def auto_symbolic(
+    model,
+    x: jax.Array,
+    *,
+    lib: Mapping[str, SymbolicFunction] | None = None,
+    r2_threshold: float = 0.0,
+    weight_simple: float = 0.8,
+    layers: Sequence[int] | None = None,
+    verbose: bool = False,
+    **fit_kwargs,
+) -> list[dict[str, Any]]:
+    """Fixes every active spline edge (``mask = 1``) to its best library function, in place.
+
+    Per layer, all active edges are fitted against the whole library in one batched, chunked
+    computation (``symbolic_fit.suggest_symbolic_batch``); each edge takes its best-scoring
+    candidate with ``r2 >= r2_threshold`` and keeps its spline otherwise (pykan's
+    ``auto_symbolic``). The samples are the spline edge values on the inputs reaching each layer
+    when the network (as it was before this call) runs on ``x``. Pruned edges (``mask = 0``,
+    not symbolic) and edges already symbolic are left as they are.
+
+    Args:
+      model: a ``kan_jax.KAN``.
+      x: ``(batch, widths[0])`` inputs (the training inputs, typically).
+      lib: library (default ``SYMBOLIC_LIB``).
+      r2_threshold: minimum ``r2`` to fix an edge.
+      weight_simple: simplicity weight of the ranking.
+      layers: the layers to process (default all).
+      verbose: print one line per edge.
+      **fit_kwargs: forwarded to ``symbolic_fit.fit_affine_all``.
+
+    Returns:
+      One dict per processed active edge: ``layer, i, j, name`` (``None`` if left a spline),
+      ``params`` ``[a, b, c, d]``, ``r2``, ``fixed``.
+    """
+    lib = _lib(lib)
+    samples = edge_samples(model, x, layers)
+    report = []
+    for l, (xin, phi) in samples.items():
+        lay = model.layers[l]
+        active = np.argwhere(np.asarray(lay.mask[...]) > 0)  # (E, 2), row-major (i, j)
+        if active.size == 0:
+            continue
+        ii, jj = active[:, 0], active[:, 1]
+        xs = jnp.asarray(xin)[:, ii].T  # (E, N)
+        ys = phi[:, ii, jj].T
+        cands = suggest_symbolic_batch(xs, ys, lib=lib, topk=1, weight_simple=weight_simple, r2_threshold=r2_threshold, **fit_kwargs)
+        edges, funcs, params = [], [], []
+        for (i, j), c in zip(active.tolist(), cands):
+            best = c[0] if c else None
+            rec = {"layer": l, "i": i, "j": j, "name": best.name if best else None,
+                   "params": best.params.tolist() if best else None, "r2": best.r2 if best else None,
+                   "fixed": best is not None}
+            report.append(rec)
+            if verbose:
+                print(f"layer {l} edge ({i},{j}): " + (f"{best.name} r2={best.r2:.6f}" if best else "kept spline (below r2_threshold)"))
+            if best is not None:
+                edges.append((i, j))
+                funcs.append(lib[best.name])
+                params.append(best.params)
+        if edges:
+            lay.set_symbolic(edges, funcs, np.stack(params))
+    return report
+
+
+def symbolic_edges(model) -> list[dict[str, Any]]:
+    """The symbolic edges of a network: ``layer, i, j, name, params`` per edge."""
+    out = []
+    for l, lay in enumerate(model.layers):
+        if not lay.has_symbolic:
+            continue
+        aff = np.asarray(lay.sym_affine[...], np.float64)
+        sm = np.asarray(lay.sym_mask[...])
+        for i, row in enumerate(lay.sym_names):
+            for j, name in enumerate(row):
+                if name is not None and sm[i, j] != 0:
+                    out.append({"layer": l, "i": i, "j": j, "name": name, "params": aff[i, j].tolist()})
+    return out
+
+
+def _non_symbolic_edges(model) -> list[tuple[int, int, int]]:
+    bad = []
+    for l, lay in enumerate(model.layers):
+        m = np.asarray(lay.mask[...])
+        for i, j in np.argwhere(m != 0).tolist():
+            bad.append((l, i, j))
+    return bad
+
+
+def _simplify(expr, digits: int):
+    """Expands sums out of exponents (so constant factors meet and round), rounds, recombines."""
+    expr = round_constants(expr, digits=max(digits, 12), snap_tol=1e-12)
+    try:
+        e = sympy.expand(expr, power_exp=True, mul=True, multinomial=True, log=False, trig=False)
+    except Exception:  # pragma: no cover - sympy corner cases
+        e = expr
+    e = round_constants(e, digits=digits)
+    e = sympy.powsimp(e, combine="exp")
+    try:
+        e = sympy.simplify(e)
+    except Exception:  # pragma: no cover
+        pass
+    return round_constants(e, digits=digits)
+
+
+def symbolic_formula(
+    model,
+    *,
+    input_names: Sequence[str] | None = None,
+    digits: int = 4,
+    simplify: bool = True,
+) -> list[sympy.Expr]:
+    """The network as sympy expressions, one per output.
+
+    Every active edge must be symbolic (pruned edges count as 0). Layer ``l`` node ``j`` is
+    ``bias_j + sum_i sym_mask_ij (c f(a x_i + b) + d)``. Constants are rounded with
+    ``symbolic_fit.round_constants`` (integers, small rationals and multiples of pi are snapped;
+    others rounded to ``digits`` decimals). With ``simplify``, sums inside ``exp`` are expanded
+    first, so that constant factors combine (and snap, e.g. ``0.5 e^{0.6931}`` -> 1) before
+    ``sympy.simplify``.
+
+    Args:
+      model: a ``kan_jax.KAN``.
+      input_names: names of the inputs (default ``x_1 .. x_n``).
+      digits: decimals kept for constants that do not snap.
+      simplify: simplify the expressions (slower for big networks).
+
+    Returns:
+      ``widths[-1]`` sympy expressions.
+
+    Raises:
+      NotSymbolicError: listing the active edges that are still splines.
+    """
+    bad = _non_symbolic_edges(model)
+    if bad:
+        raise NotSymbolicError(bad)
+    n_in = model.layers[0].in_features
+    names = [f"x_{k + 1}" for k in range(n_in)] if input_names is None else list(input_names)
+    if len(names) != n_in:
+        raise ValueError(f"need {n_in} input names, got {len(names)}")
+    nodes: list[Any] = [sympy.Symbol(nm) for nm in names]
+    for lay in model.layers:
+        bias = np.asarray(lay.bias[...], np.float64)
+        outs: list[Any] = [sympy.Float(float(b)) for b in bias]
+        if lay.has_symbolic:
+            aff = np.asarray(lay.sym_affine[...], np.float64)
+            sm = np.asarray(lay.sym_mask[...], np.float64)
+            fn = {f.name: f for f in lay.sym_funcs}
+            for i, row in enumerate(lay.sym_names):
+                for j, name in enumerate(row):
+                    if name is None or sm[i, j] == 0:
+                        continue
+                    a, b, c, d = (sympy.Float(float(v)) for v in aff[i, j])
+                    outs[j] = outs[j] + sympy.Float(float(sm[i, j])) * (c * fn[name].sympy_fn(a * nodes[i] + b) + d)
+        nodes = outs
+    if simplify:
+        return [_simplify(e, digits) for e in nodes]
+    return [round_constants(e, digits=digits) for e in nodes]
+
+
+def _symbols_for(exprs, names):
+    by_name = {}
+    for e in exprs:
+        for s in sympy.sympify(e).free_symbols:
+            by_name[s.name] = s
+    unknown = sorted(set(by_name) - set(names))
+    if unknown:
+        raise ValueError(f"formula uses {unknown}, not among the input names {list(names)}")
+    return [by_name.get(nm, sympy.Symbol(nm)) for nm in names]
+
+
+def formula_predict(formulas: Sequence[Any], input_names: Sequence[str], x) -> np.ndarray:
+    """Evaluates sympy formulas (or strings) with numpy: ``x (N, n)`` -> ``(N, len(formulas))``."""
+    exprs = [sympy.sympify(f) if isinstance(f, str) else f for f in formulas]
+    x = np.asarray(x, np.float64)
+    syms = _symbols_for(exprs, input_names)
+    cols = [x[:, k] for k in range(x.shape[1])]
+    out = np.empty((x.shape[0], len(exprs)))
+    with np.errstate(all="ignore"):
+        for k, e in enumerate(exprs):
+            f = sympy.lambdify(syms, e, modules="numpy")
+            v = np.asarray(f(*cols))
+            if np.iscomplexobj(v):
+                v = np.where(np.abs(v.imag) < 1e-12, v.real, np.nan)
+            out[:, k] = np.broadcast_to(np.asarray(v, np.float64), (x.shape[0],))
+    return out
+
+
+def formula_rmse(formulas: Sequence[Any], input_names: Sequence[str], x, y) -> float:
+    """RMSE of the formulas against targets ``y (N,)`` or ``(N, n_out)``; ``inf`` if non-finite."""
+    pred = formula_predict(formulas, input_names, x)
+    y = np.asarray(y, np.float64).reshape(pred.shape[0], -1)
+    err = float(np.sqrt(np.mean((pred - y) ** 2)))
+    return err if np.isfinite(err) else float("inf")
+
+
+def check_formula(
+    model,
+    formulas: Sequence[Any],
+    x,
+    *,
+    y=None,
+    input_names: Sequence[str] | None = None,
+    rtol: float = 1e-3,
+) -> dict[str, Any]:
+    """Compares formulas with the model on inputs ``x``, and both with targets ``y`` if given.
+
+    Returns:
+      ``model_rmse`` and ``formula_rmse`` (vs ``y``; ``None`` without it),
+      ``formula_vs_model_rmse``, ``agreement`` (``formula_vs_model_rmse <= rtol * max(std of the
+      model outputs, 1e-12)``, with a finite formula), and ``far_worse`` (the formula's error vs
+      ``y`` exceeds ten times the model's plus ``rtol * std(y)``), so a caller can report a formula
+      much worse than the model instead of hiding it.
+    """
+    x_np = np.asarray(x, np.float64)
+    names = [f"x_{k + 1}" for k in range(x_np.shape[1])] if input_names is None else list(input_names)
+    pred_f = formula_predict(formulas, names, x_np)
+    pred_m = np.asarray(model(jnp.asarray(x)), np.float64).reshape(pred_f.shape[0], -1)
+    with np.errstate(all="ignore"):
+        vs_model = float(np.sqrt(np.mean((pred_f - pred_m) ** 2)))
+    vs_model = vs_model if np.isfinite(vs_model) else float("inf")
+    scale = max(float(np.std(pred_m)), 1e-12)
+    out = {
+        "formula_vs_model_rmse": vs_model,
+        "agreement": bool(vs_model <= rtol * scale),
+        "model_rmse": None,
+        "formula_rmse": None,
+        "far_worse": None,
+    }
+    if y is not None:
+        yy = np.asarray(y, np.float64).reshape(pred_f.shape[0], -1)
+        m_rmse = float(np.sqrt(np.mean((pred_m - yy) ** 2)))
+        with np.errstate(all="ignore"):
+            f_rmse = float(np.sqrt(np.mean((pred_f - yy) ** 2)))
+        f_rmse = f_rmse if np.isfinite(f_rmse) else float("inf")
+        out.update(model_rmse=m_rmse, formula_rmse=f_rmse, far_worse=bool(f_rmse > 10 * m_rmse + rtol * float(np.std(yy))))
+    return out
