@@ -28,8 +28,8 @@ _SPLINE_COLOR = "black"
 
 # Attribute names a layer may use for per-edge symbolic metadata (an (n, o) nested list / array of
 # function names, and optionally an (n, o) 0/1 array saying which edges are symbolic).
-_NAME_ATTRS = ("symbolic_names", "symbolic_fn_names", "symbolic_functions", "sym_names", "funs_name", "symbolic")
-_MASK_ATTRS = ("symbolic_mask", "sym_mask", "is_symbolic")
+_NAME_ATTRS = ("sym_names", "symbolic_names", "symbolic_fn_names", "symbolic_functions", "funs_name")
+_MASK_ATTRS = ("sym_mask", "symbolic_mask", "is_symbolic")
 
 
 def _value(v):
@@ -170,8 +170,8 @@ def plot_kan(
 
     for l, layer in enumerate(model.layers):
         n, o = widths[l], widths[l + 1]
-        mask = np.asarray(layer.mask[...])
-        sc = np.where(mask != 0, np.maximum(scores[l], 0.0), 0.0)
+        mask = prune._active(layer)  # spline or symbolic edges that are not pruned
+        sc = np.where(mask, np.maximum(scores[l], 0.0), 0.0)
         best = sc.max()
         rel = sc / best if best > 0 else np.zeros_like(sc)
         gap = ys[l + 1] - ys[l]
@@ -181,7 +181,7 @@ def plot_kan(
         xs, phi = curves[l]
         for i in range(n):
             for j in range(o):
-                if mask[i, j] == 0:
+                if not mask[i, j]:
                     continue
                 alpha = float(np.clip(rel[i, j], 0.08, 1.0))
                 name = symbolic_label(layer, i, j)

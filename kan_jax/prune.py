@@ -143,20 +143,36 @@ def _slice_edges(value, rows, cols):
     return arr[jnp.asarray(rows)][:, jnp.asarray(cols)]
 
 
-def _is_nested_edge_list(v, n, o) -> bool:
-    return (
-        isinstance(v, (list, tuple))
-        and len(v) == n
-        and all(isinstance(r, (list, tuple)) and len(r) == o for r in v)
-    )
+def _active(layer: KANLayer) -> np.ndarray:
+    """``(n, o)`` bool: live edges (spline mask or, if the layer has symbolic edges, symbolic mask)."""
+    live = np.asarray(layer.mask[...]) != 0
+    sym = getattr(layer, "sym_mask", None)
+    if getattr(layer, "sym_names", None) is not None and sym is not None:
+        live = live | (np.asarray(sym[...]) != 0)
+    return live
+
+
+_SYMBOLIC_ATTRS = ("sym_affine", "sym_mask", "sym_names", "sym_funcs")
+
+
+def _copy_symbolic(old: KANLayer, new: KANLayer, rows: np.ndarray, cols: np.ndarray) -> None:
+    """Carries symbolic edges (``KANLayer.set_symbolic`` state) over to the sliced layer."""
+    if getattr(old, "sym_names", None) is None:
+        return
+    new.set_symbolic([], [])  # creates the (empty) symbolic state with the right shapes
+    new.sym_affine.set_value(_slice_edges(old.sym_affine[...], rows, cols))
+    new.sym_mask.set_value(_slice_edges(old.sym_mask[...], rows, cols))
+    new.sym_names = tuple(tuple(old.sym_names[int(r)][int(c)] for c in cols) for r in rows)
+    used = {nm for row in new.sym_names for nm in row if nm is not None}
+    new.sym_funcs = tuple(f for f in old.sym_funcs if f.name in used)
 
 
 def _copy_layer(old: KANLayer, new: KANLayer, rows: np.ndarray, cols: np.ndarray, bias_shift) -> None:
     """Copies ``old``'s state restricted to inputs ``rows`` and outputs ``cols`` into ``new``.
 
-    Besides the standard variables, any other ``nnx.Variable`` whose value has leading axes
-    ``(n, o)`` (per-edge state, e.g. symbolic edges) and any nested ``n x o`` list attribute are
-    sliced the same way; other extra variables are copied when their shape is unchanged.
+    Copies the spline state, the grid rows, the mask, the bias and symbolic edges. Any other
+    ``nnx.Variable`` whose value has leading axes ``(n, o)`` (per-edge state added later) is
+    sliced the same way; other extra variables are copied as they are.
     """
     n, o = old.in_features, old.out_features
     for name in _EDGE_VARS:
@@ -166,28 +182,18 @@ def _copy_layer(old: KANLayer, new: KANLayer, rows: np.ndarray, cols: np.ndarray
     if bias_shift is not None:
         bias = bias + jnp.asarray(bias_shift, bias.dtype)
     new.bias.set_value(bias)
-    handled = set(_EDGE_VARS) | {"grid", "bias"}
+    _copy_symbolic(old, new, rows, cols)
+    handled = set(_EDGE_VARS) | set(_SYMBOLIC_ATTRS) | {"grid", "bias"}
     for name, val in list(vars(old).items()):
-        if name in handled or name.startswith("_"):
+        if name in handled or name.startswith("_") or not isinstance(val, nnx.Variable):
             continue
-        if isinstance(val, nnx.Variable):
-            arr = val[...]
-            shape = tuple(getattr(arr, "shape", ()))
-            if shape[:2] == (n, o):
-                new_val = _slice_edges(arr, rows, cols)
-            elif shape[:1] == (n,) and n != o and len(rows) != n:
-                new_val = jnp.asarray(arr)[jnp.asarray(rows)]
-            elif shape[:1] == (o,) and n != o and len(cols) != o:
-                new_val = jnp.asarray(arr)[jnp.asarray(cols)]
-            else:
-                new_val = arr
-            if hasattr(new, name) and isinstance(getattr(new, name), nnx.Variable):
-                getattr(new, name).set_value(new_val)
-            else:
-                setattr(new, name, type(val)(new_val))
-        elif _is_nested_edge_list(val, n, o) and not isinstance(getattr(type(old), name, None), property):
-            sliced = [[val[int(r)][int(c)] for c in cols] for r in rows]
-            setattr(new, name, type(val)(type(val[0])(row) for row in sliced))
+        arr = val[...]
+        shape = tuple(getattr(arr, "shape", ()))
+        new_val = _slice_edges(arr, rows, cols) if shape[:2] == (n, o) else arr
+        if isinstance(getattr(new, name, None), nnx.Variable):
+            getattr(new, name).set_value(new_val)
+        else:
+            setattr(new, name, type(val)(new_val))
 
 
 def subnetwork(model: KAN, keep: Sequence[Sequence[int]], bias_shifts: Sequence | None = None) -> KAN:
@@ -238,6 +244,9 @@ def prune_edges(
 ) -> KAN:
     """A copy of ``model`` with ``EdgeMask = 0`` on every edge whose score is below ``threshold``.
 
+    Symbolic edges (``KANLayer.set_symbolic``) below the threshold are removed too
+    (``sym_mask = 0``, name ``None``): a pruned edge is neither spline nor symbolic.
+
     Args:
       model: the network (not modified).
       x: ``(batch, widths[0])`` samples used for the scores (and the folded means).
@@ -253,12 +262,20 @@ def prune_edges(
     new = nnx.clone(model)
     for layer, e, a in zip(new.layers, escores, acts):
         drop = np.asarray(e) < threshold
-        mask = np.asarray(layer.mask[...])
-        newly = drop & (mask != 0)
+        newly = drop & _active(layer)
         if fold_constants and newly.any():
             shift = np.sum(np.where(newly[None], a, 0.0).mean(axis=0), axis=0)
             layer.bias.set_value(jnp.asarray(np.asarray(layer.bias[...], np.float64) + shift, layer.bias[...].dtype))
-        layer.mask.set_value(jnp.asarray(np.where(drop, 0, mask), layer.mask[...].dtype))
+        mask = np.asarray(layer.mask[...])
+        layer.mask.set_value(jnp.asarray(np.where(drop, 0, mask), mask.dtype))
+        if getattr(layer, "sym_names", None) is not None:
+            sym = np.asarray(layer.sym_mask[...])
+            layer.sym_mask.set_value(jnp.asarray(np.where(drop, 0, sym), sym.dtype))
+            layer.sym_names = tuple(
+                tuple(None if drop[i, j] else nm for j, nm in enumerate(row)) for i, row in enumerate(layer.sym_names)
+            )
+            used = {nm for row in layer.sym_names for nm in row if nm is not None}
+            layer.sym_funcs = tuple(f for f in layer.sym_funcs if f.name in used)
     return new
 
 

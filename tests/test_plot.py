@@ -97,3 +97,17 @@ def test_names_validated(data):
     model = kan_jax.KAN([2, 2, 1], rngs=nnx.Rngs(0))
     with pytest.raises(ValueError):
         plot.plot_kan(model, data, input_names=["a"])
+
+
+def test_plot_kan_real_symbolic_edge(tmp_path, data):
+    from kan_jax.symbolic_fit import SYMBOLIC_LIB
+
+    model = kan_jax.KAN([2, 3, 1], rngs=nnx.Rngs(0))
+    model.layers[0].set_symbolic([(1, 2)], [SYMBOLIC_LIB["sin"]])
+    fig = plot.plot_kan(model, data, str(tmp_path / "sym.png"), n_points=16)
+    axes = {a.get_label().split(" ", 1)[1]: a for a in _edge_axes(fig)}
+    assert len(axes) == 2 * 3 + 3  # the symbolic edge (spline mask 0) is still drawn
+    assert axes["0 1 2"].get_title() == "sin"
+    assert sum(bool(a.get_title()) for a in axes.values()) == 1
+    xs, ys = axes["0 1 2"].lines[0].get_data()
+    np.testing.assert_allclose(ys, np.sin(xs), rtol=1e-5, atol=1e-6)

@@ -181,3 +181,28 @@ def test_subnetwork_validates_and_keeps_config():
 def test_measure_validated():
     with pytest.raises(ValueError, match="measure"):
         P.edge_magnitudes([jnp.zeros((2, 2, 2))], measure="max")
+
+
+def test_prune_carries_symbolic_edges():
+    from kan_jax.symbolic_fit import SYMBOLIC_LIB
+
+    model, x = _zeroed_model(), _x()
+    lib = SYMBOLIC_LIB
+    model.layers[0].set_symbolic([(0, 3), (1, 1)], [lib["sin"], lib["x^2"]], [[2.0, 0.1, 0.5, 0.2], [1.0, 0.0, -1.0, 0.0]])
+    model.layers[1].set_symbolic([(3, 0)], [lib["exp"]], [[0.5, 0.0, 0.3, 0.0]])
+    small = P.prune(model, x, edge_threshold=0.0)
+    assert small.widths == (3, 3, 1)
+    l0, l1 = small.layers
+    assert l0.sym_names[0][2] == "sin" and l0.sym_names[1][1] == "x^2" and l1.sym_names[2][0] == "exp"
+    assert sum(nm is not None for row in l0.sym_names for nm in row) == 2
+    np.testing.assert_allclose(np.asarray(l0.sym_affine[...])[0, 2], [2.0, 0.1, 0.5, 0.2])
+    assert {f.name for f in l1.sym_funcs} == {"exp"}
+    xt = _x(n=200, seed=5)
+    np.testing.assert_allclose(np.asarray(small(xt)), np.asarray(model(xt)), rtol=1e-12, atol=1e-12)
+    # Pruning a symbolic edge by score removes it entirely (not spline, not symbolic).
+    es = np.asarray(P.edge_scores(small, x)[0])
+    thr = float(es[0, 2]) * (1 + 1e-9)
+    masked = P.prune_edges(small, x, threshold=thr)
+    m0 = masked.layers[0]
+    assert m0.sym_names[0][2] is None and float(m0.sym_mask[...][0, 2]) == 0 and float(m0.mask[...][0, 2]) == 0
+    assert np.all(np.asarray(masked.edge_activations(x)[0])[:, 0, 2] == 0)
