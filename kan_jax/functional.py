@@ -160,12 +160,14 @@ def apply(
       base_activation: name of ``b``.
       dtype: computation dtype (default: the inputs' and params' result type). Low-precision
         dtypes (bfloat16, float16) accumulate the contraction in float32.
-      path: ``"auto"`` (default: the fastest exact path, see ``kan_jax.kernels``), one of
+      path: ``"auto"`` (default: the fastest exact path for ``uniform``, see
+        ``kan_jax.kernels.choose_path``), ``"check"`` (tests the grid for uniformity at run time
+        and branches with ``lax.cond``; ~10% slower than knowing it), one of
         ``kan_jax.kernels.PATHS`` to force one, or ``"reference"`` (plain autodiff through the
         Cox-de Boor recursion). Non-B-spline bases always use the reference.
-      uniform: whether the grid is evenly spaced. ``None`` (default) checks at run time (a
-        ``lax.cond`` between the closed-form and the general path, always correct); ``True`` /
-        ``False`` skip the check (``True`` on a non-uniform grid gives wrong values).
+      uniform: the caller's promise that every knot row is evenly spaced: ``True`` allows the
+        closed-form path (wrong values on a non-uniform grid); ``None``/``False`` (default) use
+        the general path, exact for any increasing knots and nearly as fast.
 
     Returns:
       ``(..., o)`` outputs in the computation dtype.
@@ -190,13 +192,13 @@ def apply(
     def run(p):
         return kernels.contract(xb, gb, w, order=order, base_activation=base_activation, path=p, acc=acc)
 
-    if path != "auto":
-        y = run(path)
-    elif uniform is not None:
-        y = run(kernels.choose_path(grid_size, order, uniform))
-    else:
+    if path == "check":
         pu, pg = kernels.choose_path(grid_size, order, True), kernels.choose_path(grid_size, order, False)
         y = jax.lax.cond(kernels.is_uniform(grid), lambda: run(pu), lambda: run(pg))
+    elif path != "auto":
+        y = run(path)
+    else:
+        y = run(kernels.choose_path(grid_size, order, bool(uniform)))
     return (y + params["bias"].astype(acc)).astype(cdt)
 
 

@@ -174,24 +174,35 @@ def _safe_inv(d):
 
 
 def general_basis(x, grid, order: int, *, deriv: bool = False):
-    """Dense basis ``(..., n, G + k)`` for any increasing knots (Cox-de Boor), and its derivative."""
+    """Dense basis ``(..., n, G + k)`` for any increasing knots, and its derivative.
+
+    Each output element ``B_m(x)`` runs its own small de Boor triangle on the knots
+    ``t_m .. t_{m+k+1}`` (broadcast ``(n, M)`` tables, reciprocal spacings precomputed): one
+    elementwise XLA fusion with no slicing of batch-sized intermediates (slicing a
+    ``(batch, n, K)`` array level by level, as the textbook recursion does, is ~10x slower on CPU).
+    Same arithmetic as ``splines.bspline_basis``.
+    """
+    k = order
     t = grid
-    x = x[..., None]
-    b = ((x >= t[:, :-1]) & (x < t[:, 1:])).astype(t.dtype)
-    lower = b
-    for p in range(1, order + 1):
-        lower = b
-        inv_l = _safe_inv(t[:, p:-1] - t[:, : -(p + 1)])
-        inv_r = _safe_inv(t[:, p + 1 :] - t[:, 1:-p])
-        b = (x - t[:, : -(p + 1)]) * inv_l * b[..., :-1] + (t[:, p + 1 :] - x) * inv_r * b[..., 1:]
+    n_basis = t.shape[-1] - k - 1
+    x = x[..., None]  # (..., n, 1)
+    tab = [t[:, i : i + n_basis] for i in range(k + 2)]  # t_{m+i}, (n, M)
+    nodes = [((x >= tab[i]) & (x < tab[i + 1])).astype(t.dtype) for i in range(k + 1)]  # N^0_{m+i}
+    lower = nodes
+    for p in range(1, k + 1):
+        lower = nodes
+        new = []
+        for i in range(k + 1 - p):
+            inv_l = _safe_inv(tab[i + p] - tab[i])
+            inv_r = _safe_inv(tab[i + p + 1] - tab[i + 1])
+            new.append((x - tab[i]) * inv_l * nodes[i] + (tab[i + p + 1] - x) * inv_r * nodes[i + 1])
+        nodes = new
+    b = nodes[0]
     if not deriv:
         return b
-    k = order
     if k == 0:
         return b, jnp.zeros_like(b)
-    inv_l = k * _safe_inv(t[:, k:-1] - t[:, : -(k + 1)])
-    inv_r = k * _safe_inv(t[:, k + 1 :] - t[:, 1:-k])
-    db = inv_l * lower[..., :-1] - inv_r * lower[..., 1:]
+    db = k * _safe_inv(tab[k] - tab[0]) * lower[0] - k * _safe_inv(tab[k + 1] - tab[1]) * lower[1]
     return b, db
 
 
