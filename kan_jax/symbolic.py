@@ -368,6 +368,9 @@ def formula_predict(formulas: Sequence[Any], input_names: Sequence[str], x) -> n
     out = np.empty((x.shape[0], len(exprs)))
     with np.errstate(all="ignore"):
         for k, e in enumerate(exprs):
+            if e.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo):
+                out[:, k] = np.nan
+                continue
             f = sympy.lambdify(syms, e, modules="numpy")
             v = np.asarray(f(*cols))
             if np.iscomplexobj(v):

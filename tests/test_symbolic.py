@@ -1,0 +1,181 @@
+"""Tests for symbolic edges (kan_jax.nnx + kan_jax.symbolic_edges) and kan_jax.symbolic."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import sympy
+from flax import nnx
+
+import kan_jax
+from kan_jax import splines
+from kan_jax import symbolic as S
+from kan_jax.symbolic_fit import SYMBOLIC_LIB
+
+# A small library keeps compile times low; it still holds distractors for every true function.
+LIB = {k: SYMBOLIC_LIB[k] for k in ("x", "x^2", "x^3", "sin", "tanh", "exp", "gaussian", "1/x", "0")}
+FIT = dict(grid_number=61, iterations=3)
+F64 = jnp.float64
+
+
+def _set_edge_functions(layer, fns, lo, hi):
+    """Makes every edge (i, j) of ``layer`` the spline fit of ``fns[i][j]`` on [lo, hi]."""
+    n, o, g = layer.in_features, layer.out_features, layer.grid_size
+    knots = jnp.broadcast_to(splines.uniform_knots(g, 3, (lo, hi), dtype=F64), (n, g + 7))
+    xs = jnp.linspace(lo, hi, 600, dtype=F64)
+    X = jnp.broadcast_to(xs[:, None], (600, n))
+    Y = jnp.stack([jnp.stack([fns[i][j](xs) for j in range(o)], -1) for i in range(n)], 1)
+    layer.grid.set_value(knots)
+    layer.coef.set_value(splines.fit_coef(X, Y, knots, 3))
+    layer.w_base.set_value(jnp.zeros((n, o), F64))
+    layer.w_spline.set_value(jnp.ones((n, o), F64))
+
+
+def _truth(x):
+    return jnp.exp(jnp.sin(jnp.pi * x[:, 0]) + x[:, 1] ** 2)
+
+
+def _hellokan_network():
+    """[2, 1, 1] with edges sin(pi x_1), x_2^2 -> exp: computes exp(sin(pi x_1) + x_2^2)."""
+    m = kan_jax.KAN([2, 1, 1], grid_size=20, rngs=nnx.Rngs(0), param_dtype=F64)
+    _set_edge_functions(m.layers[0], [[lambda t: jnp.sin(jnp.pi * t)], [lambda t: t**2]], -1.0, 1.0)
+    _set_edge_functions(m.layers[1], [[jnp.exp]], -1.1, 2.1)
+    return m
+
+
+def _x(n, seed=0, d=2):
+    return jax.random.uniform(jax.random.key(seed), (n, d), F64, -1.0, 1.0)
+
+
+def test_symbolic_edges_in_layer_outputs_and_edge_activations():
+    layer = kan_jax.KANLayer(3, 2, rngs=nnx.Rngs(1), param_dtype=F64)
+    x = _x(50, d=3)
+    n_leaves = len(jax.tree.leaves(nnx.state(layer)))
+    assert not layer.has_symbolic  # no symbolic state, no extra params until the first fix
+    y0 = layer(x)
+    layer.set_symbolic([(0, 1), (2, 0)], [SYMBOLIC_LIB["sin"], SYMBOLIC_LIB["x^2"]], [[2.0, 0.5, 1.5, -0.2], [1.0, -0.3, 3.0, 1.0]])
+    assert len(jax.tree.leaves(nnx.state(layer))) == n_leaves + 2  # sym_affine + sym_mask
+    assert len(jax.tree.leaves(nnx.state(layer, nnx.Param))) == 5
+    np.testing.assert_array_equal(np.asarray(layer.mask[...]), [[1, 0], [1, 1], [0, 1]])
+    np.testing.assert_array_equal(np.asarray(layer.sym_mask[...]), [[0, 1], [0, 0], [1, 0]])
+    acts = layer.edge_activations(x)
+    np.testing.assert_allclose(acts[:, 0, 1], 1.5 * np.sin(2 * x[:, 0] + 0.5) - 0.2, rtol=1e-12)
+    np.testing.assert_allclose(acts[:, 2, 0], 3.0 * (x[:, 2] - 0.3) ** 2 + 1.0, rtol=1e-12)
+    np.testing.assert_allclose(acts.sum(1) + layer.bias[...], layer(x), rtol=1e-10, atol=1e-12)
+    # Under jit (static names in the graphdef) the same.
+    np.testing.assert_allclose(nnx.jit(lambda m, x: m(x))(layer, x), layer(x), rtol=1e-12)
+    # Back to splines: the original function.
+    layer.clear_symbolic([(0, 1), (2, 0)])
+    np.testing.assert_allclose(layer(x), y0, rtol=1e-12)
+    assert layer.sym_funcs == ()
+
+
+def test_grads_flow_to_symbolic_params():
+    m = _hellokan_network()
+    m.layers[0].set_symbolic([(0, 0)], [SYMBOLIC_LIB["sin"]], [[3.0, 0.1, 1.0, 0.0]])
+    x = _x(64)
+
+    def loss(p, rest):
+        return jnp.mean((nnx.merge(gd, p, rest)(x)[:, 0] - _truth(x)) ** 2)
+
+    gd, params, rest = nnx.split(m, nnx.Param, ...)
+    g = jax.grad(loss)(params, rest)
+    ga = np.asarray(g["layers"][0]["sym_affine"][...])
+    assert np.all(np.abs(ga[0, 0]) > 1e-6)  # a, b, c, d of the symbolic edge all get gradient
+    np.testing.assert_array_equal(ga[1, 0], 0.0)  # not a symbolic edge
+    np.testing.assert_array_equal(np.asarray(g["layers"][0]["coef"][...])[0, 0], 0.0)  # masked spline
+
+
+def test_auto_symbolic_recovers_functions_and_formula():
+    m = _hellokan_network()
+    x = _x(400)
+    report = S.auto_symbolic(m, x, lib=LIB, **FIT)
+    names = {(r["layer"], r["i"], r["j"]): r["name"] for r in report}
+    assert names == {(0, 0, 0): "sin", (0, 1, 0): "x^2", (1, 0, 0): "exp"}
+    assert all(r["r2"] > 0.9999 for r in report)
+    assert {(e["layer"], e["i"], e["j"]) for e in S.symbolic_edges(m)} == set(names)
+    [expr] = S.symbolic_formula(m)
+    assert {s.name for s in expr.free_symbols} == {"x_1", "x_2"}
+    assert expr.has(sympy.exp) and expr.has(sympy.sin)
+    xt = np.asarray(_x(300, seed=7))
+    truth = np.asarray(_truth(jnp.asarray(xt)))
+    got = sympy.lambdify(sorted(expr.free_symbols, key=lambda s: s.name), expr, "numpy")(xt[:, 0], xt[:, 1])
+    np.testing.assert_allclose(got, truth, rtol=5e-3)
+    chk = S.check_formula(m, [expr], xt, y=truth, rtol=1e-2)
+    assert chk["agreement"] and not chk["far_worse"]
+    assert chk["formula_rmse"] < 5e-3
+    assert S.formula_rmse([expr], ["x_1", "x_2"], xt, truth) == pytest.approx(chk["formula_rmse"])
+
+
+def test_symbolic_formula_exact_constants():
+    """Given exact affine params, the composed, simplified formula is the true one (sympy-equal)."""
+    m = _hellokan_network()
+    # Deliberately non-canonical parametrizations whose composition is exactly the truth.
+    S.fix_symbolic(m, 0, 0, 0, "sin", params=[np.pi, 0.0, 2.0, 0.3])
+    S.fix_symbolic(m, 0, 1, 0, "x^2", params=[2.0, 0.0, 0.5, -0.3])
+    S.fix_symbolic(m, 1, 0, 0, "exp", params=[0.5, np.log(3.0), 1 / 3, 0.0])
+    [expr] = S.symbolic_formula(m)
+    x1, x2 = sympy.symbols("x_1 x_2")
+    assert sympy.simplify(expr - sympy.exp(sympy.sin(sympy.pi * x1) + x2**2)) == 0, expr
+    [expr] = S.symbolic_formula(m, input_names=["u", "v"])
+    assert {s.name for s in expr.free_symbols} == {"u", "v"}
+
+
+def test_non_symbolic_edges_are_named():
+    m = _hellokan_network()
+    S.fix_symbolic(m, 0, 0, 0, "sin", params=[np.pi, 0.0, 1.0, 0.0])
+    with pytest.raises(S.NotSymbolicError, match=r"\(layer 0, 1, 0\).*\(layer 1, 0, 0\)") as e:
+        S.symbolic_formula(m)
+    assert e.value.edges == [(0, 1, 0), (1, 0, 0)]
+    # A pruned edge (mask 0, not symbolic) counts as zero, not as an error.
+    m.layers[0].mask.set_value(m.layers[0].mask[...].at[1, 0].set(0.0))
+    S.fix_symbolic(m, 1, 0, 0, "exp", params=[1.0, 0.0, 1.0, 0.0])
+    x1 = sympy.Symbol("x_1")
+    [expr] = S.symbolic_formula(m)
+    assert sympy.simplify(expr - sympy.exp(sympy.sin(sympy.pi * x1))) == 0
+
+
+def test_singular_functions_stay_finite():
+    layer = kan_jax.KANLayer(1, 3, rngs=nnx.Rngs(0), param_dtype=F64)
+    lib = SYMBOLIC_LIB
+    # Each function is singular (or out of domain) at x = 0, which is in the data.
+    layer.set_symbolic([(0, 0), (0, 1), (0, 2)], [lib["1/x"], lib["log"], lib["sqrt"]], [[1.0, 0, 1, 0]] * 3)
+    x = jnp.linspace(-1, 1, 101, dtype=F64)[:, None]
+    assert np.all(np.isfinite(layer(x)))
+
+    def loss(p):
+        return jnp.sum(nnx.merge(gd, p, rest)(x) ** 2)
+
+    gd, p, rest = nnx.split(layer, nnx.Param, ...)
+    g = jax.grad(loss)(p)
+    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(g))
+
+
+def test_suggest_and_fix_symbolic_fit():
+    m = _hellokan_network()
+    x = _x(300)
+    cands = S.suggest_symbolic(m, 0, 1, 0, x, lib=LIB, topk=3, **FIT)
+    assert cands[0].name == "x^2" and cands[0].r2 > 0.9999
+    assert len(cands) == 3 and cands[0].score >= cands[1].score >= cands[2].score
+    p, r2 = S.fix_symbolic(m, 1, 0, 0, "exp", x, lib=LIB, **FIT)
+    assert r2 > 0.9999 and m.layers[1].sym_names == (("exp",),)
+    h = np.linspace(-1, 2, 50)
+    np.testing.assert_allclose(p[2] * np.exp(p[0] * h + p[1]) + p[3], np.exp(h), rtol=2e-3)
+    with pytest.raises(ValueError, match="not in the symbolic library"):
+        S.fix_symbolic(m, 0, 0, 0, "nope", params=[1, 0, 1, 0])
+    with pytest.raises(ValueError, match="needs samples"):
+        S.fix_symbolic(m, 0, 0, 0, "sin")
+
+
+def test_check_formula_reports_a_bad_formula():
+    m = _hellokan_network()
+    x = np.asarray(_x(200))
+    y = np.asarray(_truth(jnp.asarray(x)))
+    good = S.check_formula(m, ["exp(sin(pi*x_1) + x_2**2)"], x, y=y)
+    assert good["agreement"] and not good["far_worse"] and good["formula_rmse"] < 1e-12
+    bad = S.check_formula(m, ["exp(x_1 + x_2**2)"], x, y=y)
+    assert not bad["agreement"] and bad["far_worse"]
+    assert bad["formula_rmse"] > 10 * bad["model_rmse"]
+    assert S.formula_rmse(["1/(x_1 - x_1)"], ["x_1", "x_2"], x, y) == float("inf")
+    with pytest.raises(ValueError, match="not among the input names"):
+        S.formula_rmse(["z + x_1"], ["x_1", "x_2"], x, y)
