@@ -193,8 +193,10 @@ def fit(
         opt_state = optimizer.init(params)
     if lbfgs is None:
         lbfgs = uses_linesearch(opt_state)
-    # The state is donated to the jitted steps; optax may alias one buffer in several leaves.
-    opt_state = jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True), opt_state)
+    # The state is donated to the jitted steps and optax may alias one buffer in several leaves:
+    # copy. An explicit dtype also drops weak types, which would otherwise retrace (and recompile)
+    # the chunk after its first call.
+    opt_state = jax.tree_util.tree_map(lambda a: jnp.array(a, dtype=jnp.asarray(a).dtype, copy=True), opt_state)
     key = jax.random.PRNGKey(0) if key is None else key
     x = jnp.asarray(dataset.x_train)
     y = jnp.asarray(dataset.y_train)
@@ -244,30 +246,36 @@ def fit(
 
 
 def predict(model: nnx.Module, x, *, batch: int = 65536) -> np.ndarray:
-    """``model(x)`` in batches, as numpy."""
-    fwd = _jit_forward(*nnx.split(model))
+    """``model(x)`` in batches of ``batch`` rows, as numpy (one jit per model structure)."""
+    graphdef, state = nnx.split(model)
+    fn = _forward_fn(graphdef)
     x = jnp.asarray(x)
-    outs = [np.asarray(fwd(x[i : i + batch])) for i in range(0, x.shape[0], batch)]
-    return np.concatenate(outs, axis=0)
+    return np.concatenate([np.asarray(fn(state, x[i : i + batch])) for i in range(0, x.shape[0], batch)], axis=0)
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=16)
 def _forward_fn(graphdef):
     return jax.jit(lambda state, x: nnx.merge(graphdef, state)(x))
 
 
-def _jit_forward(graphdef, state):
-    fn = _forward_fn(graphdef)
-    return lambda x: fn(state, x)
+@functools.lru_cache(maxsize=16)
+def _sse_fn(graphdef):
+    def sse(state, x, y):
+        pred = nnx.merge(graphdef, state)(x)
+        return jnp.sum(jnp.square(pred.astype(jnp.result_type(float)) - y.astype(jnp.result_type(float))))
+
+    return jax.jit(sse)
 
 
 def evaluate(model: nnx.Module, dataset) -> dict:
     """Regression metrics: ``train_rmse``, ``test_rmse``, ``test_nrmse`` (= test_rmse / dataset.target_std)."""
+    graphdef, state = nnx.split(model)
+    fn = _sse_fn(graphdef)
     out = {}
     for split in ("train", "test"):
-        pred = predict(model, getattr(dataset, f"x_{split}"))
-        y = np.asarray(getattr(dataset, f"y_{split}"))
-        out[f"{split}_rmse"] = float(np.sqrt(np.mean(np.square(pred.astype(np.float64) - y.astype(np.float64)))))
+        x, y = getattr(dataset, f"x_{split}"), getattr(dataset, f"y_{split}")
+        sse = fn(state, jnp.asarray(x), jnp.asarray(y))
+        out[f"{split}_rmse"] = float(np.sqrt(float(sse) / np.size(y)))
     std = float(dataset.target_std)
     out["test_nrmse"] = out["test_rmse"] / std if std > 0 else math.nan
     return out
