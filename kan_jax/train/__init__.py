@@ -43,6 +43,7 @@ from kan_jax.train.models import (
 )
 from kan_jax.train.optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
 from kan_jax.train.pipeline import PIPELINES, Preempted, register_pipeline, stage_plan, train_and_evaluate, validate_config
+from kan_jax.train import symbolic_pipeline  # noqa: E402,F401  (registers the "symbolic" pipeline)
 from kan_jax.train.workdir import (
     Checkpointer,
     ConfigError,

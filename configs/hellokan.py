@@ -1,0 +1,26 @@
+"""python -m experiments.main --config=configs/hellokan.py --workdir=/tmp/kan_hellokan  (~1-2 min on 2 CPU cores)
+
+pykan's hellokan: f = exp(sin(pi x_1) + x_2^2) on [-1, 1]^2; a KAN [2, 5, 1] trained with
+sparsity regularization (lamb = 0.01), pruned, refined to G = 10, fixed symbolic
+(auto_symbolic), its affine params retrained; results.json has ``formula`` (expected
+``exp(x_2**2 + sin(pi*x_1))``) and ``formula_test_rmse``. ``:quick`` is a smoke run.
+"""
+
+try:
+    from configs import symbolic
+except ImportError:  # loaded by path from elsewhere: import the sibling file
+    import importlib.util
+    import os
+
+    _spec = importlib.util.spec_from_file_location("_kan_configs_symbolic", os.path.join(os.path.dirname(__file__), "symbolic.py"))
+    symbolic = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(symbolic)
+
+
+def get_config(arg=None):
+    if arg not in (None, "", "quick"):
+        raise ValueError(f"configs/hellokan.py takes no argument or 'quick', got {arg!r}")
+    expr = "exp(sin(pi*x_1)+x_2**2)"
+    c = symbolic.get_config(expr + (",quick" if arg == "quick" else ""))
+    c.model.widths = [2, 5, 1]
+    return c

@@ -1,0 +1,170 @@
+"""The "symbolic" pipeline (pykan's hellokan): train sparse, prune, refine, fit symbols, retrain.
+
+Stages (``config.symbolic.*``, all optional; defaults in brackets):
+
+1. ``train``: ``training.steps`` steps with ``config.regularization`` (sparsity), grid updates;
+2. ``prune``: ``kan_jax.prune.prune(model, x_train, node_threshold, edge_threshold)``
+   [``symbolic.prune``: True; thresholds 1e-2 / 3e-2], then ``symbolic.prune_steps`` [50] steps
+   without regularization;
+3. ``refine``: grid extension to ``symbolic.refine_grid`` [10] and ``symbolic.refine_steps`` [50]
+   steps (skipped if ``refine_grid`` is 0/None);
+4. ``auto_symbolic`` on the training inputs (``symbolic.lib``: list of library names or None for
+   the full library; ``symbolic.r2_threshold`` [0], ``symbolic.weight_simple`` [0.8]);
+5. ``retrain``: ``symbolic.retrain_steps`` [50] steps training the affine params ``a, b, c, d``
+   (and any edge left a spline), no grid update;
+6. ``symbolic_formula`` (``symbolic.digits`` [4]), re-evaluated on the test set: ``formula``,
+   ``formula_test_rmse``, ``formula_vs_model_rmse``, ``formula_agreement``,
+   ``formula_far_worse`` go to ``results.json``; a formula far worse than the model is logged as
+   a warning and flagged there. Spline edges left (``r2`` below threshold) give ``formula: null``
+   and ``formula_error`` naming them.
+
+No mid-run checkpoints: a rerun restarts (the whole pipeline is minutes on a CPU).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from kan_jax.train import loop, models, optim
+from kan_jax.train.pipeline import _with_default_dtype, register_pipeline
+from kan_jax.train.workdir import MetricsWriter, write_json
+
+
+def _get(cfg, key, default):
+    sym = cfg.get("symbolic", None)
+    return default if sym is None else sym.get(key, default)
+
+
+@register_pipeline("symbolic")
+def run_symbolic(config, workdir: str) -> dict:
+    """Runs the symbolic pipeline; returns (and writes) the results dict."""
+    from kan_jax import data as kdata
+    from kan_jax import symbolic as S
+    from kan_jax.symbolic_fit import SYMBOLIC_LIB
+
+    t0 = time.time()
+    if config.model.kind != "kan":
+        raise ValueError("the symbolic pipeline needs model.kind='kan'")
+    dtype = config.get("dtype", None) or "float32"
+    data_cfg = _with_default_dtype(config.data, dtype)
+    ds = kdata.load(data_cfg)
+    x_train = jnp.asarray(ds.x_train)
+    tr = config.training
+    key = jax.random.PRNGKey(int(config.seed))
+    metrics = MetricsWriter(workdir, resume_step=-1)
+    stages, step0 = [], 0
+
+    def train(model, steps, name, *, regularization=None, grid_update=True):
+        nonlocal step0
+        if steps <= 0:
+            return model
+        opt = optim.make_optimizer(config.optimizer, steps)
+        base = step0
+
+        def log_fn(step, live, info):
+            metrics.write({"step": base + step, "stage": name, "train_loss": info["train_loss"], **loop.evaluate(live, ds)})
+
+        model, hist = loop.fit(
+            model, ds, steps=steps, optimizer=opt, lbfgs=optim.is_lbfgs(config.optimizer),
+            batch_size=int(tr.get("batch_size", 0) or 0),
+            grid_update_every=int(tr.get("grid_update_every", 0) or 0) if grid_update else 0,
+            stop_grid_update_step=int(tr.get("stop_grid_update_step", 0) or 0) if grid_update else 0,
+            regularization=regularization, key=jax.random.fold_in(key, len(stages)),
+            log_every=int(tr.get("log_every", 0) or 0), log_fn=log_fn,
+            chunk_size=int(tr.get("chunk_size", 100) or 100),
+        )
+        step0 += steps
+        ev = loop.evaluate(model, ds)
+        stages.append({"stage": name, "steps": steps, "widths": [int(w) for w in _widths(model)],
+                       "grid_size": int(model.grid_size), "train_rmse": ev["train_rmse"], "test_rmse": ev["test_rmse"],
+                       "diverged": bool(hist["diverged"])})
+        logging.info("%s: train_rmse %.3g test_rmse %.3g", name, ev["train_rmse"], ev["test_rmse"])
+        return model
+
+    model = models.make_model(config)
+    model = train(model, int(tr.steps if not isinstance(tr.steps, (list, tuple)) else tr.steps[0]), "train",
+                  regularization=config.get("regularization", None))
+
+    pruned = None
+    if _get(config, "prune", True):
+        try:
+            from kan_jax import prune as kprune
+        except ImportError:
+            kprune = None
+        if kprune is None or not hasattr(kprune, "prune"):
+            logging.warning("kan_jax.prune.prune not available: pruning skipped")
+            pruned = "unavailable"
+        else:
+            model = kprune.prune(model, x_train, node_threshold=float(_get(config, "node_threshold", 1e-2)),
+                                 edge_threshold=float(_get(config, "edge_threshold", 3e-2)))
+            pruned = [int(w) for w in _widths(model)]
+            model = train(model, int(_get(config, "prune_steps", 50)), "prune")
+
+    refine_grid = _get(config, "refine_grid", 10)
+    if refine_grid:
+        model.refine(int(refine_grid), x_train)
+        model = train(model, int(_get(config, "refine_steps", 50)), "refine")
+
+    model_before = loop.evaluate(model, ds)
+    names = _get(config, "lib", None)
+    lib = None if not names else {k: SYMBOLIC_LIB[k] for k in names}
+    report = S.auto_symbolic(model, x_train, lib=lib, r2_threshold=float(_get(config, "r2_threshold", 0.0)),
+                             weight_simple=float(_get(config, "weight_simple", 0.8)))
+    ev_sym = loop.evaluate(model, ds)
+    stages.append({"stage": "auto_symbolic", "steps": 0, "train_rmse": ev_sym["train_rmse"], "test_rmse": ev_sym["test_rmse"],
+                   "edges": [{k: r[k] for k in ("layer", "i", "j", "name", "r2")} for r in report]})
+    model = train(model, int(_get(config, "retrain_steps", 50)), "retrain", grid_update=False)
+
+    input_names = list(ds.input_names)
+    results_formula = {"formula": None, "formula_test_rmse": None}
+    try:
+        formulas = S.symbolic_formula(model, input_names=input_names, digits=int(_get(config, "digits", 4)))
+        chk = S.check_formula(model, formulas, ds.x_test, y=ds.y_test, input_names=input_names,
+                              rtol=float(_get(config, "agreement_rtol", 1e-3)))
+        text = [str(f) for f in formulas]
+        results_formula = {
+            "formula": text[0] if len(text) == 1 else text,
+            "formula_test_rmse": chk["formula_rmse"],
+            "formula_vs_model_rmse": chk["formula_vs_model_rmse"],
+            "formula_agreement": chk["agreement"],
+            "formula_far_worse": chk["far_worse"],
+        }
+        if chk["far_worse"] or not chk["agreement"]:
+            logging.warning("formula %s disagrees with the model: formula test rmse %.3g, model %.3g",
+                            text, chk["formula_rmse"], chk["model_rmse"])
+        print(f"formula: {results_formula['formula']}  (test rmse {chk['formula_rmse']:.3g})")
+    except S.NotSymbolicError as err:
+        results_formula["formula_error"] = str(err)
+        logging.warning("no formula: %s", err)
+
+    ev = loop.evaluate(model, ds)
+    diverged = any(s.get("diverged") for s in stages) or not np.isfinite(ev["test_rmse"])
+    results = {
+        "status": "diverged" if diverged else "completed",
+        "steps": step0,
+        "wall_time_s": time.time() - t0,
+        "n_params": models.count_params(model),
+        "n_devices": jax.device_count(),
+        **ev,
+        "model": "kan",
+        "pipeline": "symbolic",
+        "dataset": ds.name,
+        "true_formula": getattr(ds, "formula", None),
+        "pruned_widths": pruned,
+        "model_test_rmse_before_symbolic": model_before["test_rmse"],
+        "stages": stages,
+        **results_formula,
+    }
+    metrics.close()
+    write_json(os.path.join(workdir, "results.json"), results)
+    return results
+
+
+def _widths(model):
+    return [model.layers[0].in_features] + [lay.out_features for lay in model.layers]
