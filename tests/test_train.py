@@ -1,0 +1,215 @@
+"""kan_jax.train: models, optimizers, fit loop, grid stages, checkpoint resume."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import kan_jax
+from kan_jax import data, train
+from kan_jax.train import pipeline
+
+
+@pytest.fixture(autouse=True)
+def _no_persistent_cache(monkeypatch):
+    monkeypatch.setenv("KAN_JAX_COMPILATION_CACHE", "")
+
+
+def _toy_quick():
+    from configs import toy
+
+    return toy.get_config("quick")
+
+
+@pytest.fixture(scope="module")
+def small_ds():
+    return data.expression_dataset("x_1*x_2 + sin(x_1)", train_num=64, test_num=64, seed=1, dtype="float64")
+
+
+@pytest.mark.parametrize("widths,g,k", [([2, 5, 1], 5, 3), ([3, 7, 4, 2], 10, 2), ([1, 1], 3, 3), ([4, 16, 16, 1], 20, 3)])
+def test_mlp_widths_matching_is_closest_and_counts_are_exact(widths, g, k):
+    kan = kan_jax.KAN(widths, grid_size=g, spline_order=k, rngs=nnx.Rngs(0))
+    assert train.count_params(kan) == train.kan_param_count(widths, g, k)
+    mw = train.mlp_widths_matching(widths, g, k)
+    assert mw[0] == widths[0] and mw[-1] == widths[-1] and len(mw) == len(widths)
+    mlp = train.MLP(mw, rngs=nnx.Rngs(0))
+    assert train.count_params(mlp) == train.mlp_param_count(mw)
+    if len(mw) > 2:
+        target = train.kan_param_count(widths, g, k)
+        h = mw[1]
+        diff = abs(train.mlp_param_count(mw) - target)
+        for other in (h - 1, h + 1):
+            if other >= 1:
+                assert diff <= abs(train.mlp_param_count([mw[0]] + [other] * (len(mw) - 2) + [mw[-1]]) - target)
+
+
+def test_mlp_widths_matching_known_value():
+    # KAN [2,5,1] G=5 k=3: 2*5*10+5 + 5*10+1 = 156; MLP [2,h,1]: 4h+1 -> h=39 (157).
+    assert train.kan_param_count([2, 5, 1], 5, 3) == 156
+    assert train.mlp_widths_matching([2, 5, 1], 5, 3) == [2, 39, 1]
+
+
+@pytest.mark.parametrize("name,batch", [("adam", 0), ("adamw", 16), ("lbfgs", 0)])
+def test_optimizers_reduce_loss(small_ds, name, batch):
+    c = _toy_quick()
+    c.model.widths = [2, 2, 1]
+    c.model.grid_size = 3
+    c.optimizer.name = name
+    c.optimizer.learning_rate = 0.05
+    model = train.make_model(c, dtype="float64")
+    opt = train.make_optimizer(c.optimizer, 30)
+    model, hist = train.fit(model, small_ds, steps=30, optimizer=opt, batch_size=batch, chunk_size=10)
+    assert len(hist["train_loss"]) == 30 and hist["step"][-1] == 30
+    assert hist["train_loss"][-1] < 0.5 * hist["train_loss"][0]
+    assert not hist["diverged"]
+    ev = train.evaluate(model, small_ds)
+    assert set(ev) == {"train_rmse", "test_rmse", "test_nrmse"} and np.isfinite(ev["test_rmse"])
+
+
+def test_mlp_model_trains(small_ds):
+    c = _toy_quick()
+    c.model.kind = "mlp"
+    c.optimizer.name = "adam"
+    model = train.make_model(c, dtype="float64")
+    assert isinstance(model, train.MLP)
+    assert model.widths == tuple(train.mlp_widths_matching(c.model.widths, c.model.grid_size, c.model.spline_order))
+    model, hist = train.fit(model, small_ds, steps=20, optimizer=train.make_optimizer(c.optimizer, 20), grid_update_every=5, stop_grid_update_step=10)
+    assert hist["train_loss"][-1] < hist["train_loss"][0]
+
+
+def test_fit_grid_updates_follow_schedule(small_ds, monkeypatch):
+    c = _toy_quick()
+    model = train.make_model(c, dtype="float64")
+    calls = []
+    orig = kan_jax.KAN.update_grid
+
+    def spy(self, x):
+        calls.append(1)
+        return orig(self, x)
+
+    monkeypatch.setattr(kan_jax.KAN, "update_grid", spy)
+    seen = []
+    train.fit(
+        model, small_ds, steps=20, optimizer=train.make_optimizer(c.optimizer, 20), grid_update_every=5,
+        stop_grid_update_step=12, log_every=4, log_fn=lambda s, m, info: seen.append(s),
+    )
+    assert len(calls) == 3  # before steps 0, 5, 10 (pykan: s % every == 0 and s < stop)
+    assert seen == [4, 8, 12, 16, 20]
+
+
+def test_chunk_boundaries_do_not_depend_on_resume_point():
+    full = train.chunk_boundaries(0, 50, every=[20, 7], grid_update_every=5, stop_grid_update_step=16)
+    assert full == [5, 7, 10, 14, 15, 20, 21, 28, 35, 40, 42, 49, 50]
+    assert train.chunk_boundaries(20, 50, every=[20, 7], grid_update_every=5, stop_grid_update_step=16) == [b for b in full if b > 20]
+
+
+def test_bad_config_values_name_the_field():
+    c = _toy_quick()
+    c.optimizer.name = "sgd"
+    with pytest.raises(ValueError, match=r"optimizer\.name.*lbfgs"):
+        train.make_optimizer(c.optimizer, 10)
+    with pytest.raises(train.ConfigError, match=r"optimizer\.name"):
+        train.validate_config(c)
+    c = _toy_quick()
+    c.model.kind = "transformer"
+    with pytest.raises(ValueError, match=r"model\.kind.*mlp"):
+        train.make_model(c)
+    c = _toy_quick()
+    c.pipeline = "nope"
+    with pytest.raises(train.ConfigError, match="pipeline"):
+        train.validate_config(c)
+
+
+def test_diverged_run_reports_status(tmp_path):
+    c = _toy_quick()
+    c.optimizer.name = "adam"
+    c.optimizer.learning_rate = 1e200
+    c.training.grid_sizes = [3]
+    r = train.train_and_evaluate(c, str(tmp_path))
+    assert r["status"] == "diverged"
+    assert json.loads((tmp_path / "results.json").read_text())["status"] == "diverged"
+
+
+def _final_params(workdir):
+    ck = train.Checkpointer(workdir)
+    step = ck.latest_step()
+    meta = ck.restore_meta(step)
+    c = _toy_quick()
+    m = train.make_model(c, grid_size=meta["grid_size"])
+    opt = train.make_optimizer(c.optimizer, 1)
+    st = ck.restore_state(step, pipeline._ckpt_state(m, opt.init(nnx.state(m, nnx.Param)), jax.random.PRNGKey(0)))
+    ck.close()
+    return step, st
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("full"))
+    return d, train.train_and_evaluate(_toy_quick(), d)
+
+
+def test_quick_toy_records_stages_and_outputs(uninterrupted):
+    d, r = uninterrupted
+    assert r["status"] == "completed"
+    assert [s["grid_size"] for s in r["stages"]] == [3, 5]
+    assert all(set(s) >= {"grid_size", "steps", "n_params", "train_rmse", "test_rmse"} for s in r["stages"])
+    assert r["stages"][1]["n_params"] > r["stages"][0]["n_params"] == train.kan_param_count([2, 5, 1], 3, 3)
+    assert r["stages"][1]["train_rmse"] < r["stages"][0]["train_rmse"]
+    for f in ("config.json", "metrics.jsonl", "results.json", "plots/loss.png", "plots/rmse_vs_grid.png"):
+        assert os.path.exists(os.path.join(d, f)), f
+    recs = [json.loads(x) for x in open(os.path.join(d, "metrics.jsonl"))]
+    assert [x["step"] for x in recs] == list(range(5, 41, 5))
+    assert {"train_loss", "train_rmse", "test_rmse", "grid_size"} <= set(recs[0])
+    assert r["steps"] == 40 and r["n_params"] == r["stages"][-1]["n_params"]
+    assert abs(r["test_nrmse"] * data.load(dict(_toy_quick().data.to_dict(), dtype="float64")).target_std - r["test_rmse"]) < 1e-12
+
+
+@pytest.mark.parametrize("kill_at", [10, 30])  # inside stage 1; inside stage 2 (after a grid extension)
+def test_resume_after_kill_matches_uninterrupted_bitwise(uninterrupted, tmp_path, monkeypatch, kill_at):
+    full_dir, full = uninterrupted
+
+    def killer(step):
+        if step == kill_at:
+            raise _Killed(f"killed at {step}")
+
+    monkeypatch.setattr(pipeline, "_after_checkpoint", killer)
+    with pytest.raises(_Killed):
+        train.train_and_evaluate(_toy_quick(), str(tmp_path))
+    assert json.loads((tmp_path / "results.json").read_text())["status"] == "failed"
+    monkeypatch.setattr(pipeline, "_after_checkpoint", None)
+    resumed = train.train_and_evaluate(_toy_quick(), str(tmp_path))
+    for key in ("status", "steps", "n_params", "train_rmse", "test_rmse", "test_nrmse", "stages"):
+        assert resumed[key] == full[key], key  # bitwise: exact float equality
+    s1, p1 = _final_params(full_dir)
+    s2, p2 = _final_params(str(tmp_path))
+    assert s1 == s2
+    jax.tree_util.tree_map(np.testing.assert_array_equal, p1["params"], p2["params"])
+    jax.tree_util.tree_map(np.testing.assert_array_equal, p1["rest"], p2["rest"])
+    strip = lambda path: [{k: v for k, v in json.loads(x).items() if k != "wall_time_s"} for x in open(path)]  # noqa: E731
+    assert strip(os.path.join(full_dir, "metrics.jsonl")) == strip(str(tmp_path / "metrics.jsonl"))
+
+
+def test_completed_run_is_not_retrained(uninterrupted, monkeypatch):
+    d, full = uninterrupted
+
+    def boom(*a, **k):
+        raise AssertionError("retrained")
+
+    monkeypatch.setattr(train.loop, "fit", boom)
+    assert train.train_and_evaluate(_toy_quick(), d) == json.loads(open(os.path.join(d, "results.json")).read())
+
+
+def test_workdir_with_other_config_is_refused(uninterrupted):
+    d, _ = uninterrupted
+    c = _toy_quick()
+    c.seed = 7
+    with pytest.raises(train.ConfigError, match="different config.*seed"):
+        train.train_and_evaluate(c, d)
