@@ -19,13 +19,13 @@ def get_config(arg=None):
 
     c.model = ml_collections.ConfigDict()
     c.model.kind = "kan"  # "kan" or "mlp"
-    c.model.widths = [2, 5, 1]
+    c.model.widths = (2, 5, 1)
     c.model.grid_size = 5
     c.model.spline_order = 3
     c.model.basis = "bspline"
     c.model.grid_range = (-1.0, 1.0)
     c.model.activation = "silu"  # MLP only
-    c.model.mlp_widths = ml_collections.config_dict.placeholder(list)  # MLP only; None: match the KAN's params
+    c.model.mlp_widths = ml_collections.config_dict.placeholder(tuple)  # MLP only; None: match the KAN's params
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "lbfgs"  # "adam", "adamw" or "lbfgs"
@@ -40,7 +40,7 @@ def get_config(arg=None):
 
     c.training = ml_collections.ConfigDict()
     c.training.steps = 200  # per stage (or a list, one per stage)
-    c.training.grid_sizes = []  # grid extension stages; [] = one stage at model.grid_size
+    c.training.grid_sizes = ()  # grid extension stages; () = one stage at model.grid_size
     c.training.batch_size = 0  # 0 / -1 = full batch
     c.training.grid_update_every = 5  # pykan fit: update_grid every 5 steps ...
     c.training.stop_grid_update_step = 50  # ... until step 50
@@ -83,5 +83,5 @@ def apply_quick(c):
     c.data.train_num = 100
     c.data.test_num = 100
     if c.training.grid_sizes:
-        c.training.grid_sizes = list(c.training.grid_sizes)[:2]
+        c.training.grid_sizes = tuple(c.training.grid_sizes)[:2]
     return c

@@ -22,10 +22,10 @@ except ImportError:  # loaded by path from elsewhere: import the sibling file
 def get_config(arg=None):
     c = default.get_config()
     c.dtype = "float64"
-    c.model.widths = [2, 5, 1]
+    c.model.widths = (2, 5, 1)
     c.model.grid_size = 3
     c.optimizer.name = "lbfgs"
-    c.training.grid_sizes = [3, 5, 10, 20, 50]
+    c.training.grid_sizes = (3, 5, 10, 20, 50)
     c.training.steps = 200
     c.training.grid_update_every = 5
     c.training.stop_grid_update_step = 50

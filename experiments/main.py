@@ -18,17 +18,30 @@ _PID = flags.DEFINE_integer("process_id", None, "jax.distributed: this process's
 
 
 def _die(msg: str) -> None:
-    sys.stderr.write(f"error: {msg}\n")
+    lines = [ln.strip() for ln in str(msg).splitlines() if ln.strip()]
+    if any(ln.startswith("Traceback") for ln in lines):  # config_flags embeds the config file's traceback
+        lines = [lines[0], lines[-1]]
+    sys.stderr.write(f"error: {' '.join(lines)}\n")
     sys.exit(2)
 
 
 def _parse_flags(argv):
     try:
         return flags.FLAGS(argv)
-    except flags.Error as err:
-        _die(str(err).splitlines()[0] if str(err) else type(err).__name__)
-    except Exception as err:  # config files that fail to load or reject their argument
-        _die(f"--config: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+    except Exception as err:  # noqa: BLE001 - flag errors, config files that fail to load
+        _die(str(err) or type(err).__name__)
+
+
+def _quiet_orbax():
+    """Drops orbax's per-save INFO lines from the absl log (warnings still show)."""
+    import logging as pylogging
+
+    class _Filter(pylogging.Filter):
+        def filter(self, record):
+            return record.levelno >= pylogging.WARNING or "orbax" not in record.pathname
+
+    for handler in pylogging.getLogger("absl").handlers + pylogging.getLogger().handlers:
+        handler.addFilter(_Filter())
 
 
 def main(argv):
@@ -36,7 +49,12 @@ def main(argv):
         _die(f"unexpected arguments: {' '.join(argv[1:])}")
     if not _WORKDIR.value:
         _die("--workdir is required (a directory for the run's outputs)")
-    if _CONFIG.value is None:
+    try:
+        config = _CONFIG.value  # config files load lazily, on first access
+        config.keys()
+    except Exception as err:  # noqa: BLE001 - a config file that fails to load or rejects its argument
+        _die(f"--config: {str(err) or type(err).__name__}")
+    if config is None:
         _die("--config is required, e.g. --config=configs/toy.py")
     import jax
 
@@ -46,9 +64,9 @@ def main(argv):
         )
     from kan_jax.train import ConfigError, train_and_evaluate
 
-    logging.info("devices: %s", jax.devices())
+    _quiet_orbax()
     try:
-        results = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+        results = train_and_evaluate(config, _WORKDIR.value)
     except ConfigError as err:
         _die(str(err))
     msg = f"{results.get('status')}: test_rmse {results.get('test_rmse', float('nan')):.3g}; outputs in {_WORKDIR.value}"

@@ -1,0 +1,84 @@
+"""experiments/main.py and every config in configs/: quick end-to-end runs and one-line CLI errors."""
+
+import glob
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from kan_jax import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "configs", "*.py")) if not os.path.basename(p).startswith("_"))
+
+
+@pytest.fixture(autouse=True)
+def _no_persistent_cache(monkeypatch):
+    monkeypatch.setenv("KAN_JAX_COMPILATION_CACHE", "")
+
+
+def _load_config(name, arg="quick"):
+    spec = importlib.util.spec_from_file_location(f"_cfg_{name[:-3]}", os.path.join(ROOT, "configs", name))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert (mod.__doc__ or "").lstrip().startswith("python -m experiments.main --config=configs/"), "docstring must start with the launch command"
+    return mod.get_config(arg)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_quick_runs_end_to_end(name, tmp_path):
+    c = _load_config(name)
+    for field in ("seed", "mesh"):
+        assert field in c, field
+    for field in ("kind", "widths", "grid_size", "spline_order", "basis"):
+        assert field in c.model, f"model.{field}"
+    assert "name" in c.optimizer and "learning_rate" in c.optimizer and "data" in c
+    r = train.train_and_evaluate(c, str(tmp_path))
+    assert r["status"] == "completed", r
+    for key in ("steps", "wall_time_s", "n_params", "n_devices"):
+        assert key in r
+    if "test_rmse" in r:
+        assert np.isfinite(r["test_rmse"]) and np.isfinite(r["test_nrmse"])
+    assert json.loads((tmp_path / "results.json").read_text())["status"] == "completed"
+    assert (tmp_path / "config.json").exists() and (tmp_path / "metrics.jsonl").exists()
+
+
+def _cli(*args, cwd=ROOT):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", KAN_JAX_COMPILATION_CACHE="", JAX_DISABLE_MOST_OPTIMIZATIONS="1")
+    return subprocess.run([sys.executable, "-m", "experiments.main", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _assert_one_line_error(proc, *needles):
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_cli_missing_workdir():
+    _assert_one_line_error(_cli("--config=configs/toy.py:quick"), "--workdir")
+
+
+def test_cli_unknown_config_file(tmp_path):
+    _assert_one_line_error(_cli("--config=configs/does_not_exist.py", f"--workdir={tmp_path}"), "does_not_exist")
+
+
+def test_cli_bad_config_value(tmp_path):
+    _assert_one_line_error(_cli("--config=configs/toy.py:quick", f"--workdir={tmp_path}", "--config.optimizer.name=sgd"), "optimizer.name")
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_cli_runs_and_refuses_a_different_config(tmp_path):
+    ok = _cli("--config=configs/toy.py:quick", f"--workdir={tmp_path}", "--config.training.steps=4", "--config.training.grid_sizes=(3,)")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "test_rmse" in ok.stdout
+    assert json.loads((tmp_path / "results.json").read_text())["status"] == "completed"
+    bad = _cli("--config=configs/toy.py:quick", f"--workdir={tmp_path}", "--config.training.steps=5", "--config.training.grid_sizes=(3,)")
+    _assert_one_line_error(bad, "different config", "training.steps")
+    assert json.loads((tmp_path / "results.json").read_text())["status"] == "completed"
