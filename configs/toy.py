@@ -26,11 +26,14 @@ def get_config(arg=None):
     c.model.grid_size = 3
     c.optimizer.name = "lbfgs"
     c.training.grid_sizes = (3, 5, 10, 20, 50)
-    c.training.steps = 200
-    c.training.grid_update_every = 5
-    c.training.stop_grid_update_step = 50
-    c.training.log_every = 20
-    c.checkpoint_every = 100
+    # Steps are L-BFGS iterations; one pykan "step" is up to 20 torch L-BFGS iterations, so
+    # pykan's 200 steps per stage are ~1000-4000 of ours. Grid updates only early in each stage.
+    c.training.steps = 1000
+    c.training.grid_update_every = 50
+    c.training.stop_grid_update_step = 200
+    c.training.log_every = 50
+    c.training.chunk_size = 250
+    c.checkpoint_every = 500
     if arg == "quick":
         default.apply_quick(c)
     elif arg:

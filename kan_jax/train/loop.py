@@ -113,7 +113,12 @@ def _make_chunk_fn(graphdef, optimizer, lbfgs: bool, reg_items, batch_size: int,
                     value, grad = optax.value_and_grad_from_state(f)(params, state=opt_state)
                 else:  # a new batch each step: the cached value/grad belong to the previous batch
                     value, grad = jax.value_and_grad(f)(params)
-                updates, opt_state = optimizer.update(grad, opt_state, params, value=value, grad=grad, value_fn=f)
+                new_updates, new_state = optimizer.update(grad, opt_state, params, value=value, grad=grad, value_fn=f)
+                # At convergence (float64 loss ~ rounding) L-BFGS's curvature pair can be 0/0 and the
+                # update NaN while the loss is finite: keep the point instead of poisoning it.
+                ok = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(u)) for u in jax.tree_util.tree_leaves(new_updates)]))
+                updates = jax.tree_util.tree_map(lambda u: jnp.where(ok, u, jnp.zeros_like(u)), new_updates)
+                opt_state = jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new_state, opt_state)
             else:
                 value, grad = jax.value_and_grad(f)(params)
                 updates, opt_state = optimizer.update(grad, opt_state, params)
