@@ -14,8 +14,9 @@ Paths (all exact: same values as ``splines.bspline_basis`` to float rounding):
   once (no divisions in the batch loop), for any increasing knots (adaptive grids).
 * **local** (uniform or general): only the ``k + 1`` non-zero bases per input; the contraction
   gathers the ``k + 1`` matching rows of ``W`` (forward) and scatter-adds into them (backward).
-  Memory independent of ``G``; its cost does not grow with ``G``, but gathers/scatters are slower
-  than a matmul per flop, so it only wins for large ``G`` (see docs/PERFORMANCE.md).
+  Its flops do not grow with ``G``, but on XLA CPU the gathers/scatters are far slower than a
+  matmul and the gathered rows get materialized, so it is never chosen automatically there
+  (measured up to G=100, docs/PERFORMANCE.md); kept for accelerators and as a tested baseline.
 
 Every path is wrapped in a ``jax.custom_vjp`` whose backward recomputes the basis and its
 derivative (``dB_m^k/dx = k/(t_{m+k}-t_m) B_m^{k-1} - k/(t_{m+k+1}-t_{m+1}) B_{m+1}^{k-1}``)
@@ -335,11 +336,6 @@ def _local_rows(start, n_basis, order):
         valid.append((m >= 0) & (m < n_basis))
         rows.append(jnp.clip(m, -1, n_basis) + 2)  # padded table: rows 0, 1 are base col / zero
     return rows, valid
-
-
-def local_contract_reference(x, grid, w, order, base_activation, path):
-    """Unfused local-support contraction (for tests)."""
-    return _local_contract_impl(x, grid, w, order, base_activation, path, x.dtype)
 
 
 def _padded_table(w):
