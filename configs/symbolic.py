@@ -44,7 +44,8 @@ def get_config(arg=None):
     c.model.widths = [n, 2 * n + 1, 1]
     c.model.grid_size = 5
     c.optimizer.name = "lbfgs"
-    c.training.steps = 50
+    # pykan's LBFGS "steps=50" runs up to 20 iterations per step: ~1000 optax L-BFGS iterations.
+    c.training.steps = 1000
     c.training.grid_update_every = 5
     c.training.stop_grid_update_step = 50
     c.regularization.lamb = 0.001  # pykan hellokan
@@ -54,14 +55,14 @@ def get_config(arg=None):
     c.symbolic.prune = True
     c.symbolic.node_threshold = 1e-2
     c.symbolic.edge_threshold = 3e-2
-    c.symbolic.prune_steps = 50
+    c.symbolic.prune_steps = 1000
     c.symbolic.refine_grid = 10
-    c.symbolic.refine_steps = 50
+    c.symbolic.refine_steps = 1000
     # pykan hellokan's library (no "0": dead edges are pruned, and "0" would beat any imperfect fit).
     c.symbolic.lib = ["x", "x^2", "x^3", "x^4", "exp", "log", "sqrt", "tanh", "sin", "abs"]
     c.symbolic.r2_threshold = 0.0
     c.symbolic.weight_simple = 0.8
-    c.symbolic.retrain_steps = 50
+    c.symbolic.retrain_steps = 1000
     c.symbolic.digits = 4
     c.symbolic.agreement_rtol = 1e-3
     if quick:
