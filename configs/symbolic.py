@@ -3,7 +3,8 @@
 pykan's symbolic pipeline for any formula EXPR in x_1..x_n on [-1, 1]^n: train a KAN [n, h, 1]
 with sparsity regularization, prune, refine the grid, auto_symbolic, retrain the affine params,
 and write ``formula`` / ``formula_test_rmse`` (re-evaluated against the model) to results.json.
-Argument: ``EXPR`` or ``EXPR,quick`` (a few-second smoke run). The hidden width defaults to
+Argument: ``EXPR``, ``EXPR,quick`` or ``quick`` (a few-second smoke run; ``quick`` alone
+uses ``x_1*x_2``). The hidden width defaults to
 ``2n + 1`` (override with ``--config.model.widths``).
 """
 
@@ -20,6 +21,9 @@ except ImportError:  # loaded by path from elsewhere: import the sibling file
     _spec.loader.exec_module(default)
 
 
+DEFAULT_EXPR = "x_1*x_2"  # used when no EXPR is given (e.g. the bare "quick" argument)
+
+
 def _n_vars(expr: str) -> int:
     import re
 
@@ -30,11 +34,13 @@ def _n_vars(expr: str) -> int:
 
 
 def get_config(arg=None):
-    if not arg:
-        raise ValueError("configs/symbolic.py needs EXPR, e.g. --config=configs/symbolic.py:'x_1*x_2'")
+    arg = (arg or "").strip()
     expr, quick = arg, False
-    if arg.endswith(",quick"):
+    if arg == "quick":
+        expr, quick = "", True
+    elif arg.endswith(",quick"):
         expr, quick = arg[: -len(",quick")], True
+    expr = expr or DEFAULT_EXPR
     n = _n_vars(expr)
     c = default.get_config()
     c.pipeline = "symbolic"
