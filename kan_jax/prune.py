@@ -2,10 +2,12 @@
 
 Scores (all from a batch ``x``):
 
-* **Edge magnitude** ``A_l[i, j]``: ``mean_batch |phi_ij(x_i)|`` of the masked edge activations
-  (``measure="mean_abs"``, the quantity the sparsity regularizer penalizes), or their standard
-  deviation over the batch (``measure="std"``: an edge that is constant on the data scores 0, as
-  in pykan's ``attribute``; pruning folds such constants into the next bias, so it stays exact).
+* **Edge magnitude** ``A_l[i, j]``: the standard deviation over the batch of the masked edge
+  activations (``measure="std"``, the default, as pykan's ``attribute``: an edge that is constant
+  on the data scores 0, and pruning folds such constants into the next bias, so it stays exact),
+  or ``mean_batch |phi_ij(x_i)|`` (``measure="mean_abs"``). ``mean_abs`` counts an edge's constant
+  offset as importance, so after sparsity training dead-but-offset edges look alive and pruning
+  keeps them (measured on hellokan: ``mean_abs`` keeps [2, 4, 1] where ``std`` gives [2, 1, 1]).
 * **Node scores** run backward from the outputs. Output node ``j`` of the last layer scores
   ``output_scores[j]`` (default 1 each). For layer ``l`` (from the last to the first) the target
   node ``j``'s score is shared among its incoming edges in proportion to their magnitudes::
@@ -62,7 +64,7 @@ __all__ = [
 _MEASURES = ("mean_abs", "std")
 
 
-def edge_magnitudes(edge_acts: Sequence[jax.Array], *, measure: str = "mean_abs") -> list[jax.Array]:
+def edge_magnitudes(edge_acts: Sequence[jax.Array], *, measure: str = "std") -> list[jax.Array]:
     """Per layer ``(batch, n, o) -> (n, o)`` edge magnitudes (mean ``|phi|`` or std over the batch)."""
     if measure not in _MEASURES:
         raise ValueError(f"measure must be one of {_MEASURES}, got {measure!r}")
@@ -101,7 +103,7 @@ def scores_from_magnitudes(
 
 
 def attribution(
-    model: KAN, x: jax.Array, *, measure: str = "mean_abs", output_scores: jax.Array | None = None
+    model: KAN, x: jax.Array, *, measure: str = "std", output_scores: jax.Array | None = None
 ) -> tuple[list[jax.Array], list[jax.Array]]:
     """``(edge_scores, node_scores)`` of ``model`` on the batch ``x (batch, widths[0])``."""
     mags = edge_magnitudes(model.edge_activations(jnp.asarray(x)), measure=measure)
@@ -238,7 +240,7 @@ def prune_edges(
     x: jax.Array,
     *,
     threshold: float,
-    measure: str = "mean_abs",
+    measure: str = "std",
     output_scores=None,
     fold_constants: bool = True,
 ) -> KAN:
@@ -300,7 +302,7 @@ def prune(
     *,
     node_threshold: float = 1e-2,
     edge_threshold: float = 3e-2,
-    measure: str = "mean_abs",
+    measure: str = "std",
     output_scores=None,
     fold_constants: bool = True,
 ) -> KAN:
@@ -344,7 +346,7 @@ def prune_inputs(
     x: jax.Array,
     *,
     threshold: float = 1e-2,
-    measure: str = "mean_abs",
+    measure: str = "std",
     output_scores=None,
     fold_constants: bool = True,
 ) -> tuple[KAN, np.ndarray]:

@@ -51,7 +51,7 @@ def make_loss_fn(graphdef, regularization=None) -> Callable:
     """``loss(params, rest, x, y) -> scalar``: mean squared error (+ ``lamb * penalty`` when ``lamb > 0``).
 
     ``regularization`` (mapping or ConfigDict): ``lamb``, ``lamb_l1``, ``lamb_entropy``, ``lamb_coef``,
-    ``lamb_coefdiff`` as in ``kan_jax.regularize.penalty`` (KAN models only).
+    ``lamb_coefdiff``, ``metric`` as in ``kan_jax.regularize.penalty`` (KAN models only).
     """
     lamb = float(_reg_value(regularization, "lamb", 0.0) or 0.0)
     kw = {}
@@ -60,6 +60,7 @@ def make_loss_fn(graphdef, regularization=None) -> Callable:
             name: float(_reg_value(regularization, name, default))
             for name, default in (("lamb_l1", 1.0), ("lamb_entropy", 2.0), ("lamb_coef", 0.0), ("lamb_coefdiff", 0.0))
         }
+        kw["metric"] = str(_reg_value(regularization, "metric", "edge_forward_spline_n") or "edge_forward_spline_n")
 
     def loss_fn(params, rest, x, y):
         model = nnx.merge(graphdef, params, rest)
@@ -72,7 +73,7 @@ def make_loss_fn(graphdef, regularization=None) -> Callable:
                 raise ValueError("regularization.lamb > 0 needs a KAN model (model.kind='kan')")
             acts = model.edge_activations(x)
             layer_params = [layer.params() for layer in model.layers]
-            loss = loss + lamb * regularize.penalty(acts, layer_params, **kw)
+            loss = loss + lamb * regularize.penalty(acts, layer_params, x=x, **kw)
         return loss
 
     return loss_fn
@@ -211,7 +212,7 @@ def fit(
         reg_items = tuple(
             (k, float(_reg_value(regularization, k, d)))
             for k, d in (("lamb", 0.0), ("lamb_l1", 1.0), ("lamb_entropy", 2.0), ("lamb_coef", 0.0), ("lamb_coefdiff", 0.0))
-        )
+        ) + (("metric", str(_reg_value(regularization, "metric", "edge_forward_spline_n") or "edge_forward_spline_n")),)
     can_update_grid = hasattr(model, "update_grid") and grid_update_every and grid_update_every > 0
     chunk_size = max(1, int(chunk_size))
     bounds = chunk_boundaries(
