@@ -4,15 +4,16 @@ Stages (``config.symbolic.*``, all optional; defaults in brackets):
 
 1. ``train``: ``training.steps`` steps with ``config.regularization`` (sparsity), grid updates;
 2. ``prune``: ``kan_jax.prune.prune(model, x_train, node_threshold, edge_threshold)``
-   [``symbolic.prune``: True; thresholds 1e-2 / 3e-2], then ``symbolic.prune_steps`` [50] steps
+   [``symbolic.prune``: True; thresholds 1e-2 / 3e-2 on the std attribution scores,
+   ``symbolic.prune_measure`` ``"std"``], then ``symbolic.prune_steps`` [50] steps
    without regularization;
 3. ``refine``: grid extension to ``symbolic.refine_grid`` [10] and ``symbolic.refine_steps`` [50]
    steps (skipped if ``refine_grid`` is 0/None);
-4. ``auto_symbolic`` on the training inputs (``symbolic.lib``: list of library names or None for
+4. ``plots/kan_before.png`` (the diagram), then ``auto_symbolic`` on the training inputs (``symbolic.lib``: list of library names or None for
    the full library; ``symbolic.r2_threshold`` [0], ``symbolic.weight_simple`` [0.8]);
 5. ``retrain``: ``symbolic.retrain_steps`` [50] steps training the affine params ``a, b, c, d``
    (and any edge left a spline), no grid update;
-6. ``symbolic_formula`` (``symbolic.digits`` [4]), re-evaluated on the test set: ``formula``,
+6. ``plots/kan.png`` (the diagram with its symbolic edges), ``symbolic_formula`` (``symbolic.digits`` [4]), re-evaluated on the test set: ``formula``,
    ``formula_test_rmse``, ``formula_vs_model_rmse``, ``formula_agreement``,
    ``formula_far_worse`` go to ``results.json``; a formula far worse than the model is logged as
    a warning and flagged there. Spline edges left (``r2`` below threshold) give ``formula: null``
@@ -102,7 +103,8 @@ def run_symbolic(config, workdir: str) -> dict:
             pruned = "unavailable"
         else:
             model = kprune.prune(model, x_train, node_threshold=float(_get(config, "node_threshold", 1e-2)),
-                                 edge_threshold=float(_get(config, "edge_threshold", 3e-2)))
+                                 edge_threshold=float(_get(config, "edge_threshold", 3e-2)),
+                                 measure=str(_get(config, "prune_measure", "std")))
             pruned = [int(w) for w in _widths(model)]
             model = train(model, int(_get(config, "prune_steps", 50)), "prune")
 
@@ -112,6 +114,8 @@ def run_symbolic(config, workdir: str) -> dict:
         model = train(model, int(_get(config, "refine_steps", 50)), "refine")
 
     model_before = loop.evaluate(model, ds)
+    input_names = list(ds.input_names)
+    _plot(model, x_train, os.path.join(workdir, "plots", "kan_before.png"), input_names, "before auto_symbolic")
     names = _get(config, "lib", None)
     lib = None if not names else {k: SYMBOLIC_LIB[k] for k in names}
     report = S.auto_symbolic(model, x_train, lib=lib, r2_threshold=float(_get(config, "r2_threshold", 0.0)),
@@ -121,7 +125,7 @@ def run_symbolic(config, workdir: str) -> dict:
                    "edges": [{k: r[k] for k in ("layer", "i", "j", "name", "r2")} for r in report]})
     model = train(model, int(_get(config, "retrain_steps", 50)), "retrain", grid_update=False)
 
-    input_names = list(ds.input_names)
+    _plot(model, x_train, os.path.join(workdir, "plots", "kan.png"), input_names, "after auto_symbolic + retrain")
     results_formula = {"formula": None, "formula_test_rmse": None}
     try:
         formulas = S.symbolic_formula(model, input_names=input_names, digits=int(_get(config, "digits", 4)))
@@ -164,6 +168,17 @@ def run_symbolic(config, workdir: str) -> dict:
     metrics.close()
     write_json(os.path.join(workdir, "results.json"), results)
     return results
+
+
+def _plot(model, x, path, input_names, title):
+    """The KAN diagram (``kan_jax.plot.plot_kan``) to ``path``; a plotting failure only warns."""
+    try:
+        from kan_jax import plot as kplot
+
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        kplot.plot_kan(model, x, path, input_names=input_names, title=title)
+    except Exception as err:  # noqa: BLE001 - a diagram must never fail the run
+        logging.warning("plot_kan(%s) failed: %s", path, err)
 
 
 def _widths(model):
