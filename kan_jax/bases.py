@@ -21,12 +21,13 @@ class Basis:
 
     Attributes:
       name: registry name (the ``basis=`` argument).
-      evaluate: ``(x (..., n), knots (n, K), order) -> (..., n, n_basis)``.
+      evaluate: ``(x (..., n), knots (n, K), order, *, extrapolate) -> (..., n, n_basis)``;
+        ``extrapolate`` continues the end pieces beyond the base interval.
       n_basis: ``(grid_size, order) -> n_basis``.
     """
 
     name: str
-    evaluate: Callable[[jax.Array, jax.Array, int], jax.Array]
+    evaluate: Callable[..., jax.Array]
     n_basis: Callable[[int, int], int]
 
 

@@ -134,7 +134,7 @@ def _compute_dtype(dtype, *arrays):
     return jnp.dtype(dtype) if dtype is not None else jnp.result_type(*arrays)
 
 
-@functools.partial(jax.jit, static_argnames=("order", "basis", "base_activation", "dtype", "path", "uniform"))
+@functools.partial(jax.jit, static_argnames=("order", "basis", "base_activation", "dtype", "path", "uniform", "extrapolate"))
 def apply(
     params: Params,
     grid: jax.Array,
@@ -147,6 +147,7 @@ def apply(
     dtype=None,
     path: str = "auto",
     uniform: bool | None = None,
+    extrapolate: bool = False,
 ) -> jax.Array:
     """Fused layer forward.
 
@@ -168,6 +169,10 @@ def apply(
       uniform: the caller's promise that every knot row is evenly spaced: ``True`` allows the
         closed-form path (wrong values on a non-uniform grid); ``None``/``False`` (default) use
         the general path, exact for any increasing knots and nearly as fast.
+      extrapolate: beyond the base interval, continue each spline's end polynomial pieces
+        (``splines.bspline_basis(..., extrapolate=True)``) instead of letting it fall to 0 over
+        the extension knots. Inputs slightly outside the grid (test points beyond the range of
+        the training samples) then see the function the data determined.
 
     Returns:
       ``(..., o)`` outputs in the computation dtype.
@@ -176,7 +181,9 @@ def apply(
     cdt = _compute_dtype(dtype, x, params["coef"])
     acc = jnp.float32 if jnp.finfo(cdt).bits < 32 else cdt
     if path == "reference" or basis != "bspline":
-        return _apply_reference(params, grid, mask, x, order=order, basis=basis, base_activation=base_activation, cdt=cdt)
+        return _apply_reference(
+            params, grid, mask, x, order=order, basis=basis, base_activation=base_activation, cdt=cdt, extrapolate=extrapolate
+        )
     m = mask.astype(cdt)
     w = jnp.concatenate(
         [(params["w_base"].astype(cdt) * m)[:, None, :],
@@ -190,7 +197,7 @@ def apply(
     grid_size = grid.shape[-1] - 2 * order - 1
 
     def run(p):
-        return kernels.contract(xb, gb, w, order=order, base_activation=base_activation, path=p, acc=acc)
+        return kernels.contract(xb, gb, w, order=order, base_activation=base_activation, path=p, acc=acc, extrapolate=extrapolate)
 
     if path == "check":
         pu, pg = kernels.choose_path(grid_size, order, True), kernels.choose_path(grid_size, order, False)
@@ -202,11 +209,12 @@ def apply(
     return (y + params["bias"].astype(acc)).astype(cdt)
 
 
-def _apply_reference(params, grid, mask, x, *, order, basis, base_activation, cdt):
+def _apply_reference(params, grid, mask, x, *, order, basis, base_activation, cdt, extrapolate=False):
     """Plain fused math, differentiated by autodiff (the pre-kernel path; any basis family)."""
     x = x.astype(cdt)
+    basis_vals = bases.get_basis(basis).evaluate(x, grid.astype(cdt), order, extrapolate=extrapolate)
     feats = jnp.concatenate(
-        [get_base_activation(base_activation)(x)[..., None], bases.get_basis(basis).evaluate(x, grid.astype(cdt), order)],
+        [get_base_activation(base_activation)(x)[..., None], basis_vals],
         axis=-1,
     )  # (..., n, 1 + m)
     m = mask.astype(cdt)
@@ -219,7 +227,10 @@ def _apply_reference(params, grid, mask, x, *, order, basis, base_activation, cd
     return (y + params["bias"].astype(acc)).astype(cdt)
 
 
-def edge_phi(x_i, coef_ij, w_base_ij, w_spline_ij, knots_i, *, order: int, basis: str = "bspline", base_activation: str = "silu"):
+def edge_phi(
+    x_i, coef_ij, w_base_ij, w_spline_ij, knots_i, *, order: int, basis: str = "bspline", base_activation: str = "silu",
+    extrapolate: bool = False,
+):
     """One edge's activation ``phi_ij(x_i)`` for a scalar ``x_i``.
 
     Args:
@@ -231,11 +242,11 @@ def edge_phi(x_i, coef_ij, w_base_ij, w_spline_ij, knots_i, *, order: int, basis
     Returns:
       Scalar ``w_base * b(x) + w_spline * sum_m coef_m B_m(x)``.
     """
-    b = bases.get_basis(basis).evaluate(x_i[None], knots_i[None], order)[0]
+    b = bases.get_basis(basis).evaluate(x_i[None], knots_i[None], order, extrapolate=extrapolate)[0]
     return w_base_ij * get_base_activation(base_activation)(x_i) + w_spline_ij * jnp.dot(b, coef_ij)
 
 
-@functools.partial(jax.jit, static_argnames=("order", "basis", "base_activation", "dtype"))
+@functools.partial(jax.jit, static_argnames=("order", "basis", "base_activation", "dtype", "extrapolate"))
 def edge_apply(
     params: Params,
     grid: jax.Array,
@@ -246,6 +257,7 @@ def edge_apply(
     basis: str = "bspline",
     base_activation: str = "silu",
     dtype=None,
+    extrapolate: bool = False,
 ) -> jax.Array:
     """Per-edge reference: ``edge_phi`` vmapped over batch, inputs and outputs, times the mask.
 
@@ -259,7 +271,9 @@ def edge_apply(
     check_features(x, params["coef"].shape[0])
     cdt = _compute_dtype(dtype, x, params["coef"])
     p = jax.tree.map(lambda a: a.astype(cdt), params)
-    phi = lambda xi, c, wb, ws, t: edge_phi(xi, c, wb, ws, t, order=order, basis=basis, base_activation=base_activation)
+    phi = lambda xi, c, wb, ws, t: edge_phi(
+        xi, c, wb, ws, t, order=order, basis=basis, base_activation=base_activation, extrapolate=extrapolate
+    )
     over_out = jax.vmap(phi, in_axes=(None, 0, 0, 0, None))
     over_in = jax.vmap(over_out, in_axes=(0, 0, 0, 0, 0))
     over_batch = jax.vmap(over_in, in_axes=(0, None, None, None, None))
@@ -267,16 +281,25 @@ def edge_apply(
     return vals * mask.astype(cdt)
 
 
-@functools.partial(jax.jit, static_argnames=("order", "basis"))
-def spline_values(params: Params, grid: jax.Array, x: jax.Array, *, order: int, basis: str = "bspline") -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("order", "basis", "extrapolate"))
+def spline_values(
+    params: Params, grid: jax.Array, x: jax.Array, *, order: int, basis: str = "bspline", extrapolate: bool = False
+) -> jax.Array:
     """``(batch, n, o)`` spline parts ``sum_m coef_ijm B_m(x_i)`` (no weights, no mask)."""
-    b = bases.get_basis(basis).evaluate(x, grid.astype(x.dtype), order)
+    b = bases.get_basis(basis).evaluate(x, grid.astype(x.dtype), order, extrapolate=extrapolate)
     return jnp.einsum("bnm,nom->bno", b, params["coef"].astype(b.dtype))
 
 
-@functools.partial(jax.jit, static_argnames=("order", "grid_eps", "basis"))
+@functools.partial(jax.jit, static_argnames=("order", "grid_eps", "basis", "extrapolate"))
 def update_grid(
-    params: Params, grid: jax.Array, x: jax.Array, *, order: int, grid_eps: float = 0.02, basis: str = "bspline"
+    params: Params,
+    grid: jax.Array,
+    x: jax.Array,
+    *,
+    order: int,
+    grid_eps: float = 0.02,
+    basis: str = "bspline",
+    extrapolate: bool = False,
 ) -> tuple[Params, jax.Array]:
     """Adapts the grid to the samples ``x`` and refits the splines to keep the function.
 
@@ -290,7 +313,7 @@ def update_grid(
       ``(params, grid)`` with the same shapes and dtypes.
     """
     check_features(x, params["coef"].shape[0])
-    y = spline_values(params, grid, x, order=order, basis=basis)
+    y = spline_values(params, grid, x, order=order, basis=basis, extrapolate=extrapolate)
     grid_size = grid.shape[-1] - 2 * order - 1
     new_grid = splines.adaptive_knots(x, grid_size, order, grid_eps=grid_eps).astype(grid.dtype)
     coef = splines.fit_coef(x, y, new_grid, order).astype(params["coef"].dtype)
@@ -298,7 +321,7 @@ def update_grid(
 
 
 def refine(
-    params: Params, grid: jax.Array, new_grid_size: int, x: jax.Array | None = None, *, order: int
+    params: Params, grid: jax.Array, new_grid_size: int, x: jax.Array | None = None, *, order: int, extrapolate: bool = False
 ) -> tuple[Params, jax.Array]:
     """Grid extension: the same splines on a grid of ``new_grid_size`` intervals.
 
@@ -327,7 +350,7 @@ def refine(
         else:
             check_features(x, params["coef"].shape[0])
         xs = jnp.asarray(x, grid.dtype)
-        y = spline_values(params, grid, xs, order=order)
+        y = spline_values(params, grid, xs, order=order, extrapolate=extrapolate)
         coef = splines.fit_coef(xs, y, jnp.asarray(new_grid, grid.dtype), order)
     return (
         {**params, "coef": jnp.asarray(coef, params["coef"].dtype)},

@@ -97,7 +97,7 @@ def _uniform_params(grid):
     return t0, h
 
 
-def uniform_local(x, t0, h, order: int, *, deriv: bool = False):
+def uniform_local(x, t0, h, order: int, *, deriv: bool = False, n_basis: int | None = None):
     """Interval index and the ``k + 1`` non-zero cardinal B-spline values (and derivatives).
 
     Args:
@@ -105,6 +105,8 @@ def uniform_local(x, t0, h, order: int, *, deriv: bool = False):
       t0, h: ``(n,)`` first knot and knot spacing per input.
       order: ``k``.
       deriv: also return ``d/dx`` of the values.
+      n_basis: if given, extrapolate: the interval index is clamped to the base intervals
+        ``[k, n_basis)`` and their polynomial pieces are evaluated at ``x``.
 
     Returns:
       ``(j, vals)`` or ``(j, vals, dvals)``: ``j (..., n)`` int32 interval index (knot ``t_j <= x <
@@ -115,6 +117,8 @@ def uniform_local(x, t0, h, order: int, *, deriv: bool = False):
     u = (x - t0) / h
     u = jnp.clip(u, -k - 2.0, 1e7)
     jf = jnp.floor(u)
+    if n_basis is not None:
+        jf = jnp.clip(jf, k, n_basis - 1)
     j = jf.astype(jnp.int32)
     f = (x - (t0 + jf * h)) / h  # local coordinate in [0, 1), from a nearby origin (accurate)
     vals = [jnp.ones_like(f)]
@@ -155,11 +159,11 @@ def _scatter_dense(j, vals, n_basis, order):
     return out
 
 
-def uniform_basis(x, grid, order: int, *, deriv: bool = False):
+def uniform_basis(x, grid, order: int, *, deriv: bool = False, extrapolate: bool = False):
     """Dense basis ``(..., n, G + k)`` of a uniform grid (and its x-derivative when ``deriv``)."""
     t0, h = _uniform_params(grid)
     n_basis = grid.shape[-1] - order - 1
-    res = uniform_local(x, t0, h, order, deriv=deriv)
+    res = uniform_local(x, t0, h, order, deriv=deriv, n_basis=n_basis if extrapolate else None)
     b = _scatter_dense(res[0], res[1], n_basis, order)
     if not deriv:
         return b
@@ -174,21 +178,22 @@ def _safe_inv(d):
     return jnp.where(pos, 1.0 / jnp.where(pos, d, 1.0), 0.0)
 
 
-def general_basis(x, grid, order: int, *, deriv: bool = False):
+def general_basis(x, grid, order: int, *, deriv: bool = False, extrapolate: bool = False):
     """Dense basis ``(..., n, G + k)`` for any increasing knots, and its derivative.
 
     Each output element ``B_m(x)`` runs its own small de Boor triangle on the knots
     ``t_m .. t_{m+k+1}`` (broadcast ``(n, M)`` tables, reciprocal spacings precomputed): one
     elementwise XLA fusion with no slicing of batch-sized intermediates (slicing a
     ``(batch, n, K)`` array level by level, as the textbook recursion does, is ~10x slower on CPU).
-    Same arithmetic as ``splines.bspline_basis``.
+    Same arithmetic as ``splines.bspline_basis`` (``extrapolate`` likewise).
     """
     k = order
     t = grid
     n_basis = t.shape[-1] - k - 1
     x = x[..., None]  # (..., n, 1)
+    xs = jnp.clip(x, t[:, k : k + 1], jnp.nextafter(t[:, n_basis : n_basis + 1], t[:, k : k + 1])) if extrapolate else x
     tab = [t[:, i : i + n_basis] for i in range(k + 2)]  # t_{m+i}, (n, M)
-    nodes = [((x >= tab[i]) & (x < tab[i + 1])).astype(t.dtype) for i in range(k + 1)]  # N^0_{m+i}
+    nodes = [((xs >= tab[i]) & (xs < tab[i + 1])).astype(t.dtype) for i in range(k + 1)]  # N^0_{m+i}
     lower = nodes
     for p in range(1, k + 1):
         lower = nodes
@@ -207,7 +212,7 @@ def general_basis(x, grid, order: int, *, deriv: bool = False):
     return b, db
 
 
-def general_local(x, grid, order: int, *, deriv: bool = False):
+def general_local(x, grid, order: int, *, deriv: bool = False, extrapolate: bool = False):
     """Local values for any increasing knots: same outputs as ``uniform_local``.
 
     The interval is found by counting knots ``<= x``; the ``2k`` knots around it are gathered and
@@ -217,6 +222,8 @@ def general_local(x, grid, order: int, *, deriv: bool = False):
     t = grid
     n_knots = t.shape[-1]
     j = jnp.sum((x[..., None] >= t).astype(jnp.int32), axis=-1) - 1  # (..., n), -1 .. K-1
+    if extrapolate:  # base intervals only; their pieces are evaluated at x
+        j = jnp.clip(j, k, n_knots - k - 2)
     inside = (j >= 0) & (j < n_knots - 1)
     win = None
     if k > 0:
@@ -264,10 +271,10 @@ def general_local(x, grid, order: int, *, deriv: bool = False):
 # --------------------------------------------------------------------------- features and contraction
 
 
-def features(x, grid, order: int, base_activation: str, path: str, *, deriv: bool = False):
+def features(x, grid, order: int, base_activation: str, path: str, *, deriv: bool = False, extrapolate: bool = False):
     """Dense features ``(..., n, 1 + M)`` (base column first) and optionally their x-derivative."""
     base, base_grad = _base_value_and_grad(base_activation)
-    fn = uniform_basis if path == "uniform" else general_basis
+    fn = functools.partial(uniform_basis if path == "uniform" else general_basis, extrapolate=extrapolate)
     if deriv:
         b, db = fn(x, grid, order, deriv=True)
         return (
@@ -277,27 +284,27 @@ def features(x, grid, order: int, base_activation: str, path: str, *, deriv: boo
     return jnp.concatenate([base(x)[..., None], fn(x, grid, order)], axis=-1)
 
 
-def _dense_contract_impl(x, grid, w, order, base_activation, path, acc):
-    f = features(x, grid, order, base_activation, path).astype(w.dtype)
+def _dense_contract_impl(x, grid, w, order, base_activation, path, acc, extrapolate):
+    f = features(x, grid, order, base_activation, path, extrapolate=extrapolate).astype(w.dtype)
     lead = x.shape[:-1]
     y = jnp.dot(f.reshape(-1, f.shape[-2] * f.shape[-1]), w.reshape(-1, w.shape[-1]), preferred_element_type=acc)
     return y.reshape(lead + (w.shape[-1],))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
-def _dense_contract(x, grid, w, order, base_activation, path, acc):
-    return _dense_contract_impl(x, grid, w, order, base_activation, path, acc)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6, 7))
+def _dense_contract(x, grid, w, order, base_activation, path, acc, extrapolate):
+    return _dense_contract_impl(x, grid, w, order, base_activation, path, acc, extrapolate)
 
 
-def _dense_fwd(x, grid, w, order, base_activation, path, acc):
-    return _dense_contract_impl(x, grid, w, order, base_activation, path, acc), (x, grid, w)
+def _dense_fwd(x, grid, w, order, base_activation, path, acc, extrapolate):
+    return _dense_contract_impl(x, grid, w, order, base_activation, path, acc, extrapolate), (x, grid, w)
 
 
-def _dense_bwd(order, base_activation, path, acc, res, g):
+def _dense_bwd(order, base_activation, path, acc, extrapolate, res, g):
     x, grid, w = res
     n, m1, o = w.shape
     g2 = g.reshape(-1, o).astype(w.dtype)
-    f, df = features(x, grid, order, base_activation, path, deriv=True)
+    f, df = features(x, grid, order, base_activation, path, deriv=True, extrapolate=extrapolate)
     f2 = f.reshape(-1, n * m1).astype(w.dtype)
     dw = jnp.dot(f2.T, g2, preferred_element_type=acc).reshape(w.shape).astype(w.dtype)
     dfeat = jnp.dot(g2, w.reshape(n * m1, o).T, preferred_element_type=acc).reshape(x.shape + (m1,))
@@ -311,18 +318,18 @@ _dense_contract.defvjp(_dense_fwd, _dense_bwd)
 # Local-support contraction: y[b, o] = sum_n (w[n, 0, o] b(x) + sum_r v_r W[n, 1 + j - k + r, o]).
 
 
-def _local_parts(x, grid, order, path, deriv):
+def _local_parts(x, grid, order, path, deriv, extrapolate):
     k = order
     n_knots = grid.shape[-1]
     if path == "local_uniform":
         t0, h = _uniform_params(grid)
-        res = uniform_local(x, t0, h, k, deriv=deriv)
+        res = uniform_local(x, t0, h, k, deriv=deriv, n_basis=n_knots - k - 1 if extrapolate else None)
         j = res[0]
         # Rows m = j - k + r outside [0, M) must contribute 0: clamp the index and zero the value.
         start = jnp.clip(j - k, -k - 1, n_knots)  # basis index of r = 0
         vals, dvals = res[1], (res[2] if deriv else None)
     else:
-        res = general_local(x, grid, k, deriv=deriv)
+        res = general_local(x, grid, k, deriv=deriv, extrapolate=extrapolate)
         start = jnp.clip(res[0] - k, -k - 1, n_knots)
         vals, dvals = res[1], (res[2] if deriv else None)
     return start, vals, dvals
@@ -345,11 +352,11 @@ def _padded_table(w):
     return jnp.concatenate([w[:, :1], z, w[:, 1:], z, z], axis=1)
 
 
-def _local_contract_impl(x, grid, w, order, base_activation, path, acc):
+def _local_contract_impl(x, grid, w, order, base_activation, path, acc, extrapolate):
     n, m1, o = w.shape
     n_basis = m1 - 1
     base, _ = _base_value_and_grad(base_activation)
-    start, vals, _ = _local_parts(x, grid, order, path, False)
+    start, vals, _ = _local_parts(x, grid, order, path, False, extrapolate)
     rows, valid = _local_rows(start, n_basis, order)
     table = _padded_table(w)  # (n, M + 4, o)
     lead = x.shape[:-1]
@@ -363,23 +370,23 @@ def _local_contract_impl(x, grid, w, order, base_activation, path, acc):
     return y.reshape(lead + (o,))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
-def _local_contract(x, grid, w, order, base_activation, path, acc):
-    return _local_contract_impl(x, grid, w, order, base_activation, path, acc)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6, 7))
+def _local_contract(x, grid, w, order, base_activation, path, acc, extrapolate):
+    return _local_contract_impl(x, grid, w, order, base_activation, path, acc, extrapolate)
 
 
-def _local_fwd(x, grid, w, order, base_activation, path, acc):
-    return _local_contract_impl(x, grid, w, order, base_activation, path, acc), (x, grid, w)
+def _local_fwd(x, grid, w, order, base_activation, path, acc, extrapolate):
+    return _local_contract_impl(x, grid, w, order, base_activation, path, acc, extrapolate), (x, grid, w)
 
 
-def _local_bwd(order, base_activation, path, acc, res, g):
+def _local_bwd(order, base_activation, path, acc, extrapolate, res, g):
     x, grid, w = res
     n, m1, o = w.shape
     n_basis = m1 - 1
     base, base_grad = _base_value_and_grad(base_activation)
     xf = x.reshape(-1, n)
     g2 = g.reshape(-1, o).astype(w.dtype)
-    start, vals, dvals = _local_parts(xf, grid, order, path, True)
+    start, vals, dvals = _local_parts(xf, grid, order, path, True, extrapolate)
     rows, valid = _local_rows(start, n_basis, order)
     table = _padded_table(w)
     n_idx = jnp.arange(n, dtype=jnp.int32)
@@ -413,7 +420,7 @@ def choose_path(grid_size: int, order: int, uniform: bool, *, batch: int | None 
 LOCAL_MIN_GRID = 1 << 30
 
 
-def contract(x, grid, w, *, order: int, base_activation: str, path: str, acc=None):
+def contract(x, grid, w, *, order: int, base_activation: str, path: str, acc=None, extrapolate: bool = False):
     """``y = feats(x) @ w`` with a custom VJP.
 
     Args:
@@ -424,13 +431,14 @@ def contract(x, grid, w, *, order: int, base_activation: str, path: str, acc=Non
       base_activation: name of ``b``.
       path: one of ``PATHS``.
       acc: accumulation dtype (default ``w.dtype``).
+      extrapolate: continue the end pieces beyond the base interval (``splines.bspline_basis``).
 
     Returns:
       ``(..., o)`` in ``acc``.
     """
     acc = jnp.dtype(acc or w.dtype)
     if path in ("uniform", "general"):
-        return _dense_contract(x, grid, w, order, base_activation, path, acc)
+        return _dense_contract(x, grid, w, order, base_activation, path, acc, bool(extrapolate))
     if path in ("local_uniform", "local_general"):
-        return _local_contract(x, grid, w, order, base_activation, path, acc)
+        return _local_contract(x, grid, w, order, base_activation, path, acc, bool(extrapolate))
     raise ValueError(f"path must be one of {PATHS}, got {path!r}")

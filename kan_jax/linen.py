@@ -45,6 +45,7 @@ class KANDense(nn.Module):
     base_activation: str = "silu"
     noise_scale: float = 0.3
     base_scale: float = 1.0
+    extrapolate: bool = False
     dtype: Any = None
     param_dtype: Any = jnp.float32
 
@@ -72,7 +73,13 @@ class KANDense(nn.Module):
         return params, knots.value, mask.value
 
     def _kw(self):
-        return dict(order=self.spline_order, basis=self.basis, base_activation=self.base_activation, dtype=self.dtype)
+        return dict(
+            order=self.spline_order,
+            basis=self.basis,
+            base_activation=self.base_activation,
+            dtype=self.dtype,
+            extrapolate=self.extrapolate,
+        )
 
     @nn.compact
     def __call__(self, x):
@@ -97,6 +104,7 @@ class KAN(nn.Module):
     base_activation: str = "silu"
     noise_scale: float = 0.3
     base_scale: float = 1.0
+    extrapolate: bool = False
     dtype: Any = None
     param_dtype: Any = jnp.float32
 
@@ -113,6 +121,7 @@ class KAN(nn.Module):
                 base_activation=self.base_activation,
                 noise_scale=self.noise_scale,
                 base_scale=self.base_scale,
+                extrapolate=self.extrapolate,
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,
             )
@@ -153,7 +162,13 @@ def update_grid(model: KAN, variables, x, *, grid_eps: float = 0.02):
     for l in range(len(model.widths) - 1):
         params, grid_vars = _layer_state(variables, l)
         params, knots = F.update_grid(
-            params, grid_vars["knots"], acts[l], order=model.spline_order, grid_eps=grid_eps, basis=model.basis
+            params,
+            grid_vars["knots"],
+            acts[l],
+            order=model.spline_order,
+            grid_eps=grid_eps,
+            basis=model.basis,
+            extrapolate=model.extrapolate,
         )
         variables = _with_layer(variables, l, params, knots)
         acts = model.apply(variables, x, method=KAN.layer_inputs)
@@ -171,7 +186,12 @@ def refine(model: KAN, variables, new_grid_size: int, x=None):
     for l in range(len(model.widths) - 1):
         params, grid_vars = _layer_state(variables, l)
         params, knots = F.refine(
-            params, grid_vars["knots"], new_grid_size, None if acts is None else acts[l], order=model.spline_order
+            params,
+            grid_vars["knots"],
+            new_grid_size,
+            None if acts is None else acts[l],
+            order=model.spline_order,
+            extrapolate=model.extrapolate,
         )
         variables = _with_layer(variables, l, params, knots)
     return model.clone(grid_size=new_grid_size), variables

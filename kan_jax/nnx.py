@@ -70,6 +70,9 @@ class KANLayer(nnx.Module):
       noise_scale: scale of the initial spline noise.
       base_scale: scale of the initial base weights (times ``1/sqrt(n)``).
       grid_eps: uniform/quantile mix of ``update_grid`` (1 uniform, 0 quantiles).
+      extrapolate: beyond the grid's base interval, continue each spline's end polynomial
+        pieces instead of letting it fall to 0 over the extension knots (default False, the
+        plain B-spline of SPEC.md; the experiment runner turns it on).
       dtype: computation dtype (``None``: from inputs and params; ``jnp.bfloat16`` works).
       param_dtype: dtype of params and grid.
       rngs: ``nnx.Rngs``.
@@ -90,6 +93,7 @@ class KANLayer(nnx.Module):
         noise_scale: float = 0.3,
         base_scale: float = 1.0,
         grid_eps: float = 0.02,
+        extrapolate: bool = False,
         dtype=None,
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
@@ -115,6 +119,7 @@ class KANLayer(nnx.Module):
         self.basis = basis
         self.base_activation = base_activation
         self.grid_eps = grid_eps
+        self.extrapolate = bool(extrapolate)
         self.dtype = dtype
         self.coef = nnx.Param(params["coef"])
         self.w_base = nnx.Param(params["w_base"])
@@ -136,7 +141,13 @@ class KANLayer(nnx.Module):
             getattr(self, name).set_value(params[name])
 
     def _kw(self):
-        return dict(order=self.spline_order, basis=self.basis, base_activation=self.base_activation, dtype=self.dtype)
+        return dict(
+            order=self.spline_order,
+            basis=self.basis,
+            base_activation=self.base_activation,
+            dtype=self.dtype,
+            extrapolate=self.extrapolate,
+        )
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """``(batch, n) -> (batch, o)``."""
@@ -213,14 +224,22 @@ class KANLayer(nnx.Module):
     def update_grid(self, x: jax.Array) -> None:
         """Adapts the grid to samples ``x (batch, n)``, refitting the splines (function ~kept)."""
         params, grid = F.update_grid(
-            self.params(), self.grid[...], jnp.asarray(x), order=self.spline_order, grid_eps=self.grid_eps, basis=self.basis
+            self.params(),
+            self.grid[...],
+            jnp.asarray(x),
+            order=self.spline_order,
+            grid_eps=self.grid_eps,
+            basis=self.basis,
+            extrapolate=self.extrapolate,
         )
         self._set_params(params)
         self.grid.set_value(grid)
 
     def refine(self, new_grid_size: int, x: jax.Array | None = None) -> None:
         """Grid extension to ``new_grid_size`` intervals (exact for nested grids). Params change shape."""
-        params, grid = F.refine(self.params(), self.grid[...], new_grid_size, x, order=self.spline_order)
+        params, grid = F.refine(
+            self.params(), self.grid[...], new_grid_size, x, order=self.spline_order, extrapolate=self.extrapolate
+        )
         self._set_params(params)
         self.grid.set_value(grid)
 

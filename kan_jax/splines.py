@@ -79,17 +79,24 @@ def _safe_inv(d):
     return jnp.where(pos, 1.0 / jnp.where(pos, d, 1.0), 0.0)
 
 
-def bspline_basis(x: jax.Array, knots: jax.Array, order: int) -> jax.Array:
+def bspline_basis(x: jax.Array, knots: jax.Array, order: int, *, extrapolate: bool = False) -> jax.Array:
     """B-spline basis functions by the Cox-de Boor recursion.
 
     Basis function ``m`` equals ``scipy.interpolate.BSpline.basis_element(knots[m:m+order+2],
     extrapolate=False)`` (its NaN outside the support read as 0), for any non-decreasing knots.
     Intervals are half open, ``[t_m, t_{m+1})``.
 
+    With ``extrapolate=True`` the basis outside the base interval ``[t_k, t_{n_basis}]`` is the
+    polynomial continuation of the first / last base interval's pieces, so that
+    ``sum_m c_m B_m(x)`` equals ``scipy.interpolate.BSpline(knots, c, k, extrapolate=True)(x)``
+    everywhere (inside the base interval both modes agree).
+
     Args:
       x: inputs of shape ``(..., n)``.
       knots: one increasing knot vector per input, shape ``(n, n_knots)``.
       order: spline order ``k >= 0``.
+      extrapolate: continue the end pieces beyond the base interval (default: 0 outside the
+        knot span, partial sums in the extension intervals).
 
     Returns:
       Basis values of shape ``(..., n, n_knots - order - 1)``.
@@ -98,7 +105,11 @@ def bspline_basis(x: jax.Array, knots: jax.Array, order: int) -> jax.Array:
     x = jnp.asarray(x)[..., None]  # (..., n, 1)
     t = t.astype(jnp.result_type(x.dtype, t.dtype))
     x = x.astype(t.dtype)
-    b = ((x >= t[:, :-1]) & (x < t[:, 1:])).astype(t.dtype)  # (..., n, K-1)
+    xs = x
+    if extrapolate:  # pick the interval with x clamped into the base interval; evaluate at x
+        lo, hi = t[:, order : order + 1], t[:, t.shape[-1] - order - 1 : t.shape[-1] - order]
+        xs = jnp.clip(x, lo, jnp.nextafter(hi, lo))
+    b = ((xs >= t[:, :-1]) & (xs < t[:, 1:])).astype(t.dtype)  # (..., n, K-1)
     for p in range(1, order + 1):
         t_lo = t[:, : -(p + 1)]  # t_m
         t_lo_p = t[:, p:-1]  # t_{m+p}
@@ -110,7 +121,7 @@ def bspline_basis(x: jax.Array, knots: jax.Array, order: int) -> jax.Array:
     return b
 
 
-def spline_eval(x: jax.Array, knots: jax.Array, coef: jax.Array, order: int) -> jax.Array:
+def spline_eval(x: jax.Array, knots: jax.Array, coef: jax.Array, order: int, *, extrapolate: bool = False) -> jax.Array:
     """Evaluates one spline per (input, output) edge.
 
     Args:
@@ -118,11 +129,12 @@ def spline_eval(x: jax.Array, knots: jax.Array, coef: jax.Array, order: int) -> 
       knots: ``(n, n_knots)``.
       coef: ``(n, out, n_basis)``.
       order: spline order.
+      extrapolate: see ``bspline_basis``.
 
     Returns:
       ``(..., n, out)``: ``spline_ij(x_i)``.
     """
-    basis = bspline_basis(x, knots, order)
+    basis = bspline_basis(x, knots, order, extrapolate=extrapolate)
     return jnp.einsum("...nm,nom->...no", basis, coef.astype(basis.dtype))
 
 

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from scipy.interpolate import BSpline
 import pytest
 from flax import nnx
 
@@ -217,3 +218,35 @@ def test_wrong_input_features():
         layer(jnp.zeros((5, 4)))
     with pytest.raises(ValueError, match="in_features=2"):
         kl.KAN([2, 3]).init(jax.random.key(0), jnp.zeros((5, 4)))
+
+
+@pytest.mark.parametrize("path", ["auto", "uniform", "general", "local_uniform", "local_general", "reference"])
+def test_extrapolate_all_paths_agree_with_per_edge(path):
+    layer = _randomize(kan_jax.KANLayer(3, 2, grid_size=4, extrapolate=True, rngs=nnx.Rngs(0), param_dtype=jnp.float64), dtype=jnp.float64)
+    x = _x((40, 3), seed=5, dtype=jnp.float64, scale=1.6)  # a third of the points beyond the grid
+    p, g, m = layer.params(), layer.grid[...], layer.mask[...]
+    want = layer.edge_activations(x).sum(1) + layer.bias[...]
+    y = F.apply(p, g, m, x, order=3, path=path, uniform=True, extrapolate=True)
+    np.testing.assert_allclose(y, want, atol=1e-10)
+    # Gradients w.r.t. inputs of the fast paths match the reference's autodiff.
+    gref = jax.grad(lambda x: F.apply(p, g, m, x, order=3, path="reference", extrapolate=True).sum())(x)
+    gx = jax.grad(lambda x: F.apply(p, g, m, x, order=3, path=path, uniform=True, extrapolate=True).sum())(x)
+    np.testing.assert_allclose(gx, gref, atol=1e-9)
+
+
+def test_extrapolation_continues_end_pieces_and_refine_stays_exact():
+    model = _smooth_model(dtype=jnp.float64)
+    for layer in model.layers:
+        layer.extrapolate = True
+    x_out = jnp.asarray(np.linspace(1.0, 1.3, 30)[:, None].repeat(2, 1))
+    layer = model.layers[0]
+    vals = layer.edge_activations(x_out)[:, 0, 0]
+    # Beyond the grid the spline part is the cubic piece of the last interval, continued.
+    t = np.asarray(layer.grid[...][0])
+    c = np.asarray(layer.coef[...][0, 0])
+    spline = BSpline(t, c, 3, extrapolate=True)(np.asarray(x_out[:, 0]))
+    want = layer.w_base[...][0, 0] * jax.nn.silu(x_out[:, 0]) + layer.w_spline[...][0, 0] * spline
+    np.testing.assert_allclose(vals, want, atol=1e-10)
+    before = model(x_out)
+    model.refine(10)
+    np.testing.assert_allclose(model(x_out), before, atol=1e-10)

@@ -160,3 +160,18 @@ def test_refine_uniform_stays_uniform_and_non_nested_detected():
 def test_grid_arg_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         splines.validate_grid_args(**kwargs)
+
+
+@settings(max_examples=40, deadline=None)
+@given(knots_and_x(), st.integers(0, 2**31 - 1))
+def test_extrapolating_basis_matches_scipy_bspline(case, seed):
+    k, t, x = case
+    if len(t) < 2 * k + 2:  # needs a non-empty base interval [t_k, t_{n_basis}]
+        return
+    c = np.random.default_rng(seed).normal(size=len(t) - k - 1)
+    b = splines.bspline_basis(jnp.asarray(x)[:, None], jnp.asarray(t)[None], k, extrapolate=True)[:, 0]
+    want = BSpline(t, c, k, extrapolate=True)(x)
+    np.testing.assert_allclose(np.asarray(b) @ c, want, atol=1e-9 * max(1.0, np.abs(want).max()), rtol=1e-9)
+    inside = (x >= t[k]) & (x < t[len(t) - k - 1])
+    plain = splines.bspline_basis(jnp.asarray(x)[:, None], jnp.asarray(t)[None], k)[:, 0]
+    np.testing.assert_allclose(np.asarray(b)[inside], np.asarray(plain)[inside], atol=1e-12)

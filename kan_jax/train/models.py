@@ -142,6 +142,7 @@ def make_model(config, *, grid_size: int | None = None, dtype=None) -> nnx.Modul
             spline_order=int(m.spline_order),
             grid_range=tuple(m.get("grid_range", (-1.0, 1.0))),
             basis=m.get("basis", "bspline"),
+            extrapolate=bool(m.get("extrapolate", True)),
             param_dtype=dtype,
             rngs=rngs,
         )
