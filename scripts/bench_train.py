@@ -88,6 +88,7 @@ if protocol == "toy":
                        "fit_last_train_rmse": float(res["train_loss"][-1]),
                        "fit_last_test_rmse": float(res["test_loss"][-1]),
                        "stage_s": time.time() - ts})
+        print("PYKAN_STAGE " + json.dumps(dict(stages[-1], elapsed_s=time.time() - t0)), flush=True)
     out["stages"] = stages
     out["train_rmse"], out["test_rmse"] = stages[-1]["train_rmse"], stages[-1]["test_rmse"]
 elif protocol == "hellokan":
@@ -188,15 +189,25 @@ def run_kan_jax(name: str, cache_dir: str, cache: str, repeat: int, keep_logs: s
     return rec
 
 
-def run_pykan(name: str, python: str, driver: str, repeat: int, seed: int, keep_logs: str | None) -> dict:
+def run_pykan(name: str, python: str, driver: str, repeat: int, seed: int, keep_logs: str | None,
+              timeout: float | None = None) -> dict:
     cwd = tempfile.mkdtemp(prefix=f"bench_pykan_{name}_")  # pykan's auto_save writes ./model here
     cmd = [python, driver, name, str(seed)]
     load = _loadavg()
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    try:
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as err:  # keep the stages it finished
+        def _text(b):
+            return b.decode(errors="replace") if isinstance(b, bytes) else (b or "")
+
+        proc = subprocess.CompletedProcess(cmd, "timeout", _text(err.stdout), _text(err.stderr))
     wall = time.perf_counter() - t0
     rec = {"name": name, "impl": "pykan", "cache": "n/a", "repeat": repeat, "wall_s": round(wall, 2),
            "returncode": proc.returncode, "loadavg_1m_before": load}
+    partial = [json.loads(ln[len("PYKAN_STAGE "):]) for ln in proc.stdout.splitlines() if ln.startswith("PYKAN_STAGE ")]
+    if partial:
+        rec["stages"] = partial
     if keep_logs:
         with open(os.path.join(keep_logs, f"{name}_pykan_{repeat}.log"), "w") as fh:
             fh.write(proc.stdout + "\n----- stderr -----\n" + proc.stderr)
@@ -237,6 +248,7 @@ def main(argv=None) -> int:
     p.add_argument("--skip-pykan", action="store_true")
     p.add_argument("--pykan-python", default=os.environ.get("PYKAN_PYTHON", "/work/pykan-venv/bin/python"))
     p.add_argument("--pykan-seed", type=int, default=1)
+    p.add_argument("--pykan-timeout", type=float, default=None, help="seconds; a timed-out run keeps its finished stages")
     p.add_argument("--out", default=os.path.join(ROOT, "docs", "bench_train_cpu.jsonl"))
     p.add_argument("--keep-logs", default=None, help="directory for the subprocesses' logs")
     p.add_argument("--append", action="store_true", help="keep every existing line of --out (more repeats)")
@@ -270,7 +282,8 @@ def main(argv=None) -> int:
                 emit(run_kan_jax(name, cache_dir, "cold", rep, args.keep_logs))
                 emit(run_kan_jax(name, cache_dir, "warm", rep, args.keep_logs))
                 if run_pykan_too:
-                    emit(run_pykan(name, args.pykan_python, driver, rep, args.pykan_seed, args.keep_logs))
+                    emit(run_pykan(name, args.pykan_python, driver, rep, args.pykan_seed, args.keep_logs,
+                                   args.pykan_timeout))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if records:
