@@ -137,9 +137,11 @@ def run_symbolic(config, workdir: str) -> dict:
             "formula_test_rmse": chk["formula_rmse"],
             "formula_vs_model_rmse": chk["formula_vs_model_rmse"],
             "formula_agreement": chk["agreement"],
-            "formula_far_worse": chk["far_worse"],
+            # Far worse than the spline model before auto_symbolic (the retrained symbolic model can
+            # agree with its own formula while both are far off the data).
+            "formula_far_worse": bool(chk["far_worse"] or chk["formula_rmse"] > 10 * model_before["test_rmse"] + 1e-12),
         }
-        if chk["far_worse"] or not chk["agreement"]:
+        if results_formula["formula_far_worse"] or not chk["agreement"]:
             logging.warning("formula %s disagrees with the model: formula test rmse %.3g, model %.3g",
                             text, chk["formula_rmse"], chk["model_rmse"])
         print(f"formula: {results_formula['formula']}  (test rmse {chk['formula_rmse']:.3g})")
