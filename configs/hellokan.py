@@ -24,5 +24,5 @@ def get_config(arg=None):
         raise ValueError(f"configs/hellokan.py takes no argument or 'quick', got {arg!r}")
     expr = "exp(sin(pi*x_1)+x_2**2)"
     c = symbolic.get_config(expr + (",quick" if arg == "quick" else ""))
-    c.model.widths = [2, 5, 1]
+    c.model.widths = (2, 5, 1)
     return c

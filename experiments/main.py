@@ -69,7 +69,10 @@ def main(argv):
         results = train_and_evaluate(config, _WORKDIR.value)
     except ConfigError as err:
         _die(str(err))
-    msg = f"{results.get('status')}: test_rmse {results.get('test_rmse', float('nan')):.3g}; outputs in {_WORKDIR.value}"
+    msg = f"{results.get('status')}: test_rmse {results.get('test_rmse', float('nan')):.3g}"
+    if "formula" in results:
+        msg += f"; formula {results['formula']} (formula_test_rmse {results.get('formula_test_rmse', float('nan')):.3g})"
+    msg += f"; results, metrics and plots/ in {_WORKDIR.value}"
     if jax.process_index() == 0:
         print(msg)
 
