@@ -132,6 +132,13 @@ def machine() -> dict:
                 info["cpu_model"] = line.split(":", 1)[1].strip()
     except (OSError, subprocess.SubprocessError):
         pass
+    try:  # the code under test: HEAD and whether the tree had uncommitted changes
+        info["git_head"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                          text=True, timeout=10).stdout.strip()
+        info["git_dirty"] = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                                                capture_output=True, text=True, timeout=10).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
     return info
 
 
