@@ -245,6 +245,8 @@ def plot_rmse_vs_grid(path: str, stages: list[dict]) -> None:
     ax.plot(g, ref, "k--", lw=1, label=r"$\propto G^{-4}$")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.set_xticks(g, [str(int(v)) for v in g])  # the grid sizes themselves, no minor-tick labels
+    ax.xaxis.set_minor_formatter(plt.NullFormatter())
     ax.set_xlabel("grid size G")
     ax.set_ylabel("RMSE")
     ax.legend()
