@@ -64,6 +64,9 @@ def get_config(arg=None):
     c.regularization.lamb_entropy = 2.0
     c.symbolic = ml_collections.ConfigDict()
     c.symbolic.prune = True
+    # Sparsity stages fit standardized targets, so lamb means the same for any target scale
+    # (a fixed lamb = 0.01 flattened low-variance targets such as sqrt(1+x_1**2+x_2**2) to a constant).
+    c.symbolic.standardize = True
     c.symbolic.prune_measure = "std"  # pykan's attribute: std of the edge activations
     c.symbolic.node_threshold = 1e-2
     c.symbolic.edge_threshold = 3e-2

@@ -52,3 +52,18 @@ def test_symbolic_pipeline_quick_writes_and_checks_formula(tmp_path):
     for name in ("kan_before.png", "kan.png"):
         png = tmp_path / "plots" / name
         assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def test_unstandardize_output_is_exact():
+    import jax.numpy as jnp
+    import numpy as np
+    from flax import nnx
+
+    import kan_jax
+    from kan_jax.train.symbolic_pipeline import _unstandardize_output
+
+    model = kan_jax.KAN([2, 3, 1], rngs=nnx.Rngs(0), param_dtype=jnp.float64)
+    x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (50, 2)))
+    y0 = model(x)
+    _unstandardize_output(model, 1.5, 2.0)
+    np.testing.assert_allclose(model(x), 2.0 * y0 + 1.5, atol=1e-12)

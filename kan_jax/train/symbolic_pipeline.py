@@ -24,6 +24,7 @@ No mid-run checkpoints: a rerun restarts (the whole pipeline is minutes on a CPU
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
@@ -60,6 +61,18 @@ def run_symbolic(config, workdir: str) -> dict:
     key = jax.random.PRNGKey(int(config.seed))
     metrics = MetricsWriter(workdir, resume_step=-1)
     stages, step0 = [], 0
+    # symbolic.standardize: the sparsity stages (train, prune, refine) fit (y - mean) / std, so the
+    # regularization weight means the same for any target scale; the trained network is then mapped
+    # back to the original units exactly (last layer's weights and bias) before auto_symbolic.
+    mu, sigma = 0.0, 1.0
+    if _get(config, "standardize", False):
+        mu, sigma = float(np.mean(ds.y_train)), float(np.std(ds.y_train)) or 1.0
+    cur = {"ds": _standardized(ds, mu, sigma), "scale": sigma}
+
+    def evaluate(m):
+        """Train/test RMSE of ``m`` in the original units."""
+        ev = loop.evaluate(m, cur["ds"])
+        return {**ev, "train_rmse": ev["train_rmse"] * cur["scale"], "test_rmse": ev["test_rmse"] * cur["scale"]}
 
     def train(model, steps, name, *, regularization=None, grid_update=True):
         nonlocal step0
@@ -69,10 +82,10 @@ def run_symbolic(config, workdir: str) -> dict:
         base = step0
 
         def log_fn(step, live, info):
-            metrics.write({"step": base + step, "stage": name, "train_loss": info["train_loss"], **loop.evaluate(live, ds)})
+            metrics.write({"step": base + step, "stage": name, "train_loss": info["train_loss"], **evaluate(live)})
 
         model, hist = loop.fit(
-            model, ds, steps=steps, optimizer=opt, lbfgs=optim.is_lbfgs(config.optimizer),
+            model, cur["ds"], steps=steps, optimizer=opt, lbfgs=optim.is_lbfgs(config.optimizer),
             batch_size=int(tr.get("batch_size", 0) or 0),
             grid_update_every=int(tr.get("grid_update_every", 0) or 0) if grid_update else 0,
             stop_grid_update_step=int(tr.get("stop_grid_update_step", 0) or 0) if grid_update else 0,
@@ -81,7 +94,7 @@ def run_symbolic(config, workdir: str) -> dict:
             chunk_size=int(tr.get("chunk_size", 100) or 100),
         )
         step0 += steps
-        ev = loop.evaluate(model, ds)
+        ev = evaluate(model)
         stages.append({"stage": name, "steps": steps, "widths": [int(w) for w in _widths(model)],
                        "grid_size": int(model.grid_size), "train_rmse": ev["train_rmse"], "test_rmse": ev["test_rmse"],
                        "diverged": bool(hist["diverged"])})
@@ -113,6 +126,9 @@ def run_symbolic(config, workdir: str) -> dict:
         model.refine(int(refine_grid), x_train)
         model = train(model, int(_get(config, "refine_steps", 50)), "refine")
 
+    if cur["scale"] != 1.0 or mu != 0.0:
+        _unstandardize_output(model, mu, sigma)
+    cur.update(ds=ds, scale=1.0)
     model_before = loop.evaluate(model, ds)
     input_names = list(ds.input_names)
     _plot(model, x_train, os.path.join(workdir, "plots", "kan_before.png"), input_names, "before auto_symbolic")
@@ -170,6 +186,25 @@ def run_symbolic(config, workdir: str) -> dict:
     metrics.close()
     write_json(os.path.join(workdir, "results.json"), results)
     return results
+
+
+def _standardized(ds, mu: float, sigma: float):
+    """``ds`` with targets ``(y - mu) / sigma`` (``ds`` itself when that is the identity)."""
+    if mu == 0.0 and sigma == 1.0:
+        return ds
+    return dataclasses.replace(
+        ds, y_train=(ds.y_train - mu) / sigma, y_test=(ds.y_test - mu) / sigma, target_std=ds.target_std / sigma
+    )
+
+
+def _unstandardize_output(model, mu: float, sigma: float) -> None:
+    """Maps a network fit to ``(y - mu) / sigma`` back to ``y``: exact, in its last layer."""
+    last = model.layers[-1]
+    if getattr(last, "has_symbolic", False):
+        raise ValueError("unstandardize before any edge is made symbolic")
+    last.w_base.set_value(last.w_base[...] * sigma)
+    last.w_spline.set_value(last.w_spline[...] * sigma)
+    last.bias.set_value(last.bias[...] * sigma + mu)
 
 
 def _plot(model, x, path, input_names, title):
