@@ -300,16 +300,49 @@ def _dense_fwd(x, grid, w, order, base_activation, path, acc, extrapolate):
     return _dense_contract_impl(x, grid, w, order, base_activation, path, acc, extrapolate), (x, grid, w)
 
 
+# The dense backward is run in batch chunks once one chunk's feature tensor would exceed this many
+# elements, so its temporaries (features, their derivative, the feature cotangent) stay a fraction
+# of one full (batch, n, 1 + M) tensor (docs/PERFORMANCE.md, memory).
+BWD_CHUNK_ELEMENTS = 1 << 22
+
+
+def _bwd_chunks(batch: int, row: int) -> int:
+    """Number of equal batch chunks for the backward (a divisor of ``batch``; 1 when small)."""
+    want = -(-batch * row // BWD_CHUNK_ELEMENTS)
+    if want <= 1:
+        return 1
+    for c in range(want, batch + 1):
+        if batch % c == 0:
+            return c
+    return 1
+
+
 def _dense_bwd(order, base_activation, path, acc, extrapolate, res, g):
     x, grid, w = res
     n, m1, o = w.shape
-    g2 = g.reshape(-1, o).astype(w.dtype)
-    f, df = features(x, grid, order, base_activation, path, deriv=True, extrapolate=extrapolate)
-    f2 = f.reshape(-1, n * m1).astype(w.dtype)
-    dw = jnp.dot(f2.T, g2, preferred_element_type=acc).reshape(w.shape).astype(w.dtype)
-    dfeat = jnp.dot(g2, w.reshape(n * m1, o).T, preferred_element_type=acc).reshape(x.shape + (m1,))
-    dx = jnp.sum(dfeat * df.astype(dfeat.dtype), axis=-1).astype(x.dtype)
-    return dx, jnp.zeros_like(grid), dw
+    xf = x.reshape(-1, n)
+    gf = g.reshape(-1, o).astype(w.dtype)
+    w2t = w.reshape(n * m1, o).T
+
+    def part(xc, gc):
+        f, df = features(xc, grid, order, base_activation, path, deriv=True, extrapolate=extrapolate)
+        dw = jnp.dot(f.reshape(-1, n * m1).astype(w.dtype).T, gc, preferred_element_type=acc)
+        dfeat = jnp.dot(gc, w2t, preferred_element_type=acc).reshape(xc.shape + (m1,))
+        return dw, jnp.sum(dfeat * df.astype(dfeat.dtype), axis=-1)
+
+    chunks = _bwd_chunks(xf.shape[0], n * m1)
+    if chunks == 1:
+        dw, dx = part(xf, gf)
+    else:
+        def step(dw_acc, inputs):
+            dw_c, dx_c = part(*inputs)
+            return dw_acc + dw_c, dx_c
+
+        xs = xf.reshape(chunks, -1, n)
+        gs = gf.reshape(chunks, -1, o)
+        dw, dx = jax.lax.scan(step, jnp.zeros((n * m1, o), acc), (xs, gs))
+    dw = dw.reshape(w.shape).astype(w.dtype)
+    return dx.reshape(x.shape).astype(x.dtype), jnp.zeros_like(grid), dw
 
 
 _dense_contract.defvjp(_dense_fwd, _dense_bwd)

@@ -240,7 +240,16 @@ def memory_config(args, batch, n, o, grid, dtype_name):
             if adaptive and path in ("uniform", "local_uniform"):
                 continue
             steps = kan_case(batch, n, o, grid, args.order, dtype, adaptive, path)
-            for mode in ("p", "px"):
+            # "p"/"px": gradients of a linear loss (no forward value needed, so XLA drops the forward
+            # contraction); "step_p"/"step_px": a training step, value_and_grad of the MSE.
+            apply_fn, (p, x) = steps["fwd"]
+
+            def mse(p, x, apply_fn=apply_fn):
+                return jnp.mean(jnp.square(apply_fn(p, x).astype(jnp.float32)))
+
+            steps["step_p"] = (jax.jit(jax.value_and_grad(mse)), (p, x))
+            steps["step_px"] = (jax.jit(jax.value_and_grad(mse, argnums=(0, 1))), (p, x))
+            for mode in ("p", "px", "step_p", "step_px"):
                 tb = temp_bytes(*steps[mode])
                 emit(kind="memory", impl=f"kan/{'adaptive' if adaptive else 'uniform'}/{path}", mode=mode,
                      batch=batch, n_in=n, n_out=o, grid=grid, dtype=dtype_name, temp_bytes=tb,
