@@ -1,0 +1,52 @@
+"""python -m experiments.main --config=configs/feynman.py:I.6.2 --workdir=/tmp/kan_feynman  (~1-2 min on 2 CPU cores)
+
+An AI Feynman equation (Udrescu & Tegmark 2020; the table ships in kan_jax/data, see
+docs/DATA.md) through the symbolic pipeline of configs/symbolic.py: a KAN [n, 2n + 1, 1] on the
+equation's own variables and sampling ranges, trained sparse, pruned, refined, fit symbolically
+and retrained; results.json gets ``formula`` in the equation's variable names (e.g. ``sigma``,
+``theta``) and ``formula_test_rmse``. Argument: ``NAME``, ``NAME,quick`` or ``quick``
+(``quick`` alone uses I.6.2).
+"""
+
+import ml_collections
+
+try:
+    from configs import symbolic
+except ImportError:  # loaded by path from elsewhere: import the sibling file
+    import importlib.util
+    import os
+
+    _spec = importlib.util.spec_from_file_location("_kan_configs_symbolic", os.path.join(os.path.dirname(__file__), "symbolic.py"))
+    symbolic = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(symbolic)
+
+DEFAULT_EQUATION = "I.6.2"
+
+
+def get_config(arg=None):
+    from kan_jax import data as kdata
+
+    arg = (arg or "").strip()
+    name, quick = arg, False
+    if arg == "quick":
+        name, quick = "", True
+    elif arg.endswith(",quick"):
+        name, quick = arg[: -len(",quick")], True
+    name = name or DEFAULT_EQUATION
+    eqs = {e.name: e for e in kdata.feynman_equations()}
+    if name not in eqs:
+        kdata.feynman_dataset(name, train_num=1, test_num=1)  # raises the one-line error with close matches
+    eq = eqs[name]
+    n = len(eq.variables)
+    c = symbolic.get_config("x_1" + (",quick" if quick else ""))
+    c.model.widths = (n, 2 * n + 1, 1)
+    lows, highs = [v[1] for v in eq.variables], [v[2] for v in eq.variables]
+    c.model.grid_range = (float(min(lows)), float(max(highs)))
+    c.data = ml_collections.ConfigDict()
+    c.data.kind = "feynman"
+    c.data.equation = name
+    c.data.train_num = 100 if quick else 1000
+    c.data.test_num = 100 if quick else 1000
+    c.data.seed = 0
+    c.data.dtype = ml_collections.config_dict.placeholder(str)  # None: follow c.dtype
+    return c
