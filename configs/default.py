@@ -74,6 +74,14 @@ def get_config(arg=None):
     return c
 
 
+def split_quick(arg, default_name: str) -> tuple[str, bool]:
+    """``"NAME"``, ``"NAME,quick"`` or ``"quick"`` -> ``(NAME or default_name, quick)``."""
+    arg = (arg or "").strip()
+    quick = arg == "quick" or arg.endswith(",quick")
+    name = "" if arg == "quick" else arg[: -len(",quick")] if quick else arg
+    return name or default_name, quick
+
+
 def apply_quick(c):
     """Shrinks a config in place to a few-second smoke run (used by every config's ``:quick``)."""
     c.training.steps = 20

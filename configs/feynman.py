@@ -26,13 +26,7 @@ DEFAULT_EQUATION = "I.6.2"
 def get_config(arg=None):
     from kan_jax import data as kdata
 
-    arg = (arg or "").strip()
-    name, quick = arg, False
-    if arg == "quick":
-        name, quick = "", True
-    elif arg.endswith(",quick"):
-        name, quick = arg[: -len(",quick")], True
-    name = name or DEFAULT_EQUATION
+    name, quick = symbolic.default.split_quick(arg, DEFAULT_EQUATION)
     eqs = {e.name: e for e in kdata.feynman_equations()}
     if name not in eqs:
         kdata.feynman_dataset(name, train_num=1, test_num=1)  # raises the one-line error with close matches

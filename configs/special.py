@@ -25,13 +25,7 @@ DEFAULT_FUNCTION = "ellipkinc"
 def get_config(arg=None):
     from kan_jax import data as kdata
 
-    arg = (arg or "").strip()
-    name, quick = arg, False
-    if arg == "quick":
-        name, quick = "", True
-    elif arg.endswith(",quick"):
-        name, quick = arg[: -len(",quick")], True
-    name = name or DEFAULT_FUNCTION
+    name, quick = default.split_quick(arg, DEFAULT_FUNCTION)
     spec = kdata.special_function(name)  # unknown names: one-line ValueError listing the allowed ones
     c = default.get_config()
     c.dtype = "float64"

@@ -34,13 +34,7 @@ def _n_vars(expr: str) -> int:
 
 
 def get_config(arg=None):
-    arg = (arg or "").strip()
-    expr, quick = arg, False
-    if arg == "quick":
-        expr, quick = "", True
-    elif arg.endswith(",quick"):
-        expr, quick = arg[: -len(",quick")], True
-    expr = expr or DEFAULT_EXPR
+    expr, quick = default.split_quick(arg, DEFAULT_EXPR)
     n = _n_vars(expr)
     c = default.get_config()
     c.pipeline = "symbolic"
