@@ -39,6 +39,7 @@ __all__ = [
     "update_grid",
     "refine",
     "check_features",
+    "layer_kwargs",
 ]
 
 Params = dict[str, jax.Array]
@@ -62,6 +63,18 @@ def get_base_activation(name: str) -> Callable[[jax.Array], jax.Array]:
 def _check_positive_int(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def layer_kwargs(layer) -> dict:
+    """The static keyword arguments of ``apply`` / ``edge_apply`` from a layer module's attributes
+    (``spline_order``, ``basis``, ``base_activation``, ``dtype``, ``extrapolate``; NNX or Linen)."""
+    return dict(
+        order=layer.spline_order,
+        basis=layer.basis,
+        base_activation=layer.base_activation,
+        dtype=layer.dtype,
+        extrapolate=layer.extrapolate,
+    )
 
 
 def check_features(x: jax.Array, in_features: int) -> None:

@@ -73,13 +73,7 @@ class KANDense(nn.Module):
         return params, knots.value, mask.value
 
     def _kw(self):
-        return dict(
-            order=self.spline_order,
-            basis=self.basis,
-            base_activation=self.base_activation,
-            dtype=self.dtype,
-            extrapolate=self.extrapolate,
-        )
+        return F.layer_kwargs(self)
 
     @nn.compact
     def __call__(self, x):

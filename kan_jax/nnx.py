@@ -141,13 +141,7 @@ class KANLayer(nnx.Module):
             getattr(self, name).set_value(params[name])
 
     def _kw(self):
-        return dict(
-            order=self.spline_order,
-            basis=self.basis,
-            base_activation=self.base_activation,
-            dtype=self.dtype,
-            extrapolate=self.extrapolate,
-        )
+        return F.layer_kwargs(self)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """``(batch, n) -> (batch, o)``."""
