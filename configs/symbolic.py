@@ -65,11 +65,18 @@ def get_config(arg=None):
     c.symbolic.node_threshold = 1e-2
     c.symbolic.edge_threshold = 3e-2
     c.symbolic.prune_steps = 1000
+    # Then the narrowest hidden widths whose retrained fit stays within 2x of the pruned one's or
+    # below 1% of the target's std.
+    c.symbolic.prune_search = True
+    c.symbolic.prune_search_tol = 2.0
+    c.symbolic.prune_search_rtol = 1e-2
     c.symbolic.refine_grid = 10
     c.symbolic.refine_steps = 1000
     # pykan hellokan's library (no "0": dead edges are pruned, and "0" would beat any imperfect fit).
     c.symbolic.lib = ["x", "x^2", "x^3", "x^4", "exp", "log", "sqrt", "tanh", "sin", "abs"]
     c.symbolic.r2_threshold = 0.0
+    # Fix one layer at a time (inputs first), retraining the rest in between.
+    c.symbolic.progressive = True
     c.symbolic.weight_simple = 0.8
     c.symbolic.retrain_steps = 1000
     c.symbolic.digits = 4

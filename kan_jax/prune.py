@@ -27,6 +27,8 @@ Pruning never modifies its argument; every function returns a new ``kan_jax.KAN`
 * ``prune``: removes hidden nodes scoring below ``node_threshold`` (narrower widths, the kept
   edges' functions copied unchanged), then masks edges below ``edge_threshold``.
 * ``prune_inputs``: removes input features scoring below a threshold.
+* ``keep_top_nodes``: keeps the ``k`` best-scoring nodes of one hidden layer (a width, not a
+  threshold: the symbolic pipeline's search for the narrowest network that still fits).
 
 What changes when something is removed: the removed part's contribution to each surviving node
 is replaced by its mean over the batch ``x``, folded into that node's bias (``fold_constants``,
@@ -58,6 +60,7 @@ __all__ = [
     "prune_edges",
     "prune",
     "prune_inputs",
+    "keep_top_nodes",
     "subnetwork",
 ]
 
@@ -370,3 +373,45 @@ def prune_inputs(
     keep = [kept] + [np.arange(w) for w in model.widths[1:]]
     shifts = _removal_shifts(acts, keep) if fold_constants else None
     return subnetwork(model, keep, shifts), kept
+
+
+def keep_top_nodes(
+    model: KAN,
+    x: jax.Array,
+    *,
+    layer: int,
+    k: int,
+    measure: str = "std",
+    output_scores=None,
+    fold_constants: bool = True,
+) -> KAN:
+    """Keeps the ``k`` highest-scoring nodes of hidden node layer ``layer`` (``1..L-1``).
+
+    The other node layers are kept whole; removed nodes' mean contributions are folded into the
+    next layer's biases (``fold_constants``), as in ``prune``.
+
+    Args:
+      model: the network (not modified).
+      x: ``(batch, widths[0])`` samples.
+      layer: hidden node layer index, ``1 <= layer <= len(widths) - 2``.
+      k: nodes to keep, ``1 <= k <= widths[layer]``.
+      measure, output_scores: as ``attribution``.
+      fold_constants: fold removed nodes' means into biases.
+
+    Returns:
+      A new ``KAN`` with ``widths[layer] = k`` (kept nodes in their original order).
+    """
+    widths = list(model.widths)
+    if not 1 <= int(layer) <= len(widths) - 2:
+        raise ValueError(f"layer must be a hidden node layer in [1, {len(widths) - 2}], got {layer}")
+    if not 1 <= int(k) <= widths[layer]:
+        raise ValueError(f"k must be in [1, {widths[layer]}] for hidden layer {layer}, got {k}")
+    x = jnp.asarray(x)
+    acts = _np_acts(model, x)
+    _, nscores = scores_from_magnitudes(edge_magnitudes(acts, measure=measure), output_scores)
+    score = np.asarray(nscores[layer])
+    top = np.sort(np.argsort(-score, kind="stable")[: int(k)])
+    keep = [np.arange(w) for w in widths]
+    keep[layer] = top
+    shifts = _removal_shifts(acts, keep) if fold_constants else None
+    return subnetwork(model, keep, shifts)

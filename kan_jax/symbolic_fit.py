@@ -432,7 +432,10 @@ def suggest_symbolic_batch(
     """
     lib = SYMBOLIC_LIB if lib is None else lib
     params, r2 = fit_affine_all(x, y, lib, **fit_kwargs)
-    params, r2 = np.asarray(params), np.asarray(r2)
+    params, r2 = np.array(params, np.float64), np.asarray(r2)
+    for f, fn in enumerate(lib.values()):
+        if fn.canonical is not None:
+            params[:, f] = fn.canonical(params[:, f])
     names = list(lib.keys())
     complexity = np.array([s.complexity for s in lib.values()])
     return [

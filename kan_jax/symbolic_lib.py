@@ -19,6 +19,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import sympy
 
 __all__ = ["SymbolicFunction", "SYMBOLIC_LIB", "register_symbolic", "GUARD_EPS"]
@@ -57,6 +58,12 @@ class SymbolicFunction:
         library sets it for sin/cos/tan/arcsin/arctan/arctanh, whose XLA CPU kernels
         are scalar library calls, with polynomial versions that vectorize
         (about 10x faster on CPU).
+      canonical: Optional map of fitted ``[a, b, c, d]`` (numpy, ``(..., 4)``) to an equivalent
+        parametrization of the same function ``c * f(a * x + b) + d``. The default library uses
+        it for the homogeneous functions (powers, 1/x, sqrt, abs, sgn), where ``a`` and ``c`` are
+        redundant: ``(a x + b)^2 = a^2 (x + b/a)^2`` is stored as ``a = 1`` (``a = +-1`` for
+        sqrt), which keeps formulas short and the affine retraining well conditioned (a linear
+        edge fitted as ``0.02 * (-8.2 x + 3.6)`` trains slowly; ``-0.17 x`` does not).
     """
 
     name: str
@@ -65,6 +72,7 @@ class SymbolicFunction:
     complexity: int
     domain: tuple[float, float] | None = None
     search_fn: Callable[[jax.Array], jax.Array] | None = None
+    canonical: Callable[[Any], Any] | None = None
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.jax_fn(x)
@@ -180,6 +188,42 @@ def _gaussian(x):
     return jnp.exp(-(x * x))
 
 
+def _homogeneous(degree: float, parity: int | None) -> Callable[[Any], Any]:
+    """``canonical`` for ``f(s u) = s^degree f(u)`` (``s > 0``), ``f`` even (+1), odd (-1) or neither.
+
+    ``c f(a x + b) = c |a|^degree f(sgn(a) (x + b / a))``; an even or odd ``f`` also absorbs
+    ``sgn(a)`` (into ``c`` or not at all), leaving ``a = 1``. ``a = 0`` is left alone.
+    """
+
+    def canonical(params):
+        p = np.array(params, dtype=np.float64, copy=True)
+        a, b, c = p[..., 0], p[..., 1], p[..., 2]
+        ok = a != 0
+        mag = np.where(ok, np.abs(a), 1.0)
+        sgn = np.where(a < 0, -1.0, 1.0)
+        c2 = c * mag**degree
+        b2 = b / mag  # f(sgn (x + b/a)) = f(sgn x + b/|a|)
+        a2 = sgn
+        if parity is not None:  # f(-u) = parity * f(u): flip to a = +1
+            c2 = np.where(sgn < 0, parity * c2, c2)
+            b2 = sgn * b2
+            a2 = np.ones_like(a)
+        p[..., 0] = np.where(ok, a2, a)
+        p[..., 1] = np.where(ok, b2, b)
+        p[..., 2] = np.where(ok, c2, c)
+        return p
+
+    return canonical
+
+
+def _linear_canonical(params):
+    """``c (a x + b) + d = (c a) x + (c b + d)``: stored as ``a = 1, b = 0``."""
+    p = np.array(params, dtype=np.float64, copy=True)
+    a, b, c, d = (p[..., k].copy() for k in range(4))
+    p[..., 0], p[..., 1], p[..., 2], p[..., 3] = 1.0, 0.0, c * a, c * b + d
+    return p
+
+
 def _zero(x):
     return jnp.zeros_like(x)
 
@@ -187,22 +231,22 @@ def _zero(x):
 def _make_lib() -> Mapping[str, SymbolicFunction]:
     inf = math.inf
     entries = [
-        SymbolicFunction("x", lambda x: x, lambda x: x, 1),
-        SymbolicFunction("x^2", lambda x: x**2, lambda x: x**2, 2),
-        SymbolicFunction("x^3", lambda x: x**3, lambda x: x**3, 3),
-        SymbolicFunction("x^4", lambda x: x**4, lambda x: x**4, 3),
-        SymbolicFunction("x^5", lambda x: x**5, lambda x: x**5, 3),
-        SymbolicFunction("1/x", _inv, lambda x: 1 / x, 2, domain=(-inf, inf)),
-        SymbolicFunction("1/x^2", _inv2, lambda x: 1 / x**2, 2),
-        SymbolicFunction("sqrt", _sqrt, sympy.sqrt, 2, domain=(0.0, inf)),
+        SymbolicFunction("x", lambda x: x, lambda x: x, 1, canonical=_linear_canonical),
+        SymbolicFunction("x^2", lambda x: x**2, lambda x: x**2, 2, canonical=_homogeneous(2, 1)),
+        SymbolicFunction("x^3", lambda x: x**3, lambda x: x**3, 3, canonical=_homogeneous(3, -1)),
+        SymbolicFunction("x^4", lambda x: x**4, lambda x: x**4, 3, canonical=_homogeneous(4, 1)),
+        SymbolicFunction("x^5", lambda x: x**5, lambda x: x**5, 3, canonical=_homogeneous(5, -1)),
+        SymbolicFunction("1/x", _inv, lambda x: 1 / x, 2, domain=(-inf, inf), canonical=_homogeneous(-1, -1)),
+        SymbolicFunction("1/x^2", _inv2, lambda x: 1 / x**2, 2, canonical=_homogeneous(-2, 1)),
+        SymbolicFunction("sqrt", _sqrt, sympy.sqrt, 2, domain=(0.0, inf), canonical=_homogeneous(0.5, None)),
         SymbolicFunction("exp", _exp, sympy.exp, 2),
         SymbolicFunction("log", _log, sympy.log, 2, domain=(0.0, inf)),
         SymbolicFunction("sin", jnp.sin, sympy.sin, 2, search_fn=_fast_sin),
         SymbolicFunction("cos", jnp.cos, sympy.cos, 2, search_fn=_fast_cos),
         SymbolicFunction("tan", _tan, sympy.tan, 3, search_fn=_fast_tan),
         SymbolicFunction("tanh", jnp.tanh, sympy.tanh, 3),
-        SymbolicFunction("abs", jnp.abs, sympy.Abs, 3),
-        SymbolicFunction("sgn", _sgn, sympy.sign, 3),
+        SymbolicFunction("abs", jnp.abs, sympy.Abs, 3, canonical=_homogeneous(1, 1)),
+        SymbolicFunction("sgn", _sgn, sympy.sign, 3, canonical=_homogeneous(0, -1)),
         SymbolicFunction(
             "arcsin", _arcsin, sympy.asin, 4, domain=(-1.0, 1.0), search_fn=_fast_arcsin
         ),
@@ -230,6 +274,7 @@ def register_symbolic(
     lib: Mapping[str, SymbolicFunction] | None = None,
     domain: tuple[float, float] | None = None,
     search_fn: Callable[[jax.Array], jax.Array] | None = None,
+    canonical: Callable[[Any], Any] | None = None,
 ) -> Mapping[str, SymbolicFunction]:
     """Returns a new library with ``name`` added (or replaced).
 
@@ -247,6 +292,8 @@ def register_symbolic(
       domain: Optional natural domain ``(low, high)``.
       search_fn: Optional fast stand-in for the grid search (see
         :class:`SymbolicFunction`).
+      canonical: Optional equivalent re-parametrization of fitted ``[a, b, c, d]``
+        (see :class:`SymbolicFunction`).
 
     Returns:
       An immutable ordered mapping ``name -> SymbolicFunction``; a new name is
@@ -261,6 +308,6 @@ def register_symbolic(
     base = SYMBOLIC_LIB if lib is None else lib
     new = dict(base)
     new[name] = SymbolicFunction(
-        name, jax_fn, sympy_fn, int(complexity), domain, search_fn=search_fn
+        name, jax_fn, sympy_fn, int(complexity), domain, search_fn=search_fn, canonical=canonical
     )
     return types.MappingProxyType(new)

@@ -206,3 +206,25 @@ def test_prune_carries_symbolic_edges():
     m0 = masked.layers[0]
     assert m0.sym_names[0][2] is None and float(m0.sym_mask[...][0, 2]) == 0 and float(m0.mask[...][0, 2]) == 0
     assert np.all(np.asarray(masked.edge_activations(x)[0])[:, 0, 2] == 0)
+
+
+def test_keep_top_nodes_exact_and_ranked():
+    """Keeping the 3 best of [3, 4, 1]'s hidden nodes drops the dead node 2: same function."""
+    model, x = _zeroed_model(), _x()
+    small = P.keep_top_nodes(model, x, layer=1, k=3)
+    assert small.widths == (3, 3, 1)
+    np.testing.assert_allclose(np.asarray(small(x)), np.asarray(model(x)), rtol=0, atol=1e-12)
+    # k = 1 keeps the highest node score, with the dropped nodes' means folded into the bias.
+    best = int(np.argmax(np.asarray(P.node_scores(model, x)[1])))
+    one = P.keep_top_nodes(model, x, layer=1, k=1)
+    assert one.widths == (3, 1, 1)
+    np.testing.assert_array_equal(np.asarray(one.layers[0].coef[...])[:, 0], np.asarray(model.layers[0].coef[...])[:, best])
+    full, y1 = np.asarray(model(x))[:, 0], np.asarray(one(x))[:, 0]
+    assert abs(np.mean(y1) - np.mean(full)) < 1e-12  # the removed nodes' mean is kept
+
+
+@pytest.mark.parametrize("kw, field", [({"layer": 0, "k": 1}, "layer"), ({"layer": 2, "k": 1}, "layer"),
+                                        ({"layer": 1, "k": 0}, "k"), ({"layer": 1, "k": 5}, "k")])
+def test_keep_top_nodes_validates(kw, field):
+    with pytest.raises(ValueError, match=field):
+        P.keep_top_nodes(_zeroed_model(), _x(), **kw)

@@ -257,3 +257,32 @@ def test_register_symbolic_returns_new_library():
     assert top[0].name == "softplus" and top[0].r2 > 0.9999
     expr = sf.to_sympy("softplus", top[0].params, sympy.Symbol("x"), lib=lib)
     assert expr.has(sympy.exp)
+
+
+@pytest.mark.parametrize("name", [k for k, f in sf.SYMBOLIC_LIB.items() if f.canonical is not None])
+def test_canonical_params_same_function(name):
+    """``canonical`` re-parametrizes [a, b, c, d] without changing c f(a x + b) + d (a = +-1 after)."""
+    fn = sf.SYMBOLIC_LIB[name]
+    rng = np.random.default_rng(0)
+    params = np.stack([rng.choice([-1, 1], 64) * rng.uniform(0.2, 5, 64), rng.uniform(-3, 3, 64),
+                       rng.normal(size=64), rng.normal(size=64)], axis=-1)
+    x = np.linspace(-1, 1, 101)
+    canon = fn.canonical(params)
+    assert np.all(np.abs(canon[:, 0]) == 1.0)
+    for p, q in zip(params, canon):
+        u, v = p[0] * x + p[1], q[0] * x + q[1]
+        # Compare where the math function is defined and away from the guarded singularities.
+        ok = (np.abs(u) > 1e-2) & (np.abs(v) > 1e-2) & ((u > 0) if fn.domain == (0.0, np.inf) else True)
+        want = p[2] * np.asarray(fn.jax_fn(jnp.asarray(u))) + p[3]
+        got = q[2] * np.asarray(fn.jax_fn(jnp.asarray(v))) + q[3]
+        np.testing.assert_allclose(got[ok], want[ok], rtol=1e-9, atol=1e-9)
+
+
+def test_suggest_returns_canonical_linear_and_square():
+    x = jnp.linspace(-1, 1, 200, dtype=jnp.float64)
+    (best,) = sf.suggest_symbolic(x, 3.0 * x - 2.0, lib={"x": sf.SYMBOLIC_LIB["x"]}, topk=1)
+    np.testing.assert_allclose(best.params, [1.0, 0.0, 3.0, -2.0], atol=1e-6)
+    (best,) = sf.suggest_symbolic(x, 0.5 * (2.0 * x + 1.0) ** 2, lib={"x^2": sf.SYMBOLIC_LIB["x^2"]}, topk=1)
+    a, b, c, d = best.params
+    assert a == 1.0
+    np.testing.assert_allclose([b, c, d], [0.5, 2.0, 0.0], atol=1e-4)

@@ -6,11 +6,16 @@ Stages (``config.symbolic.*``, all optional; defaults in brackets):
 2. ``prune``: ``kan_jax.prune.prune(model, x_train, node_threshold, edge_threshold)``
    [``symbolic.prune``: True; thresholds 1e-2 / 3e-2 on the std attribution scores,
    ``symbolic.prune_measure`` ``"std"``], then ``symbolic.prune_steps`` [50] steps
-   without regularization;
+   without regularization; with ``symbolic.prune_search`` [False], the narrowest hidden widths
+   whose retrained train RMSE stays within ``symbolic.prune_search_tol`` [2] times that or
+   below ``symbolic.prune_search_rtol`` [1e-2] times the target's std (``_narrowest``);
 3. ``refine``: grid extension to ``symbolic.refine_grid`` [10] and ``symbolic.refine_steps`` [50]
    steps (skipped if ``refine_grid`` is 0/None);
 4. ``plots/kan_before.png`` (the diagram), then ``auto_symbolic`` on the training inputs (``symbolic.lib``: list of library names or None for
    the full library; ``symbolic.r2_threshold`` [0], ``symbolic.weight_simple`` [0.8]);
+   With ``symbolic.progressive`` [False] the layers are fixed one at a time from the input side,
+   each followed by ``symbolic.retrain_steps`` steps (stage ``symbolic_layer{l}``, grid updates on)
+   that retrain the remaining splines to absorb what the fixed functions changed;
 5. ``retrain``: ``symbolic.retrain_steps`` [50] steps training the affine params ``a, b, c, d``
    (and any edge left a spline), no grid update;
 6. ``plots/kan.png`` (the diagram with its symbolic edges), ``symbolic_formula`` (``symbolic.digits`` [4]), re-evaluated on the test set: ``formula``,
@@ -118,8 +123,13 @@ def run_symbolic(config, workdir: str) -> dict:
             model = kprune.prune(model, x_train, node_threshold=float(_get(config, "node_threshold", 1e-2)),
                                  edge_threshold=float(_get(config, "edge_threshold", 3e-2)),
                                  measure=str(_get(config, "prune_measure", "std")))
-            pruned = [int(w) for w in _widths(model)]
             model = train(model, int(_get(config, "prune_steps", 50)), "prune")
+            if _get(config, "prune_search", False):
+                floor = float(_get(config, "prune_search_rtol", 1e-2)) * float(np.std(ds.y_train))
+                model = _narrowest(model, x_train, train, stages, tol=float(_get(config, "prune_search_tol", 2.0)),
+                                   floor=floor, steps=int(_get(config, "prune_steps", 50)),
+                                   measure=str(_get(config, "prune_measure", "std")))
+            pruned = [int(w) for w in _widths(model)]
 
     refine_grid = _get(config, "refine_grid", 10)
     if refine_grid:
@@ -134,8 +144,19 @@ def run_symbolic(config, workdir: str) -> dict:
     _plot(model, x_train, os.path.join(workdir, "plots", "kan_before.png"), input_names, "before auto_symbolic")
     names = _get(config, "lib", None)
     lib = None if not names else {k: SYMBOLIC_LIB[k] for k in names}
-    report = S.auto_symbolic(model, x_train, lib=lib, r2_threshold=float(_get(config, "r2_threshold", 0.0)),
-                             weight_simple=float(_get(config, "weight_simple", 0.8)))
+    sym_kw = {"lib": lib, "r2_threshold": float(_get(config, "r2_threshold", 0.0)),
+              "weight_simple": float(_get(config, "weight_simple", 0.8))}
+    n_layers = len(model.layers)
+    if _get(config, "progressive", False) and n_layers > 1:
+        # Layer by layer: fix one layer's edges, retrain the rest (splines and affine params) so the
+        # later layers absorb what the fixed functions changed, then fit the next layer.
+        report = []
+        for l in range(n_layers - 1):
+            report += S.auto_symbolic(model, x_train, layers=[l], **sym_kw)
+            model = train(model, int(_get(config, "retrain_steps", 50)), f"symbolic_layer{l}")
+        report += S.auto_symbolic(model, x_train, layers=[n_layers - 1], **sym_kw)
+    else:
+        report = S.auto_symbolic(model, x_train, **sym_kw)
     ev_sym = loop.evaluate(model, ds)
     stages.append({"stage": "auto_symbolic", "steps": 0, "train_rmse": ev_sym["train_rmse"], "test_rmse": ev_sym["test_rmse"],
                    "edges": [{k: r[k] for k in ("layer", "i", "j", "name", "r2")} for r in report]})
@@ -186,6 +207,35 @@ def run_symbolic(config, workdir: str) -> dict:
     metrics.close()
     write_json(os.path.join(workdir, "results.json"), results)
     return results
+
+
+def _narrowest(model, x, train, stages, *, tol: float, floor: float, steps: int, measure: str):
+    """The prune search: the narrowest hidden layers whose retrained fit stays good.
+
+    Attribution thresholds stop where the sparsity training left a function spread over several
+    hidden nodes. For each hidden node layer in turn, tries keeping only its ``k = 1, 2, ...``
+    best-scoring nodes (``kan_jax.prune.keep_top_nodes``), retrains ``steps`` steps and accepts
+    the first ``k`` whose train RMSE is at most ``max(tol * r, floor)``, ``r`` the pruned
+    network's (the last stage's) and ``floor`` an absolute level (the pipeline passes
+    ``prune_search_rtol`` times the target's std: a network explaining 99.99% of the variance
+    is good enough to carry on to the symbolic fit). Each try is a stage ``prune_search`` in
+    results.json with ``accepted``.
+    """
+    from kan_jax import prune as kprune
+
+    ref = max(tol * stages[-1]["train_rmse"], floor)
+    for layer in range(1, len(_widths(model)) - 1):
+        for k in range(1, _widths(model)[layer]):
+            trial = kprune.keep_top_nodes(model, x, layer=layer, k=k, measure=measure)
+            trial = train(trial, steps, "prune_search")
+            ok = bool(np.isfinite(stages[-1]["train_rmse"]) and stages[-1]["train_rmse"] <= ref)
+            stages[-1]["accepted"] = ok
+            logging.info("prune search: hidden layer %d at width %d: train_rmse %.3g vs at most %.3g: %s",
+                         layer, k, stages[-1]["train_rmse"], ref, "accepted" if ok else "rejected")
+            if ok:
+                model = trial
+                break
+    return model
 
 
 def _standardized(ds, mu: float, sigma: float):
