@@ -42,14 +42,15 @@ def get_config(arg=None):
     c.data.expr = expr
     c.data.ranges = (-1.0, 1.0)
     c.model.widths = (n, 2 * n + 1, 1)
-    # The sparsification schedule was tuned with plain B-splines (zero beyond the extension knots).
-    c.model.extrapolate = False
+    c.model.extrapolate = True
     c.model.grid_size = 5
     c.optimizer.name = "lbfgs"
     # pykan's LBFGS "steps=50" runs up to 20 iterations per step: ~1000 optax L-BFGS iterations.
     c.training.steps = 1000
-    c.training.grid_update_every = 5
-    c.training.stop_grid_update_step = 50
+    # pykan's grid schedule: "steps=50, update every 5 steps until step 50" of up to 20 L-BFGS
+    # iterations each is every ~100 iterations until 1000.
+    c.training.grid_update_every = 100
+    c.training.stop_grid_update_step = 1000
     # pykan's hellokan uses lamb = 0.001; with our L-BFGS that leaves hellokan's function split over
     # 2-4 hidden nodes (measured: [2, 4, 1] / [2, 2, 1] for lamb 0.001-0.005), 0.01 gives [2, 1, 1].
     c.regularization.lamb = 0.01

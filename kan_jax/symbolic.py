@@ -277,6 +277,25 @@ def _non_symbolic_edges(model) -> list[tuple[int, int, int]]:
     return bad
 
 
+def _pull_constants(expr):
+    """``(k * B)^p -> k^p * B^p`` for non-integer powers of sums, ``k > 0`` the constant term of the
+    sum (else its first coefficient), so ``0.5 * sqrt(4 + 4 x^2)`` meets its factor ``2`` and
+    rounds to ``sqrt(x^2 + 1)`` instead of ``1.0 * sqrt(...)`` with both halves rounded apart."""
+
+    def is_target(e):
+        return isinstance(e, sympy.Pow) and isinstance(e.base, sympy.Add) and not e.exp.is_integer
+
+    def pull(e):
+        terms = e.base.as_ordered_terms()
+        consts = [t for t in terms if t.is_number]
+        k = consts[0] if consts else terms[0].as_coeff_Mul()[0]
+        if not (k.is_number and k.is_positive) or k == 1:
+            return e
+        return sympy.Pow(k, e.exp) * sympy.Pow(sympy.expand(e.base / k), e.exp)
+
+    return expr.replace(is_target, pull)
+
+
 def _simplify(expr, digits: int):
     """Expands sums out of exponents (so constant factors meet and round), rounds, recombines."""
     expr = round_constants(expr, digits=max(digits, 12), snap_tol=1e-12)
@@ -284,6 +303,7 @@ def _simplify(expr, digits: int):
         e = sympy.expand(expr, power_exp=True, mul=True, multinomial=True, log=False, trig=False)
     except Exception:  # pragma: no cover - sympy corner cases
         e = expr
+    e = _pull_constants(e)
     e = round_constants(e, digits=digits)
     e = sympy.powsimp(e, combine="exp")
     try:

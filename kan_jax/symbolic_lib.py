@@ -60,8 +60,8 @@ class SymbolicFunction:
         (about 10x faster on CPU).
       canonical: Optional map of fitted ``[a, b, c, d]`` (numpy, ``(..., 4)``) to an equivalent
         parametrization of the same function ``c * f(a * x + b) + d``. The default library uses
-        it for the homogeneous functions (powers, 1/x, sqrt, abs, sgn), where ``a`` and ``c`` are
-        redundant: ``(a x + b)^2 = a^2 (x + b/a)^2`` is stored as ``a = 1`` (``a = +-1`` for
+        it where two of the four are redundant: ``exp`` (``b = 0``), ``log`` (``a = +-1``) and the
+        homogeneous functions (powers, 1/x, sqrt, abs, sgn): ``(a x + b)^2 = a^2 (x + b/a)^2`` is stored as ``a = 1`` (``a = +-1`` for
         sqrt), which keeps formulas short and the affine retraining well conditioned (a linear
         edge fitted as ``0.02 * (-8.2 x + 3.6)`` trains slowly; ``-0.17 x`` does not).
     """
@@ -224,6 +224,29 @@ def _linear_canonical(params):
     return p
 
 
+def _exp_canonical(params):
+    """``c exp(a x + b) = (c e^b) exp(a x)``: stored as ``b = 0``."""
+    p = np.array(params, dtype=np.float64, copy=True)
+    with np.errstate(over="ignore"):
+        c2 = p[..., 2] * np.exp(p[..., 1])
+    ok = np.isfinite(c2)
+    p[..., 2] = np.where(ok, c2, p[..., 2])
+    p[..., 1] = np.where(ok, 0.0, p[..., 1])
+    return p
+
+
+def _log_canonical(params):
+    """``c log(a x + b) = c log|a| + c log(sgn(a) x + b/|a|)``: stored as ``a = +-1``."""
+    p = np.array(params, dtype=np.float64, copy=True)
+    a, b, c = p[..., 0], p[..., 1], p[..., 2]
+    ok = a != 0
+    mag = np.where(ok, np.abs(a), 1.0)
+    p[..., 3] = np.where(ok, p[..., 3] + c * np.log(mag), p[..., 3])
+    p[..., 1] = np.where(ok, b / mag, b)
+    p[..., 0] = np.where(ok, np.sign(a), a)
+    return p
+
+
 def _zero(x):
     return jnp.zeros_like(x)
 
@@ -239,8 +262,8 @@ def _make_lib() -> Mapping[str, SymbolicFunction]:
         SymbolicFunction("1/x", _inv, lambda x: 1 / x, 2, domain=(-inf, inf), canonical=_homogeneous(-1, -1)),
         SymbolicFunction("1/x^2", _inv2, lambda x: 1 / x**2, 2, canonical=_homogeneous(-2, 1)),
         SymbolicFunction("sqrt", _sqrt, sympy.sqrt, 2, domain=(0.0, inf), canonical=_homogeneous(0.5, None)),
-        SymbolicFunction("exp", _exp, sympy.exp, 2),
-        SymbolicFunction("log", _log, sympy.log, 2, domain=(0.0, inf)),
+        SymbolicFunction("exp", _exp, sympy.exp, 2, canonical=_exp_canonical),
+        SymbolicFunction("log", _log, sympy.log, 2, domain=(0.0, inf), canonical=_log_canonical),
         SymbolicFunction("sin", jnp.sin, sympy.sin, 2, search_fn=_fast_sin),
         SymbolicFunction("cos", jnp.cos, sympy.cos, 2, search_fn=_fast_cos),
         SymbolicFunction("tan", _tan, sympy.tan, 3, search_fn=_fast_tan),

@@ -126,7 +126,8 @@ def run_symbolic(config, workdir: str) -> dict:
             model = train(model, int(_get(config, "prune_steps", 50)), "prune")
             if _get(config, "prune_search", False):
                 floor = float(_get(config, "prune_search_rtol", 1e-2)) * float(np.std(ds.y_train))
-                model = _narrowest(model, x_train, train, stages, tol=float(_get(config, "prune_search_tol", 2.0)),
+                fresh = lambda widths: models.make_model(config, widths=widths)  # noqa: E731
+                model = _narrowest(model, x_train, train, stages, fresh, tol=float(_get(config, "prune_search_tol", 2.0)),
                                    floor=floor, steps=int(_get(config, "prune_steps", 50)),
                                    measure=str(_get(config, "prune_measure", "std")))
             pruned = [int(w) for w in _widths(model)]
@@ -209,7 +210,7 @@ def run_symbolic(config, workdir: str) -> dict:
     return results
 
 
-def _narrowest(model, x, train, stages, *, tol: float, floor: float, steps: int, measure: str):
+def _narrowest(model, x, train, stages, fresh, *, tol: float, floor: float, steps: int, measure: str):
     """The prune search: the narrowest hidden layers whose retrained fit stays good.
 
     Attribution thresholds stop where the sparsity training left a function spread over several
@@ -218,20 +219,32 @@ def _narrowest(model, x, train, stages, *, tol: float, floor: float, steps: int,
     the first ``k`` whose train RMSE is at most ``max(tol * r, floor)``, ``r`` the pruned
     network's (the last stage's) and ``floor`` an absolute level (the pipeline passes
     ``prune_search_rtol`` times the target's std: a network explaining 99.99% of the variance
-    is good enough to carry on to the symbolic fit). Each try is a stage ``prune_search`` in
-    results.json with ``accepted``.
+    is good enough to carry on to the symbolic fit). A narrow network started from the wide
+    one's best nodes can sit in a poor local minimum (the best node of a spread-out function
+    carries only part of it), so a rejected width is tried once more from a fresh
+    initialization (``fresh(widths)``, stage ``prune_search_fresh``) before moving on. Each
+    try is a stage in results.json with ``accepted``.
     """
     from kan_jax import prune as kprune
 
     ref = max(tol * stages[-1]["train_rmse"], floor)
     for layer in range(1, len(_widths(model)) - 1):
         for k in range(1, _widths(model)[layer]):
-            trial = kprune.keep_top_nodes(model, x, layer=layer, k=k, measure=measure)
-            trial = train(trial, steps, "prune_search")
-            ok = bool(np.isfinite(stages[-1]["train_rmse"]) and stages[-1]["train_rmse"] <= ref)
-            stages[-1]["accepted"] = ok
-            logging.info("prune search: hidden layer %d at width %d: train_rmse %.3g vs at most %.3g: %s",
-                         layer, k, stages[-1]["train_rmse"], ref, "accepted" if ok else "rejected")
+            ok = False
+            for name in ("prune_search", "prune_search_fresh"):
+                if name == "prune_search":
+                    trial = kprune.keep_top_nodes(model, x, layer=layer, k=k, measure=measure)
+                else:
+                    widths = _widths(model)
+                    widths[layer] = k
+                    trial = fresh(widths)
+                trial = train(trial, steps, name)
+                ok = bool(np.isfinite(stages[-1]["train_rmse"]) and stages[-1]["train_rmse"] <= ref)
+                stages[-1]["accepted"] = ok
+                logging.info("%s: hidden layer %d at width %d: train_rmse %.3g vs at most %.3g: %s", name,
+                             layer, k, stages[-1]["train_rmse"], ref, "accepted" if ok else "rejected")
+                if ok:
+                    break
             if ok:
                 model = trial
                 break
