@@ -121,6 +121,15 @@ def _fit_affine_jit(
     yc = y - my
     vy = jnp.mean(yc * yc, axis=-1)  # (E,)
 
+    # The search runs on u = (x - mid) / half in [-1, 1] (scale-free: a hidden node's input can
+    # have any range), and (a, b) found for u are mapped back to x at the end.
+    lo_x, hi_x = jnp.min(x, axis=-1), jnp.max(x, axis=-1)
+    mid = (hi_x + lo_x) / 2
+    half = (hi_x - lo_x) / 2
+    half = jnp.where(half > 0, half, 1.0)
+    x_raw = x
+    x = (x - mid[:, None]) / half[:, None]
+
     # The grid search sees an evenly strided subset of S <= N samples.
     n = x.shape[1]
     if search_samples is not None and search_samples < n:
@@ -186,10 +195,10 @@ def _fit_affine_jit(
         full((b_range[1] - b_range[0]) / (g - 1)),
     )
     _, (a_hist, b_hist) = jax.lax.scan(round_, init, None, length=iterations)
-    a, b = a_hist[-1], b_hist[-1]
+    a, b = a_hist[-1] / half, b_hist[-1] - a_hist[-1] * mid / half  # a u + b' = a x + b
 
     # Closed-form least squares of y on [f, 1].
-    f = fn(a[:, None] * x + b[:, None])  # (E, N)
+    f = fn(a[:, None] * x_raw + b[:, None])  # (E, N)
     mf = jnp.mean(f, axis=-1, keepdims=True)
     fc = f - mf
     vf = jnp.mean(fc * fc, axis=-1)
@@ -218,7 +227,9 @@ def fit_affine(
     """Fits ``y ~= c * fn(a * x + b) + d`` independently for every edge.
 
     Method (after pykan's ``fit_params``): a ``grid_number x grid_number``
-    grid over ``(a, b)`` is searched; each candidate is scored by the ``r^2``
+    grid over ``(a, b)`` is searched, with ``x`` first mapped to ``u`` in
+    ``[-1, 1]`` per edge (``a_range`` and ``b_range`` are in those units, so the
+    search is the same whatever the scale of a hidden node); each candidate is scored by the ``r^2``
     of the best linear fit of ``y`` on ``fn(a x + b)``, which in closed form is
     the squared correlation (0 when either side has zero variance). The best
     candidate's neighbouring grid cells become the next, finer grid; there are
@@ -237,8 +248,8 @@ def fit_affine(
       y: Targets ``(E, N)``.
       fn: Elementwise jnp function, a :class:`SymbolicFunction`, or a name in
         :data:`SYMBOLIC_LIB`. It is a static (hashed) jit argument.
-      a_range: Initial search interval of ``a``.
-      b_range: Initial search interval of ``b``.
+      a_range: Initial search interval of ``a`` (for ``x`` scaled to [-1, 1]).
+      b_range: Initial search interval of ``b`` (likewise).
       grid_number: Grid points per axis (>= 2).
       iterations: Number of grid searches (>= 1), each zoomed on the last.
       chunk_size: Candidates evaluated per scan step.

@@ -289,3 +289,15 @@ def test_suggest_returns_canonical_linear_and_square():
     a, b, c, d = best.params
     assert a == 1.0
     np.testing.assert_allclose([b, c, d], [0.5, 2.0, 0.0], atol=1e-4)
+
+
+@pytest.mark.parametrize("scale, shift", [(0.05, 0.0), (40.0, 3.0)])
+def test_fit_affine_scale_free(scale, shift):
+    """A hidden node's input can have any range: sin(pi u) seen through x = scale u + shift is found."""
+    u = jnp.linspace(-1, 1, 300, dtype=jnp.float64)
+    x = scale * u + shift
+    params, r2 = sf.fit_affine(x, 2.0 * jnp.sin(jnp.pi * u) + 0.5, "sin", **FAST)
+    assert r2 > 1 - 1e-6  # the search resolution of FAST
+    a, b, c, d = np.asarray(params)
+    yhat = c * np.sin(a * np.asarray(x) + b) + d
+    np.testing.assert_allclose(yhat, 2.0 * np.sin(np.pi * np.asarray(u)) + 0.5, atol=2e-3)
