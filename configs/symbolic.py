@@ -81,11 +81,15 @@ def get_config(arg=None):
     c.symbolic.weight_simple = 0.8
     c.symbolic.retrain_steps = 1000
     c.symbolic.digits = 4
+    # Up to 3 seeds, stopping at the first formula exact on the training data (~1e-9 x std).
+    c.symbolic.restarts = 3
+    c.symbolic.exact_rtol = 1e-9
     c.symbolic.agreement_rtol = 1e-3
     if quick:
         default.apply_quick(c)
         c.symbolic.prune_steps = 10
         c.symbolic.refine_steps = 10
         c.symbolic.retrain_steps = 10
+        c.symbolic.restarts = 1
         c.symbolic.lib = ["x", "x^2", "sin", "exp", "0"]
     return c

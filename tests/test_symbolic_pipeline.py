@@ -48,7 +48,11 @@ def test_symbolic_pipeline_quick_writes_and_checks_formula(tmp_path):
     rmse = float(np.sqrt(np.mean((np.broadcast_to(f(x[:, 0], x[:, 1]), y.shape) - y) ** 2)))
     np.testing.assert_allclose(rmse, r["formula_test_rmse"], rtol=1e-3, atol=1e-6)
     # Stages and the diagrams before / after auto_symbolic.
-    assert [s["stage"] for s in r["stages"]] == ["train", "prune", "refine", "auto_symbolic", "retrain"]
+    names = [s["stage"] for s in r["stages"]]
+    search = [s for s in r["stages"] if s["stage"].startswith("prune_search")]
+    assert names == ["train", "prune"] + [s["stage"] for s in search] + ["refine", "symbolic_layer0", "auto_symbolic", "retrain"]
+    assert all(isinstance(s["accepted"], bool) for s in search)
+    assert r["pruned_widths"] == r["stages"][-1]["widths"]
     for name in ("kan_before.png", "kan.png"):
         png = tmp_path / "plots" / name
         assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
@@ -67,3 +71,21 @@ def test_unstandardize_output_is_exact():
     y0 = model(x)
     _unstandardize_output(model, 1.5, 2.0)
     np.testing.assert_allclose(model(x), 2.0 * y0 + 1.5, atol=1e-12)
+
+
+def test_symbolic_pipeline_restarts_keep_the_best_train_formula(tmp_path):
+    """An inexact formula triggers the next seed; the lowest *train* RMSE attempt is reported."""
+    c = _symbolic_config("sin(3*x_1)*x_2,quick")  # not reachable by a quick [2, 1, 1] run: never exact
+    c.model.widths = [2, 1, 1]
+    c.symbolic.lib = ["x", "sin"]
+    c.symbolic.prune_search = False
+    c.symbolic.restarts = 2
+    r = train.train_and_evaluate(c, str(tmp_path))
+    att = r["attempts"]
+    assert [a["seed"] for a in att] == [c.seed, c.seed + 1]
+    assert r["formula_train_rmse"] == min(a["formula_train_rmse"] for a in att) > 0
+    assert r["seed"] == att[int(np.argmin([a["formula_train_rmse"] for a in att]))]["seed"]
+    assert r["formula"] == att[[a["seed"] for a in att].index(r["seed"])]["formula"]
+    c.symbolic.restarts = 0
+    with pytest.raises(ValueError, match="symbolic.restarts"):
+        train.train_and_evaluate(c, str(tmp_path / "bad"))

@@ -112,7 +112,7 @@ def mlp_widths_matching(
     return [ws[0]] + [best] * n_hidden + [ws[-1]]
 
 
-def make_model(config, *, grid_size: int | None = None, dtype=None, widths=None) -> nnx.Module:
+def make_model(config, *, grid_size: int | None = None, dtype=None, widths=None, seed: int | None = None) -> nnx.Module:
     """Builds the model described by ``config.model`` (seeded by ``config.seed``).
 
     ``config.model.kind``: ``"kan"`` -> ``kan_jax.KAN(widths, grid_size, spline_order, basis,
@@ -124,6 +124,7 @@ def make_model(config, *, grid_size: int | None = None, dtype=None, widths=None)
       grid_size: overrides ``config.model.grid_size`` (e.g. to rebuild a model at a later stage's grid).
       dtype: param dtype override (default ``config.dtype``, float32 when unset).
       widths: overrides ``config.model.widths`` (e.g. a narrower network of the same config).
+      seed: overrides ``config.seed`` (e.g. a restart).
 
     Raises:
       ValueError: naming the bad field and the allowed values.
@@ -133,7 +134,7 @@ def make_model(config, *, grid_size: int | None = None, dtype=None, widths=None)
     if kind not in MODEL_KINDS:
         raise ValueError(f"model.kind must be one of {list(MODEL_KINDS)}, got {kind!r}")
     dtype = jnp.dtype(dtype or config.get("dtype", None) or "float32")
-    rngs = nnx.Rngs(int(config.seed))
+    rngs = nnx.Rngs(int(config.seed if seed is None else seed))
     widths = validate_widths(m.widths if widths is None else widths)
     g = int(grid_size if grid_size is not None else m.grid_size)
     if kind == "kan":
