@@ -100,9 +100,10 @@ def _make_chunk_fn(graphdef, optimizer, lbfgs: bool, reg_items, batch_size: int,
     def chunk(params, rest, opt_state, x, y, key, step0, n):
         if lbfgs and batch_size <= 0:
             # The host may have changed params since the line search cached value/grad (grid update,
-            # restore): refresh the cache so value_and_grad_from_state sees the current point.
-            v, g = jax.value_and_grad(loss_fn)(params, rest, x, y)
-            opt_state = optax.tree_utils.tree_set(opt_state, value=v, grad=g)
+            # restore): an infinite cached value makes value_and_grad_from_state recompute at the
+            # current point (through the loop's own copy of the loss: one less to compile).
+            value = optax.tree_utils.tree_get(opt_state, "value")
+            opt_state = optax.tree_utils.tree_set(opt_state, value=jnp.full_like(value, jnp.inf))
 
         def body(i, carry):
             params, opt_state, losses = carry
