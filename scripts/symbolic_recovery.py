@@ -41,6 +41,13 @@ FORMULAS = [
     "log(2+x_1)+x_2",
     "sin(pi*(x_1+x_2))",
     "exp(x_1)+tanh(2*x_2)",
+    # The rest of the library: 1/x, arctan, abs, cos, gaussian, tan.
+    "1/(2+x_1)+x_2**2",
+    "arctan(2*x_1)+x_2",
+    "abs(x_1)+x_2**2",
+    "cos(2*x_1)+x_2",
+    "exp(-4*x_1**2)+x_2",
+    "tan(x_1)+x_2**3",
 ]
 
 
@@ -70,6 +77,7 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default="", help="comma-separated indices into FORMULAS")
     ap.add_argument("--workdir", default="/tmp/kan_symrec")
     ap.add_argument("--quick", action="store_true", help="the ':quick' smoke variant (not a measurement)")
+    ap.add_argument("--lib", default="", help="'all': the whole library but '0' instead of the config's list")
     args = ap.parse_args(argv)
     os.environ.setdefault("KAN_JAX_COMPILATION_CACHE", "")
     from configs import symbolic
@@ -80,6 +88,10 @@ def main(argv=None) -> int:
     for k in idx:
         expr = FORMULAS[k]
         c = symbolic.get_config(expr + (",quick" if args.quick else ""))
+        if args.lib == "all":
+            from kan_jax.symbolic_fit import SYMBOLIC_LIB
+
+            c.symbolic.lib = [k for k in SYMBOLIC_LIB if k != "0"]
         wd = os.path.join(args.workdir, str(k))
         os.makedirs(wd, exist_ok=True)
         t0 = time.time()
