@@ -78,6 +78,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir", default="/tmp/kan_symrec")
     ap.add_argument("--quick", action="store_true", help="the ':quick' smoke variant (not a measurement)")
     ap.add_argument("--lib", default="", help="'all': the whole library but '0' instead of the config's list")
+    ap.add_argument("--weight-simple", type=float, default=None, help="overrides config.symbolic.weight_simple")
     args = ap.parse_args(argv)
     os.environ.setdefault("KAN_JAX_COMPILATION_CACHE", "")
     from configs import symbolic
@@ -92,6 +93,8 @@ def main(argv=None) -> int:
             from kan_jax.symbolic_fit import SYMBOLIC_LIB
 
             c.symbolic.lib = [k for k in SYMBOLIC_LIB if k != "0"]
+        if args.weight_simple is not None:
+            c.symbolic.weight_simple = args.weight_simple
         wd = os.path.join(args.workdir, str(k))
         os.makedirs(wd, exist_ok=True)
         t0 = time.time()
