@@ -26,6 +26,9 @@ def get_config(arg=None):
     c = symbolic.get_config(expr + (",quick" if arg == "quick" else ""))
     c.model.widths = (2, 5, 1)
     c.symbolic.standardize = False  # pykan's hellokan protocol fits the raw targets
+    # pykan hellokan's library and simplicity weight.
+    c.symbolic.lib = ["x", "x^2", "x^3", "x^4", "exp", "log", "sqrt", "tanh", "sin", "abs"]
+    c.symbolic.weight_simple = 0.8
     if arg != "quick":
         c.regularization.lamb = 0.001  # pykan's hellokan value
         c.training.steps = 2000

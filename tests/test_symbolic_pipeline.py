@@ -89,3 +89,10 @@ def test_symbolic_pipeline_restarts_keep_the_best_train_formula(tmp_path):
     c.symbolic.restarts = 0
     with pytest.raises(ValueError, match="symbolic.restarts"):
         train.train_and_evaluate(c, str(tmp_path / "bad"))
+
+
+def test_symbolic_config_library_is_the_whole_library_but_zero():
+    from kan_jax.symbolic_fit import SYMBOLIC_LIB
+
+    c = _symbolic_config("x_1*x_2")
+    assert list(c.symbolic.lib) == [k for k in SYMBOLIC_LIB if k != "0"]
