@@ -156,8 +156,8 @@ def fix_symbolic(
     """Fixes edge ``(i, j)`` of ``layer`` to ``c * lib[name](a x + b) + d`` (in place).
 
     With ``params`` given they are used as ``[a, b, c, d]``; otherwise, with ``fit_params`` and
-    samples ``x``, they are fitted to the edge's spline on the inputs reaching it; otherwise
-    ``[1, 0, 1, 0]``.
+    samples ``x``, they are fitted to the edge's spline on the inputs reaching it (and stored in
+    the function's canonical form, ``SymbolicFunction.canonical``); otherwise ``[1, 0, 1, 0]``.
 
     Returns:
       ``(params (4,), r2)``; ``r2`` is ``None`` when nothing was fitted.
@@ -176,6 +176,8 @@ def fix_symbolic(
         xin, phi = edge_samples(model, x, [layer])[layer]
         p, r2 = fit_affine(xin[:, i], phi[:, i, j], lib[name], **fit_kwargs)
         p, r2 = np.asarray(p, np.float64), float(r2)
+        if lib[name].canonical is not None:
+            p = lib[name].canonical(p)
     else:
         p = np.array([1.0, 0.0, 1.0, 0.0])
     lay.set_symbolic([(i, j)], [lib[name]], p[None])
@@ -296,6 +298,11 @@ def _pull_constants(expr):
     return expr.replace(is_target, pull)
 
 
+def _snap_tol(digits: int) -> float:
+    """Relative snapping tolerance that matches the rounding: 1e-4 at 4 digits, 1e-12 at 12."""
+    return 10.0 ** -max(int(digits), 4)
+
+
 def _simplify(expr, digits: int):
     """Expands sums out of exponents (so constant factors meet and round), rounds, recombines."""
     expr = round_constants(expr, digits=max(digits, 12), snap_tol=1e-12)
@@ -304,13 +311,13 @@ def _simplify(expr, digits: int):
     except Exception:  # pragma: no cover - sympy corner cases
         e = expr
     e = _pull_constants(e)
-    e = round_constants(e, digits=digits)
+    e = round_constants(e, digits=digits, snap_tol=_snap_tol(digits))
     e = sympy.powsimp(e, combine="exp")
     try:
         e = sympy.simplify(e)
     except Exception:  # pragma: no cover
         pass
-    return round_constants(e, digits=digits)
+    return round_constants(e, digits=digits, snap_tol=_snap_tol(digits))
 
 
 def symbolic_formula(
@@ -324,8 +331,8 @@ def symbolic_formula(
 
     Every active edge must be symbolic (pruned edges count as 0). Layer ``l`` node ``j`` is
     ``bias_j + sum_i sym_mask_ij (c f(a x_i + b) + d)``. Constants are rounded with
-    ``symbolic_fit.round_constants`` (integers, small rationals and multiples of pi are snapped;
-    others rounded to ``digits`` decimals). With ``simplify``, sums inside ``exp`` are expanded
+    ``symbolic_fit.round_constants`` (integers, small rationals and multiples of pi within a
+    relative ``10**-digits`` are snapped; others rounded to ``digits`` decimals). With ``simplify``, sums inside ``exp`` are expanded
     first, so that constant factors combine (and snap, e.g. ``0.5 e^{0.6931}`` -> 1) before
     ``sympy.simplify``.
 
@@ -365,7 +372,7 @@ def symbolic_formula(
         nodes = outs
     if simplify:
         return [_simplify(e, digits) for e in nodes]
-    return [round_constants(e, digits=digits) for e in nodes]
+    return [round_constants(e, digits=digits, snap_tol=_snap_tol(digits)) for e in nodes]
 
 
 def _symbols_for(exprs, names):

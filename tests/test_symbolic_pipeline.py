@@ -96,3 +96,35 @@ def test_symbolic_config_library_is_the_whole_library_but_zero():
 
     c = _symbolic_config("x_1*x_2")
     assert list(c.symbolic.lib) == [k for k in SYMBOLIC_LIB if k != "0"]
+
+
+def test_pass_through_edges():
+    """Hidden nodes with exactly one active incoming edge; output nodes never count."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    import kan_jax
+    from kan_jax import symbolic as S
+    from kan_jax.symbolic_fit import SYMBOLIC_LIB
+    from kan_jax.train.symbolic_pipeline import pass_through_edges
+
+    model = kan_jax.KAN([2, 3, 1], grid_size=3, rngs=nnx.Rngs(0))
+    l0 = model.layers[0]
+    mask = np.ones((2, 3))
+    mask[1, 0] = 0.0  # node 0 has one input (x_1)
+    mask[:, 2] = 0.0  # node 2 has none: not a pass-through
+    l0.mask.set_value(jnp.asarray(mask, l0.mask[...].dtype))
+    assert pass_through_edges(model, 0) == [(0, 0)]
+    assert pass_through_edges(model, 1) == []  # the output layer
+    # A node whose other input is already symbolic has two inputs.
+    model.layers[0].mask.set_value(jnp.ones((2, 3), l0.mask[...].dtype))
+    S.fix_symbolic(model, 0, 1, 1, "x", fit_params=False)
+    mask = np.asarray(model.layers[0].mask[...]).copy()
+    mask[0, 1] = 1.0
+    mask[1, 0] = mask[0, 2] = mask[1, 2] = 0.0
+    model.layers[0].mask.set_value(jnp.asarray(mask, mask.dtype))
+    assert pass_through_edges(model, 0) == [(0, 0)]
+    # fix_symbolic stores the canonical form: a linear edge is c * x + d.
+    x = jnp.linspace(-1, 1, 64)[:, None] * jnp.ones((1, 2))
+    p, r2 = S.fix_symbolic(model, 0, 0, 0, "x", x, lib=SYMBOLIC_LIB)
+    assert p[0] == 1.0 and p[1] == 0.0 and r2 > 0.9
