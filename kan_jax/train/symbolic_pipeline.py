@@ -62,6 +62,11 @@ def _get(cfg, key, default):
     return default if sym is None else sym.get(key, default)
 
 
+def _exact_level(config, ds) -> float:
+    """Train RMSE at or below which a formula counts as exact: ``exact_rtol`` [1e-9] x std(y)."""
+    return float(_get(config, "exact_rtol", 1e-9)) * (float(np.std(ds.y_train)) or 1.0)
+
+
 @register_pipeline("symbolic")
 def run_symbolic(config, workdir: str) -> dict:
     """Runs the symbolic pipeline (with restarts); returns (and writes) the results dict."""
@@ -76,7 +81,7 @@ def run_symbolic(config, workdir: str) -> dict:
     dtype = config.get("dtype", None) or "float32"
     ds = kdata.load(_with_default_dtype(config.data, dtype))
     metrics = MetricsWriter(workdir, resume_step=-1)
-    exact = float(_get(config, "exact_rtol", 1e-9)) * (float(np.std(ds.y_train)) or 1.0)
+    exact = _exact_level(config, ds)
     attempts, best, step0 = [], None, 0
     for r in range(restarts):
         att = _attempt(config, ds, int(config.seed) + r, metrics, step0)
@@ -232,7 +237,7 @@ def _attempt(config, ds, seed: int, metrics, step0: int) -> dict:
         # when that rounding costs accuracy (the formula fits the training data more than 2x worse
         # than the network it came from), 2 more digits, up to 12.
         model_train = loop.evaluate(model, ds)["train_rmse"]
-        exact = float(_get(config, "exact_rtol", 1e-9)) * (float(np.std(ds.y_train)) or 1.0)
+        exact = _exact_level(config, ds)
         for digits in range(int(_get(config, "digits", 4)), 13, 2):
             formulas = S.symbolic_formula(model, input_names=input_names, digits=digits)
             formula_train_rmse = float(S.formula_rmse(formulas, input_names, ds.x_train, ds.y_train))
