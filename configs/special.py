@@ -10,14 +10,14 @@ uses ellipkinc). Compare with an MLP of the same size: ``--config.model.kind=mlp
 import ml_collections
 
 try:
-    from configs import default
+    from configs import toy
 except ImportError:  # loaded by path from elsewhere: import the sibling file
     import importlib.util
     import os
 
-    _spec = importlib.util.spec_from_file_location("_kan_configs_default", os.path.join(os.path.dirname(__file__), "default.py"))
-    default = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(default)
+    _spec = importlib.util.spec_from_file_location("_kan_configs_toy", os.path.join(os.path.dirname(__file__), "toy.py"))
+    toy = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(toy)
 
 DEFAULT_FUNCTION = "ellipkinc"
 
@@ -25,21 +25,13 @@ DEFAULT_FUNCTION = "ellipkinc"
 def get_config(arg=None):
     from kan_jax import data as kdata
 
-    name, quick = default.split_quick(arg, DEFAULT_FUNCTION)
+    name, quick = toy.default.split_quick(arg, DEFAULT_FUNCTION)
     spec = kdata.special_function(name)  # unknown names: one-line ValueError listing the allowed ones
-    c = default.get_config()
-    c.dtype = "float64"
+    c = toy.get_config()  # the toy's grid-extension protocol (L-BFGS, float64, grid schedule)
     c.model.widths = (len(spec.ranges), 5, 1)
-    c.model.grid_size = 3
     c.model.grid_range = (float(min(r[0] for r in spec.ranges)), float(max(r[1] for r in spec.ranges)))
-    c.optimizer.name = "lbfgs"
     c.training.grid_sizes = (3, 5, 10, 20)
     c.training.steps = 1000
-    c.training.grid_update_every = 50
-    c.training.stop_grid_update_step = 200
-    c.training.log_every = 50
-    c.training.chunk_size = 250
-    c.checkpoint_every = 500
     c.data = ml_collections.ConfigDict()
     c.data.kind = "special"
     c.data.function = name
@@ -48,5 +40,5 @@ def get_config(arg=None):
     c.data.seed = 0
     c.data.dtype = ml_collections.config_dict.placeholder(str)  # None: follow c.dtype
     if quick:
-        default.apply_quick(c)
+        toy.default.apply_quick(c)
     return c

@@ -138,7 +138,7 @@ def _layer_config(layer: KANLayer) -> dict:
         basis=layer.basis,
         base_activation=layer.base_activation,
         grid_eps=layer.grid_eps,
-        extrapolate=getattr(layer, "extrapolate", False),
+        extrapolate=layer.extrapolate,
         dtype=layer.dtype,
         param_dtype=layer.coef[...].dtype,
     )

@@ -176,8 +176,6 @@ def fix_symbolic(
         xin, phi = edge_samples(model, x, [layer])[layer]
         p, r2 = fit_affine(xin[:, i], phi[:, i, j], lib[name], **fit_kwargs)
         p, r2 = np.asarray(p, np.float64), float(r2)
-        if lib[name].canonical is not None:
-            p = lib[name].canonical(p)
     else:
         p = np.array([1.0, 0.0, 1.0, 0.0])
     lay.set_symbolic([(i, j)], [lib[name]], p[None])

@@ -55,12 +55,19 @@ __all__ = [
 
 
 def _resolve_fn(fn, lib=None):
-    """-> (jax_fn, search_fn) for a name, SymbolicFunction or plain callable."""
+    """-> (jax_fn, search_fn, canonical or None) for a name, SymbolicFunction or plain callable."""
     if isinstance(fn, str):
         fn = (SYMBOLIC_LIB if lib is None else lib)[fn]
     if isinstance(fn, SymbolicFunction):
-        return fn.jax_fn, fn.search_fn or fn.jax_fn
-    return fn, fn
+        return fn.jax_fn, fn.search_fn or fn.jax_fn, fn.canonical
+    return fn, fn, None
+
+
+def _canonical(params: jax.Array, canonical) -> jax.Array:
+    """``params (..., 4)`` in the function's canonical form (unchanged without one)."""
+    if canonical is None:
+        return params
+    return jnp.asarray(canonical(np.asarray(params, np.float64)), params.dtype)
 
 
 # ---------------------------------------------------------------------------
@@ -127,17 +134,16 @@ def _fit_affine_jit(
     mid = (hi_x + lo_x) / 2
     half = (hi_x - lo_x) / 2
     half = jnp.where(half > 0, half, 1.0)
-    x_raw = x
-    x = (x - mid[:, None]) / half[:, None]
+    u = (x - mid[:, None]) / half[:, None]
 
     # The grid search sees an evenly strided subset of S <= N samples.
     n = x.shape[1]
     if search_samples is not None and search_samples < n:
         sub = np.round(np.linspace(0, n - 1, search_samples)).astype(np.int32)
-        xs, ys = x[:, sub], y[:, sub]
+        us, ys = u[:, sub], y[:, sub]
         ysc = ys - jnp.mean(ys, axis=-1, keepdims=True)
     else:
-        xs, ysc = x, yc
+        us, ysc = u, yc
     vys = jnp.mean(ysc * ysc, axis=-1)
 
     def search(lo_a, step_a, lo_b, step_b):
@@ -154,7 +160,7 @@ def _fit_affine_jit(
             # (E, C, S); the barrier keeps XLA from re-evaluating fn in each
             # of the reductions below.
             f = jax.lax.optimization_barrier(
-                search_fn(a[:, :, None] * xs[:, None, :] + b[:, :, None])
+                search_fn(a[:, :, None] * us[:, None, :] + b[:, :, None])
             )
             r2 = _centered_r2(f, ysc[:, None, :], vys[:, None])  # (E, C)
             r2 = jnp.where(valid[None, :], r2, -1.0)
@@ -198,7 +204,7 @@ def _fit_affine_jit(
     a, b = a_hist[-1] / half, b_hist[-1] - a_hist[-1] * mid / half  # a u + b' = a x + b
 
     # Closed-form least squares of y on [f, 1].
-    f = fn(a[:, None] * x_raw + b[:, None])  # (E, N)
+    f = fn(a[:, None] * x + b[:, None])  # (E, N)
     mf = jnp.mean(f, axis=-1, keepdims=True)
     fc = f - mf
     vf = jnp.mean(fc * fc, axis=-1)
@@ -259,7 +265,8 @@ def fit_affine(
         cost at ``iterations * grid_number**2 * E * S`` evaluations.
 
     Returns:
-      ``(params, r2)``: ``params`` ``(E, 4)`` holding ``[a, b, c, d]`` and
+      ``(params, r2)``: ``params`` ``(E, 4)`` holding ``[a, b, c, d]`` (in the
+      function's canonical form, ``SymbolicFunction.canonical``, when it has one) and
       ``r2`` ``(E,)`` the coefficient of determination of the final fit.
 
     Example:
@@ -275,7 +282,7 @@ def fit_affine(
         x, y = x[None], y[None]
     if x.shape != y.shape or x.ndim != 2:
         raise ValueError(f"x and y must both be (E, N); got {x.shape}, {y.shape}")
-    jax_fn, search_fn = _resolve_fn(fn)
+    jax_fn, search_fn, canonical = _resolve_fn(fn)
     params, r2 = _fit_affine_jit(
         x,
         y,
@@ -288,6 +295,7 @@ def fit_affine(
         chunk_size=int(chunk_size),
         search_samples=None if search_samples is None else int(search_samples),
     )
+    params = _canonical(params, canonical)
     if squeeze:
         return params[0], r2[0]
     return params, r2
@@ -328,7 +336,8 @@ def fit_affine_all(
         :func:`fit_affine`.
 
     Returns:
-      ``(params, r2)`` of shapes ``(E, F, 4)`` and ``(E, F)``.
+      ``(params, r2)`` of shapes ``(E, F, 4)`` and ``(E, F)`` (params canonical as in
+      :func:`fit_affine`).
     """
     lib = SYMBOLIC_LIB if lib is None else lib
     x = jnp.asarray(x)
@@ -343,8 +352,10 @@ def fit_affine_all(
         ("chunk_size", int(chunk_size)),
         ("search_samples", None if search_samples is None else int(search_samples)),
     )
-    fns = tuple(_resolve_fn(s) for s in lib.values())
-    return _fit_affine_all_jit(x, y, fns=fns, kwargs=kwargs)
+    resolved = [_resolve_fn(s) for s in lib.values()]
+    params, r2 = _fit_affine_all_jit(x, y, fns=tuple((f, g) for f, g, _ in resolved), kwargs=kwargs)
+    params = jnp.stack([_canonical(params[:, k], c) for k, (_, _, c) in enumerate(resolved)], axis=1)
+    return params, r2
 
 
 # ---------------------------------------------------------------------------
@@ -443,10 +454,7 @@ def suggest_symbolic_batch(
     """
     lib = SYMBOLIC_LIB if lib is None else lib
     params, r2 = fit_affine_all(x, y, lib, **fit_kwargs)
-    params, r2 = np.array(params, np.float64), np.asarray(r2)
-    for f, fn in enumerate(lib.values()):
-        if fn.canonical is not None:
-            params[:, f] = fn.canonical(params[:, f])
+    params, r2 = np.asarray(params), np.asarray(r2)
     names = list(lib.keys())
     complexity = np.array([s.complexity for s in lib.values()])
     return [

@@ -47,20 +47,26 @@ def _reg_value(reg, key, default=0.0):
     return reg.get(key, default) if hasattr(reg, "get") else getattr(reg, key, default)
 
 
+_REG_DEFAULTS = (("lamb", 0.0), ("lamb_l1", 1.0), ("lamb_entropy", 2.0), ("lamb_coef", 0.0), ("lamb_coefdiff", 0.0))
+_REG_METRIC = "edge_forward_spline_n"
+
+
+def _reg_items(regularization) -> tuple | None:
+    """The regularization settings with defaults, as a hashable tuple (None when ``lamb`` is 0)."""
+    if float(_reg_value(regularization, "lamb", 0.0) or 0.0) <= 0:
+        return None
+    items = tuple((k, float(_reg_value(regularization, k, d))) for k, d in _REG_DEFAULTS)
+    return items + (("metric", str(_reg_value(regularization, "metric", _REG_METRIC) or _REG_METRIC)),)
+
+
 def make_loss_fn(graphdef, regularization=None) -> Callable:
     """``loss(params, rest, x, y) -> scalar``: mean squared error (+ ``lamb * penalty`` when ``lamb > 0``).
 
     ``regularization`` (mapping or ConfigDict): ``lamb``, ``lamb_l1``, ``lamb_entropy``, ``lamb_coef``,
     ``lamb_coefdiff``, ``metric`` as in ``kan_jax.regularize.penalty`` (KAN models only).
     """
-    lamb = float(_reg_value(regularization, "lamb", 0.0) or 0.0)
-    kw = {}
-    if lamb > 0:
-        kw = {
-            name: float(_reg_value(regularization, name, default))
-            for name, default in (("lamb_l1", 1.0), ("lamb_entropy", 2.0), ("lamb_coef", 0.0), ("lamb_coefdiff", 0.0))
-        }
-        kw["metric"] = str(_reg_value(regularization, "metric", "edge_forward_spline_n") or "edge_forward_spline_n")
+    kw = dict(_reg_items(regularization) or ())
+    lamb = kw.pop("lamb", 0.0)
 
     def loss_fn(params, rest, x, y):
         model = nnx.merge(graphdef, params, rest)
@@ -208,12 +214,7 @@ def fit(
     x = jnp.asarray(dataset.x_train)
     y = jnp.asarray(dataset.y_train)
     batch_size = int(batch_size or 0)
-    reg_items = None
-    if regularization is not None and float(_reg_value(regularization, "lamb", 0.0) or 0.0) > 0:
-        reg_items = tuple(
-            (k, float(_reg_value(regularization, k, d)))
-            for k, d in (("lamb", 0.0), ("lamb_l1", 1.0), ("lamb_entropy", 2.0), ("lamb_coef", 0.0), ("lamb_coefdiff", 0.0))
-        ) + (("metric", str(_reg_value(regularization, "metric", "edge_forward_spline_n") or "edge_forward_spline_n")),)
+    reg_items = _reg_items(regularization)
     can_update_grid = hasattr(model, "update_grid") and grid_update_every and grid_update_every > 0
     chunk_size = max(1, int(chunk_size))
     bounds = chunk_boundaries(

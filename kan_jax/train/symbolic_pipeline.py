@@ -236,7 +236,7 @@ def _attempt(config, ds, seed: int, metrics, step0: int) -> dict:
         # Constants that do not snap (integers, p/q, p pi/q) are rounded to ``digits`` decimals;
         # when that rounding costs accuracy (the formula fits the training data more than 2x worse
         # than the network it came from), 2 more digits, up to 12.
-        model_train = loop.evaluate(model, ds)["train_rmse"]
+        model_train = stages[-1]["train_rmse"]  # the current model (retrain, or auto_symbolic)
         exact = _exact_level(config, ds)
         for digits in range(int(_get(config, "digits", 4)), 13, 2):
             formulas = S.symbolic_formula(model, input_names=input_names, digits=digits)
@@ -282,12 +282,10 @@ def pass_through_edges(model, layer: int) -> list[tuple[int, int]]:
     if layer >= len(model.layers) - 1:
         return []
     lay = model.layers[layer]
-    active = np.asarray(lay.mask[...]) > 0
-    if getattr(lay, "has_symbolic", False):
-        active = active & ~(np.asarray(lay.sym_mask[...]) > 0)
-        n_in = active.sum(axis=0) + (np.asarray(lay.sym_mask[...]) > 0).sum(axis=0)
-    else:
-        n_in = active.sum(axis=0)
+    active = np.asarray(lay.mask[...]) > 0  # spline edges (a symbolic edge has mask 0)
+    n_in = active.sum(axis=0)
+    if lay.has_symbolic:
+        n_in = n_in + (np.asarray(lay.sym_mask[...]) > 0).sum(axis=0)
     return [(int(np.flatnonzero(active[:, j])[0]), int(j)) for j in np.flatnonzero((n_in == 1) & active.any(axis=0))]
 
 
