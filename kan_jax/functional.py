@@ -35,6 +35,7 @@ __all__ = [
     "apply",
     "edge_phi",
     "edge_apply",
+    "edge_values",
     "spline_values",
     "update_grid",
     "refine",
@@ -197,12 +198,7 @@ def apply(
         return _apply_reference(
             params, grid, mask, x, order=order, basis=basis, base_activation=base_activation, cdt=cdt, extrapolate=extrapolate
         )
-    m = mask.astype(cdt)
-    w = jnp.concatenate(
-        [(params["w_base"].astype(cdt) * m)[:, None, :],
-         jnp.swapaxes(params["coef"].astype(cdt) * (params["w_spline"].astype(cdt) * m)[..., None], 1, 2)],
-        axis=1,
-    )  # (n, 1 + M, o)
+    w = _fused_weights(params, mask, cdt)  # (n, 1 + M, o)
     # The basis is evaluated in at least float32 (bfloat16 knots would be too coarse), then the
     # features are cast to the computation dtype for the contraction.
     bdt = jnp.promote_types(cdt, jnp.float32)
@@ -220,6 +216,16 @@ def apply(
     else:
         y = run(kernels.choose_path(grid_size, order, bool(uniform)))
     return (y + params["bias"].astype(acc)).astype(cdt)
+
+
+def _fused_weights(params: Params, mask: jax.Array, cdt) -> jax.Array:
+    """``(n, 1 + M, o)``: masked base weights in column 0, ``w_spline * coef`` after it."""
+    m = mask.astype(cdt)
+    return jnp.concatenate(
+        [(params["w_base"].astype(cdt) * m)[:, None, :],
+         jnp.swapaxes(params["coef"].astype(cdt) * (params["w_spline"].astype(cdt) * m)[..., None], 1, 2)],
+        axis=1,
+    )
 
 
 def _apply_reference(params, grid, mask, x, *, order, basis, base_activation, cdt, extrapolate=False):
@@ -292,6 +298,47 @@ def edge_apply(
     over_batch = jax.vmap(over_in, in_axes=(0, None, None, None, None))
     vals = over_batch(x.astype(cdt), p["coef"], p["w_base"], p["w_spline"], grid.astype(cdt))
     return vals * mask.astype(cdt)
+
+
+@functools.partial(jax.jit, static_argnames=("order", "basis", "base_activation", "dtype", "uniform", "extrapolate"))
+def edge_values(
+    params: Params,
+    grid: jax.Array,
+    mask: jax.Array,
+    x: jax.Array,
+    *,
+    order: int,
+    basis: str = "bspline",
+    base_activation: str = "silu",
+    dtype=None,
+    uniform: bool | None = None,
+    extrapolate: bool = False,
+) -> jax.Array:
+    """Fused per-edge activations: the values of ``edge_apply`` from one basis evaluation.
+
+    The dense features ``(batch, n, 1 + M)`` are evaluated once per input (not once per edge)
+    and contracted with the fused weights per edge; the backward uses the closed-form basis
+    derivative (``kernels.dense_features``). Same arguments as ``apply`` (``uniform=True``
+    promises evenly spaced knots and selects the closed-form basis).
+
+    Args:
+      x: ``(batch, n)``.
+
+    Returns:
+      ``(batch, n, o)`` edge activations ``mask_ij * phi_ij(x_i)``; their sum over axis 1 plus
+      ``bias`` equals ``apply``.
+    """
+    if basis != "bspline":
+        return edge_apply(params, grid, mask, x, order=order, basis=basis, base_activation=base_activation, dtype=dtype,
+                          extrapolate=extrapolate)
+    check_features(x, params["coef"].shape[0])
+    cdt = _compute_dtype(dtype, x, params["coef"])
+    acc = jnp.float32 if jnp.finfo(cdt).bits < 32 else cdt
+    bdt = jnp.promote_types(cdt, jnp.float32)
+    f = kernels.dense_features(x.astype(bdt), grid.astype(bdt), order, base_activation, "uniform" if uniform else "general",
+                               bool(extrapolate))
+    w = _fused_weights(params, mask, cdt)
+    return jnp.einsum("...nm,nmo->...no", f.astype(cdt), w, preferred_element_type=acc).astype(cdt)
 
 
 @functools.partial(jax.jit, static_argnames=("order", "basis", "extrapolate"))

@@ -40,6 +40,7 @@ __all__ = [
     "general_basis",
     "general_local",
     "features",
+    "dense_features",
     "contract",
     "PATHS",
     "choose_path",
@@ -282,6 +283,30 @@ def features(x, grid, order: int, base_activation: str, path: str, *, deriv: boo
             jnp.concatenate([base_grad(x)[..., None], db], axis=-1),
         )
     return jnp.concatenate([base(x)[..., None], fn(x, grid, order)], axis=-1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def dense_features(x, grid, order: int, base_activation: str, path: str, extrapolate: bool = False):
+    """``features(x)`` ``(..., n, 1 + M)`` (``path`` "uniform" or "general") with a custom VJP.
+
+    The backward multiplies the cotangent by the closed-form x-derivative of the features instead
+    of differentiating through the basis recursion (the knots get a zero cotangent). Used where
+    the per-edge values themselves are needed (``kan_jax.functional.edge_values``).
+    """
+    return features(x, grid, order, base_activation, path, extrapolate=extrapolate)
+
+
+def _features_fwd(x, grid, order, base_activation, path, extrapolate):
+    return features(x, grid, order, base_activation, path, extrapolate=extrapolate), (x, grid)
+
+
+def _features_bwd(order, base_activation, path, extrapolate, res, g):
+    x, grid = res
+    _, df = features(x, grid, order, base_activation, path, deriv=True, extrapolate=extrapolate)
+    return jnp.sum(g * df.astype(g.dtype), axis=-1).astype(x.dtype), jnp.zeros_like(grid)
+
+
+dense_features.defvjp(_features_fwd, _features_bwd)
 
 
 def _dense_contract_impl(x, grid, w, order, base_activation, path, acc, extrapolate):

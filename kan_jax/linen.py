@@ -84,7 +84,7 @@ class KANDense(nn.Module):
     def edge_activations(self, x):
         """``(batch, in) -> (batch, in, features)`` per-edge values."""
         params, knots, mask = self._variables(x.shape[-1])
-        return F.edge_apply(params, knots, mask, x, **self._kw())
+        return F.edge_values(params, knots, mask, x, **self._kw())
 
 
 class KAN(nn.Module):

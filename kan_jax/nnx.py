@@ -151,8 +151,11 @@ class KANLayer(nnx.Module):
         return y
 
     def edge_activations(self, x: jax.Array) -> jax.Array:
-        """``(batch, n) -> (batch, n, o)``: ``mask_ij * phi_ij(x_i)`` (sum over axis 1 + bias = output)."""
-        acts = F.edge_apply(self.params(), self.grid[...], self.mask[...], x, **self._kw())
+        """``(batch, n) -> (batch, n, o)``: ``mask_ij * phi_ij(x_i)`` (sum over axis 1 + bias = output).
+
+        Fused (``functional.edge_values``: one basis evaluation per input, closed-form backward).
+        """
+        acts = F.edge_values(self.params(), self.grid[...], self.mask[...], x, **self._kw())
         if self.has_symbolic:
             acts = acts + SE.edge_values(self.sym_affine[...], self.sym_mask[...], x, self.sym_names, self.sym_funcs, dtype=acts.dtype)
         return acts
@@ -297,9 +300,22 @@ class KAN(nnx.Module):
             acts.append(layer(acts[-1]))
         return acts
 
+    def forward_with_edges(self, x: jax.Array) -> tuple[jax.Array, list[jax.Array]]:
+        """One pass: the output ``(batch, widths[-1])`` and per layer ``(batch, n_l, n_{l+1})`` edge activations.
+
+        Each layer's output is the sum of its edge activations plus its bias (equal to
+        ``layer(x)`` up to float rounding), so the regularized loss needs no second forward.
+        """
+        acts = []
+        for layer in self.layers:
+            a = layer.edge_activations(x)
+            acts.append(a)
+            x = jnp.sum(a, axis=-2) + layer.bias[...].astype(a.dtype)
+        return x, acts
+
     def edge_activations(self, x: jax.Array) -> list[jax.Array]:
         """Per layer ``(batch, n_l, n_{l+1})`` edge activations on the samples ``x``."""
-        return [layer.edge_activations(a) for layer, a in zip(self.layers, self.layer_inputs(x)[:-1])]
+        return self.forward_with_edges(x)[1]
 
     def update_grid(self, x: jax.Array) -> None:
         """Adapts every layer's grid to the samples reaching it (pykan's ``update_grid``)."""

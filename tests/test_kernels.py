@@ -105,6 +105,30 @@ def test_gradients_match_finite_differences_float64(adaptive):
             np.testing.assert_allclose(a, b, atol=1e-10, err_msg=path)
 
 
+@pytest.mark.parametrize("adaptive", [False, True])
+@pytest.mark.parametrize("extrapolate", [False, True])
+def test_fused_edge_values_equal_per_edge_reference(adaptive, extrapolate):
+    """``edge_values`` (one basis per input, closed-form backward) = the vmapped per-edge ``edge_apply``."""
+    params, knots, mask, x = _layer(n=3, o=4, adaptive=adaptive)
+    kw = dict(order=3, extrapolate=extrapolate)
+    ref = F.edge_apply(params, knots, mask, x, **kw)
+    for uniform in ([None, True] if not adaptive else [None]):
+        np.testing.assert_allclose(F.edge_values(params, knots, mask, x, uniform=uniform, **kw), ref, atol=1e-12)
+    w = jnp.asarray(np.random.default_rng(5).normal(size=ref.shape))
+
+    def loss(fn):
+        # A nonlinear statistic of the edge values (as the sparsity penalty uses them).
+        return lambda p, xx: jnp.sum(jnp.var(fn(p, knots, mask, xx, **kw) * w, axis=0))
+
+    got = jax.grad(loss(F.edge_values), (0, 1))(params, x)
+    want = jax.grad(loss(F.edge_apply), (0, 1))(params, x)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        assert np.all(np.isfinite(a))
+        np.testing.assert_allclose(a, b, atol=1e-10)
+    _fd_check(loss(F.edge_values), (params, x), 1)
+    assert float(jnp.abs(jax.grad(lambda t: F.edge_values(params, t, mask, x, **kw).sum())(knots)).max()) == 0.0
+
+
 def test_batch_dims_bfloat16_and_jit_only():
     params, knots, mask, x = _layer(dtype=jnp.float32)
     x3 = x.reshape(4, 10, 3)

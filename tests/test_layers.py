@@ -67,6 +67,11 @@ def test_network_edge_activations_sum_to_layer_outputs():
     for layer, a, e, out in zip(model.layers, acts[:-1], model.edge_activations(x), acts[1:]):
         np.testing.assert_allclose(e.sum(1) + layer.bias[...], out, atol=1e-5, rtol=1e-6)
     np.testing.assert_allclose(acts[-1], model(x), atol=0)
+    # The one-pass forward (the regularized loss) gives the same output and edge activations.
+    y, edges = model.forward_with_edges(x)
+    np.testing.assert_allclose(y, model(x), atol=1e-5, rtol=1e-6)
+    for e, e_ref in zip(edges, model.edge_activations(x)):
+        np.testing.assert_array_equal(e, e_ref)
 
 
 def _smooth_model(dtype=jnp.float64, grid_size=5):

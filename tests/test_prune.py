@@ -98,8 +98,10 @@ def test_prune_exact_on_zero_edges():
     # Kept edges' functions are unchanged: compare edge activations of kept nodes.
     keep_h = [0, 1, 3]
     ea_old, ea_new = model.edge_activations(xt), small.edge_activations(xt)
-    np.testing.assert_allclose(np.asarray(ea_new[0]), np.asarray(ea_old[0])[:, :, keep_h], rtol=0, atol=0)
-    np.testing.assert_allclose(np.asarray(ea_new[1]), np.asarray(ea_old[1])[:, keep_h], rtol=0, atol=0)
+    # Same functions; the fused contraction over basis columns may round the last bit differently
+    # for a different output count (its vectorized tail).
+    np.testing.assert_allclose(np.asarray(ea_new[0]), np.asarray(ea_old[0])[:, :, keep_h], rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(np.asarray(ea_new[1]), np.asarray(ea_old[1])[:, keep_h], rtol=1e-13, atol=1e-15)
     # The original model is untouched.
     assert model.widths == (3, 4, 1) and model.layers[0].coef.shape[:2] == (3, 4)
 

@@ -141,7 +141,8 @@ def _final_params(workdir):
     c = _toy_quick()
     m = train.make_model(c, grid_size=meta["grid_size"])
     opt = train.make_optimizer(c.optimizer, 1)
-    st = ck.restore_state(step, pipeline._ckpt_state(m, opt.init(nnx.state(m, nnx.Param)), jax.random.PRNGKey(0)))
+    like = train.loop.init_opt_state(opt, nnx.state(m, nnx.Param), lbfgs=True)
+    st = ck.restore_state(step, pipeline._ckpt_state(m, like, jax.random.PRNGKey(0)))
     ck.close()
     return step, st
 

@@ -20,8 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.flatten_util import ravel_pytree
 
-__all__ = ["fit", "evaluate", "predict", "make_loss_fn", "FitState", "chunk_boundaries"]
+__all__ = ["fit", "evaluate", "predict", "make_loss_fn", "init_opt_state", "FitState", "chunk_boundaries"]
 
 
 @dataclasses.dataclass
@@ -70,19 +71,28 @@ def make_loss_fn(graphdef, regularization=None) -> Callable:
 
     def loss_fn(params, rest, x, y):
         model = nnx.merge(graphdef, params, rest)
-        pred = model(x)
-        loss = jnp.mean(jnp.square(pred - y))
-        if lamb > 0:
-            from kan_jax import regularize  # lazy: only regularized runs need it
+        if lamb <= 0:
+            return jnp.mean(jnp.square(model(x) - y))
+        from kan_jax import regularize  # lazy: only regularized runs need it
 
-            if not hasattr(model, "edge_activations"):
-                raise ValueError("regularization.lamb > 0 needs a KAN model (model.kind='kan')")
-            acts = model.edge_activations(x)
-            layer_params = [layer.params() for layer in model.layers]
-            loss = loss + lamb * regularize.penalty(acts, layer_params, x=x, **kw)
-        return loss
+        if not hasattr(model, "forward_with_edges"):
+            raise ValueError("regularization.lamb > 0 needs a KAN model (model.kind='kan')")
+        pred, acts = model.forward_with_edges(x)  # one pass: the output is the sum of the edges
+        layer_params = [layer.params() for layer in model.layers]
+        return jnp.mean(jnp.square(pred - y)) + lamb * regularize.penalty(acts, layer_params, x=x, **kw)
 
     return loss_fn
+
+
+def init_opt_state(optimizer: optax.GradientTransformation, params, *, lbfgs: bool):
+    """The optimizer state ``fit`` starts from: over ``params``, or over them raveled for L-BFGS.
+
+    L-BFGS runs on one flat vector (``jax.flatten_util.ravel_pytree``): its two-loop recursion
+    and line search are then a few ops on one array instead of one per parameter leaf (a third
+    less XLA to compile per training loop, measured in docs/PERFORMANCE.md). ``params``: the
+    ``nnx.Param`` state (or any pytree of arrays).
+    """
+    return optimizer.init(ravel_pytree(params)[0] if lbfgs else params)
 
 
 def uses_linesearch(opt_state) -> bool:
@@ -100,10 +110,16 @@ def _batch(key, x, y, batch_size):
 
 @functools.lru_cache(maxsize=64)
 def _make_chunk_fn(graphdef, optimizer, lbfgs: bool, reg_items, batch_size: int, chunk_size: int):
-    """Jitted ``(params, rest, opt_state, x, y, key, step0, n) -> (params, opt_state, losses[chunk_size])``."""
+    """Jitted ``(params, rest, opt_state, x, y, key, step0, n) -> (params, opt_state, losses[chunk_size])``.
+
+    L-BFGS steps run on the raveled params (``init_opt_state``).
+    """
     loss_fn = make_loss_fn(graphdef, dict(reg_items) if reg_items else None)
 
     def chunk(params, rest, opt_state, x, y, key, step0, n):
+        unravel = None
+        if lbfgs:
+            params, unravel = ravel_pytree(params)
         if lbfgs and batch_size <= 0:
             # The host may have changed params since the line search cached value/grad (grid update,
             # restore): an infinite cached value makes value_and_grad_from_state recompute at the
@@ -115,7 +131,7 @@ def _make_chunk_fn(graphdef, optimizer, lbfgs: bool, reg_items, batch_size: int,
             params, opt_state, losses = carry
             step = step0 + i
             xb, yb = _batch(jax.random.fold_in(key, step), x, y, batch_size)
-            f = lambda p: loss_fn(p, rest, xb, yb)  # noqa: E731
+            f = lambda p: loss_fn(unravel(p) if lbfgs else p, rest, xb, yb)  # noqa: E731
             if lbfgs:
                 if batch_size <= 0:
                     value, grad = optax.value_and_grad_from_state(f)(params, state=opt_state)
@@ -135,7 +151,7 @@ def _make_chunk_fn(graphdef, optimizer, lbfgs: bool, reg_items, batch_size: int,
 
         losses = jnp.full((chunk_size,), jnp.nan, dtype=jnp.result_type(float))
         params, opt_state, losses = jax.lax.fori_loop(0, n, body, (params, opt_state, losses))
-        return params, opt_state, losses
+        return (unravel(params) if lbfgs else params), opt_state, losses
 
     return jax.jit(chunk, donate_argnums=(0, 2))
 
@@ -191,7 +207,8 @@ def fit(
       grid_update_every, stop_grid_update_step: the grid schedule (0 = no grid updates).
       regularization: ``{lamb, lamb_l1, lamb_entropy, lamb_coef, lamb_coefdiff}`` or None.
       key: base PRNG key (step ``s`` uses ``fold_in(key, s)``); default ``PRNGKey(0)``.
-      start_step, opt_state: resume point (``opt_state=None``: ``optimizer.init``).
+      start_step, opt_state: resume point (``opt_state=None``: ``init_opt_state``; for L-BFGS a
+        state over the raveled params).
       log_every: call ``log_fn(step, model, {"train_loss": ...})`` every this many steps (0 = only at the end).
       checkpoint_every, checkpoint_fn: call ``checkpoint_fn(FitState)`` every this many steps.
       chunk_size: max steps per jitted call.
@@ -202,10 +219,10 @@ def fit(
       ``diverged`` (bool), ``state`` (the final ``FitState``, with the optimizer state).
     """
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    if opt_state is None:
-        opt_state = optimizer.init(params)
     if lbfgs is None:
-        lbfgs = uses_linesearch(opt_state)
+        lbfgs = uses_linesearch(opt_state if opt_state is not None else optimizer.init(params))
+    if opt_state is None:
+        opt_state = init_opt_state(optimizer, params, lbfgs=bool(lbfgs))
     # The state is donated to the jitted steps and optax may alias one buffer in several leaves:
     # copy. An explicit dtype also drops weak types, which would otherwise retrace (and recompile)
     # the chunk after its first call.

@@ -195,7 +195,7 @@ def run_fit(config, workdir: str) -> dict:
         prev_wall = float(meta.get("wall_time_s", 0.0))
         model = models.make_model(config, grid_size=plan[stage][0])
         optimizer = optim.make_optimizer(config.optimizer, plan[stage][1])
-        like = _ckpt_state(model, optimizer.init(nnx.state(model, nnx.Param)), key)
+        like = _ckpt_state(model, loop.init_opt_state(optimizer, nnx.state(model, nnx.Param), lbfgs=optim.is_lbfgs(config.optimizer)), key)
         restored = ckpt.restore_state(latest, like)
         model = _load_into(model, restored)
         opt_state = restored["opt_state"]
