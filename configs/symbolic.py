@@ -56,6 +56,7 @@ def get_config(arg=None):
     # iterations each is every ~100 iterations until 1000.
     c.training.grid_update_every = 100
     c.training.stop_grid_update_step = 1000
+    c.training.log_every = 100  # metrics.jsonl: train/test RMSE every 100 iterations of each stage
     # On standardized targets (below); hellokan (raw targets) uses pykan's 0.001. A function left
     # spread over several hidden nodes is narrowed by the prune search.
     c.regularization.lamb = 0.01

@@ -353,7 +353,15 @@ def fit_affine_all(
         ("search_samples", None if search_samples is None else int(search_samples)),
     )
     resolved = [_resolve_fn(s) for s in lib.values()]
+    # The edge count is padded to a power of two (>= 4) with copies of the first edge: one
+    # compiled program serves every layer of similar size (compiling is most of the cost here).
+    e = x.shape[0]
+    pad = max(4, 1 << max(e - 1, 0).bit_length()) - e
+    if pad > 0:
+        x = jnp.concatenate([x, jnp.broadcast_to(x[:1], (pad,) + x.shape[1:])])
+        y = jnp.concatenate([y, jnp.broadcast_to(y[:1], (pad,) + y.shape[1:])])
     params, r2 = _fit_affine_all_jit(x, y, fns=tuple((f, g) for f, g, _ in resolved), kwargs=kwargs)
+    params, r2 = params[:e], r2[:e]
     params = jnp.stack([_canonical(params[:, k], c) for k, (_, _, c) in enumerate(resolved)], axis=1)
     return params, r2
 
