@@ -67,13 +67,22 @@ __all__ = [
 _MEASURES = ("mean_abs", "std")
 
 
+def _xp(*arrays):
+    """``numpy`` when every array is a host numpy array (no XLA compile per shape), else ``jax.numpy``."""
+    return np if all(isinstance(a, np.ndarray) for a in arrays) else jnp
+
+
 def edge_magnitudes(edge_acts: Sequence[jax.Array], *, measure: str = "std") -> list[jax.Array]:
-    """Per layer ``(batch, n, o) -> (n, o)`` edge magnitudes (mean ``|phi|`` or std over the batch)."""
+    """Per layer ``(batch, n, o) -> (n, o)`` edge magnitudes (mean ``|phi|`` or std over the batch).
+
+    Numpy inputs give numpy outputs (host-side pruning); JAX arrays / tracers give JAX arrays.
+    """
     if measure not in _MEASURES:
         raise ValueError(f"measure must be one of {_MEASURES}, got {measure!r}")
+    xp = _xp(*edge_acts)
     if measure == "mean_abs":
-        return [jnp.mean(jnp.abs(a), axis=0) for a in edge_acts]
-    return [jnp.std(a, axis=0) for a in edge_acts]
+        return [xp.mean(xp.abs(a), axis=0) for a in edge_acts]
+    return [xp.std(a, axis=0) for a in edge_acts]
 
 
 def scores_from_magnitudes(
@@ -89,17 +98,18 @@ def scores_from_magnitudes(
       ``(edge_scores, node_scores)``: per layer ``(n_l, n_{l+1})``, and per node layer
       ``(n_l,)`` for ``l = 0..L`` (inputs first, outputs last).
     """
-    mags = [jnp.asarray(m) for m in magnitudes]
+    xp = _xp(*magnitudes, *(() if output_scores is None else (output_scores,)))
+    mags = [xp.asarray(m) for m in magnitudes]
     n_out = mags[-1].shape[1]
-    s = jnp.ones((n_out,), mags[-1].dtype) if output_scores is None else jnp.asarray(output_scores, mags[-1].dtype)
+    s = xp.ones((n_out,), mags[-1].dtype) if output_scores is None else xp.asarray(output_scores, mags[-1].dtype)
     if s.shape != (n_out,):
         raise ValueError(f"output_scores must have shape ({n_out},), got {s.shape}")
     nodes, edges = [s], []
     for a in reversed(mags):
-        total = jnp.sum(a, axis=0)  # (o,)
-        share = a / jnp.where(total > 0, total, 1.0)
+        total = xp.sum(a, axis=0)  # (o,)
+        share = a / xp.where(total > 0, total, 1.0)
         e = share * s[None, :]
-        s = jnp.sum(e, axis=1)
+        s = xp.sum(e, axis=1)
         edges.append(e)
         nodes.append(s)
     return edges[::-1], nodes[::-1]
@@ -145,8 +155,8 @@ def _layer_config(layer: KANLayer) -> dict:
 
 
 def _slice_edges(value, rows, cols):
-    arr = jnp.asarray(value)
-    return arr[jnp.asarray(rows)][:, jnp.asarray(cols)]
+    """``value[rows][:, cols]``, sliced on the host (no XLA compile per shape)."""
+    return jnp.asarray(np.asarray(value)[np.ix_(np.asarray(rows), np.asarray(cols))])
 
 
 def _active(layer: KANLayer) -> np.ndarray:
@@ -183,11 +193,11 @@ def _copy_layer(old: KANLayer, new: KANLayer, rows: np.ndarray, cols: np.ndarray
     n, o = old.in_features, old.out_features
     for name in _EDGE_VARS:
         getattr(new, name).set_value(_slice_edges(getattr(old, name)[...], rows, cols))
-    new.grid.set_value(jnp.asarray(old.grid[...])[jnp.asarray(rows)])
-    bias = jnp.asarray(old.bias[...])[jnp.asarray(cols)]
+    new.grid.set_value(jnp.asarray(np.asarray(old.grid[...])[np.asarray(rows)]))
+    bias = np.asarray(old.bias[...])[np.asarray(cols)]
     if bias_shift is not None:
-        bias = bias + jnp.asarray(bias_shift, bias.dtype)
-    new.bias.set_value(bias)
+        bias = bias + np.asarray(bias_shift, bias.dtype)
+    new.bias.set_value(jnp.asarray(bias))
     _copy_symbolic(old, new, rows, cols)
     handled = set(_EDGE_VARS) | set(_SYMBOLIC_ATTRS) | {"grid", "bias"}
     for name, val in list(vars(old).items()):
@@ -225,10 +235,14 @@ def subnetwork(model: KAN, keep: Sequence[Sequence[int]], bias_shifts: Sequence 
             raise ValueError(f"keep[{l}] must be non-empty increasing indices in [0, {w}), got {k.tolist()}")
     layers = list(model.layers)
     cfg = _layer_config(layers[0])
-    new = KAN([int(k.size) for k in keep], rngs=nnx.Rngs(0), **cfg)
+    # Abstract construction (no random init to compile): every variable is set below.
+    new = nnx.eval_shape(lambda: KAN([int(k.size) for k in keep], rngs=nnx.Rngs(0), **cfg))
     for l, (old_l, new_l) in enumerate(zip(layers, new.layers)):
         shift = None if bias_shifts is None else bias_shifts[l]
         _copy_layer(old_l, new_l, keep[l], keep[l + 1], shift)
+    unset = [leaf for leaf in jax.tree_util.tree_leaves(nnx.state(new)) if isinstance(leaf, jax.ShapeDtypeStruct)]
+    if unset:  # a variable _copy_layer does not know about
+        raise RuntimeError(f"subnetwork: {len(unset)} variables of the new network were not copied")
     return new
 
 
