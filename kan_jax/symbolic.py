@@ -92,7 +92,7 @@ def _check_edge(lay, layer, i, j):
 def _spline_phi(lay, xin: jax.Array) -> jax.Array:
     """``(batch, n, o)`` spline edge functions ``phi_ij(x_i)`` without any mask."""
     ones = jnp.ones_like(lay.mask[...])
-    return F.edge_apply(lay.params(), lay.grid[...], ones, xin, **lay._kw())
+    return F.edge_values(lay.params(), lay.grid[...], ones, xin, **lay._kw())
 
 
 def edge_samples(model, x: jax.Array, layers: Sequence[int] | None = None) -> dict[int, tuple[jax.Array, jax.Array]]:
