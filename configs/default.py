@@ -37,7 +37,8 @@ def get_config(arg=None):
     c.optimizer.weight_decay = 1e-4  # adamw
     c.optimizer.grad_clip = 0.0
     c.optimizer.memory_size = 10  # lbfgs history
-    c.optimizer.max_linesearch_steps = 20  # lbfgs zoom line search
+    c.optimizer.linesearch = "zoom"  # lbfgs: "zoom" (strong Wolfe, pykan's) or "backtracking" (Armijo)
+    c.optimizer.max_linesearch_steps = 20  # lbfgs line search
 
     c.training = ml_collections.ConfigDict()
     c.training.steps = 200  # per stage (or a list, one per stage)

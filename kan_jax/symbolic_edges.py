@@ -22,6 +22,7 @@ This module imports no model code (``kan_jax.nnx`` imports it).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -70,6 +71,9 @@ def _group_values(affine, sym_mask, x, names, funcs, dtype):
         yield ii, jj, vals * sym_mask[ii, jj].astype(dtype)
 
 
+# Jitted with the static names / functions: one compiled program per layer structure instead of
+# one small compile per eager op (gathers, scatters, each function) on every new shape.
+@functools.partial(jax.jit, static_argnames=("names", "funcs", "dtype"))
 def edge_values(affine: jax.Array, sym_mask: jax.Array, x: jax.Array, names, funcs, *, dtype=None) -> jax.Array:
     """Symbolic edge values ``sym_mask_ij * (c f(a x_i + b) + d)``.
 
@@ -92,6 +96,7 @@ def edge_values(affine: jax.Array, sym_mask: jax.Array, x: jax.Array, names, fun
     return out
 
 
+@functools.partial(jax.jit, static_argnames=("names", "funcs", "dtype"))
 def layer_output(affine: jax.Array, sym_mask: jax.Array, x: jax.Array, names, funcs, *, dtype=None) -> jax.Array:
     """``(..., n) -> (..., o)``: the sum over inputs of :func:`edge_values` (without forming it)."""
     dtype = jnp.result_type(x, affine) if dtype is None else dtype

@@ -53,12 +53,14 @@ def test_mlp_widths_matching_known_value():
     assert train.mlp_widths_matching([2, 5, 1], 5, 3) == [2, 39, 1]
 
 
-@pytest.mark.parametrize("name,batch", [("adam", 0), ("adamw", 16), ("lbfgs", 0)])
+@pytest.mark.parametrize("name,batch", [("adam", 0), ("adamw", 16), ("lbfgs", 0), ("lbfgs-backtracking", 0)])
 def test_optimizers_reduce_loss(small_ds, name, batch):
     c = _toy_quick()
     c.model.widths = [2, 2, 1]
     c.model.grid_size = 3
+    name, _, ls = name.partition("-")
     c.optimizer.name = name
+    c.optimizer.linesearch = ls or "zoom"
     c.optimizer.learning_rate = 0.05
     model = train.make_model(c, dtype="float64")
     opt = train.make_optimizer(c.optimizer, 30)
@@ -113,6 +115,12 @@ def test_bad_config_values_name_the_field():
     with pytest.raises(ValueError, match=r"optimizer\.name.*lbfgs"):
         train.make_optimizer(c.optimizer, 10)
     with pytest.raises(train.ConfigError, match=r"optimizer\.name"):
+        train.validate_config(c)
+    c = _toy_quick()
+    c.optimizer.linesearch = "wolfe"
+    with pytest.raises(ValueError, match=r"optimizer\.linesearch.*backtracking"):
+        train.make_optimizer(c.optimizer, 10)
+    with pytest.raises(train.ConfigError, match=r"optimizer\.linesearch"):
         train.validate_config(c)
     c = _toy_quick()
     c.model.kind = "transformer"

@@ -92,13 +92,15 @@ def init_opt_state(optimizer: optax.GradientTransformation, params, *, lbfgs: bo
     less XLA to compile per training loop, measured in docs/PERFORMANCE.md). ``params``: the
     ``nnx.Param`` state (or any pytree of arrays).
     """
-    return optimizer.init(ravel_pytree(params)[0] if lbfgs else params)
+    # One compiled program (optax's init is many small ops, each an XLA compile when run eagerly).
+    return jax.jit(lambda p: optimizer.init(ravel_pytree(p)[0] if lbfgs else p))(params)
 
 
 def uses_linesearch(opt_state) -> bool:
     """Whether an optimizer state is optax's L-BFGS / zoom line search (its update needs value_fn)."""
-    leaves = jax.tree_util.tree_leaves(opt_state, is_leaf=lambda t: type(t).__name__ == "ScaleByZoomLinesearchState")
-    return any(type(t).__name__ == "ScaleByZoomLinesearchState" for t in leaves)
+    names = ("ScaleByZoomLinesearchState", "ScaleByBacktrackingLinesearchState")
+    leaves = jax.tree_util.tree_leaves(opt_state, is_leaf=lambda t: type(t).__name__ in names)
+    return any(type(t).__name__ in names for t in leaves)
 
 
 def _batch(key, x, y, batch_size):

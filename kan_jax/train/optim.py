@@ -8,6 +8,7 @@ __all__ = ["OPTIMIZERS", "SCHEDULES", "make_optimizer", "make_schedule"]
 
 OPTIMIZERS = ("adam", "adamw", "lbfgs")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "exponential")
+LINESEARCHES = ("zoom", "backtracking")
 
 
 def make_schedule(opt_config, steps: int):
@@ -39,7 +40,8 @@ def make_optimizer(opt_config, steps: int) -> optax.GradientTransformation:
       opt_config: ``config.optimizer``: ``name`` in ``OPTIMIZERS``, ``learning_rate``; adam/adamw:
         ``schedule``, ``warmup_steps``, ``end_learning_rate_factor``, ``weight_decay`` (adamw),
         ``b1``, ``b2``, ``grad_clip`` (global norm, 0 = off); lbfgs: ``memory_size``,
-        ``max_linesearch_steps``. For lbfgs ``learning_rate`` is ignored unless ``use_learning_rate``
+        ``linesearch`` (``"zoom"``: strong Wolfe, the default, as pykan's torch L-BFGS;
+        ``"backtracking"``: Armijo, a smaller program to compile), ``max_linesearch_steps``. For lbfgs ``learning_rate`` is ignored unless ``use_learning_rate``
         (the zoom line search picks the step).
       steps: the number of steps the optimizer will run (for schedules).
 
@@ -54,10 +56,14 @@ def make_optimizer(opt_config, steps: int) -> optax.GradientTransformation:
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer.name must be one of {list(OPTIMIZERS)}, got {name!r}")
     if name == "lbfgs":
-        linesearch = optax.scale_by_zoom_linesearch(
-            max_linesearch_steps=int(opt_config.get("max_linesearch_steps", 20) or 20),
-            verbose=False,
-        )
+        ls = opt_config.get("linesearch", "zoom") or "zoom"
+        steps_ls = int(opt_config.get("max_linesearch_steps", 20) or 20)
+        if ls == "zoom":
+            linesearch = optax.scale_by_zoom_linesearch(max_linesearch_steps=steps_ls, verbose=False)
+        elif ls == "backtracking":
+            linesearch = optax.scale_by_backtracking_linesearch(max_backtracking_steps=steps_ls, store_grad=True)
+        else:
+            raise ValueError(f"optimizer.linesearch must be one of {list(LINESEARCHES)}, got {ls!r}")
         lr = float(opt_config.learning_rate) if opt_config.get("use_learning_rate", False) else None
         return optax.lbfgs(
             learning_rate=lr, memory_size=int(opt_config.get("memory_size", 10) or 10), linesearch=linesearch

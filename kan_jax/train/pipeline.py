@@ -96,6 +96,9 @@ def validate_config(config) -> None:
     sched = config.optimizer.get("schedule", "constant") or "constant"
     if sched not in optim.SCHEDULES:
         raise ConfigError(f"optimizer.schedule must be one of {list(optim.SCHEDULES)}, got {sched!r}")
+    ls = config.optimizer.get("linesearch", "zoom") or "zoom"
+    if ls not in optim.LINESEARCHES:
+        raise ConfigError(f"optimizer.linesearch must be one of {list(optim.LINESEARCHES)}, got {ls!r}")
     pipeline = config.get("pipeline", "fit")
     if pipeline not in PIPELINES:
         raise ConfigError(f"pipeline must be one of {sorted(PIPELINES)}, got {pipeline!r}")
