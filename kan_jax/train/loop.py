@@ -9,6 +9,7 @@ checkpoints. The RNG of step ``s`` is ``fold_in(key, s)`` (minibatch sampling).
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import math
@@ -158,6 +159,26 @@ def _make_chunk_fn(graphdef, optimizer, lbfgs: bool, reg_items, batch_size: int,
     return jax.jit(chunk, donate_argnums=(0, 2))
 
 
+_COMPILER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kan_jax_compile")
+
+
+def _compile_ahead(fn, *args) -> concurrent.futures.Future:
+    """Compiles the jitted ``fn`` for ``args`` in a background thread (XLA releases the GIL).
+
+    The executable lands in JAX's compilation cache, so the first real call ``fn(*args)`` (same
+    shapes and dtypes) does not compile again. Nothing is run and no buffer is consumed.
+    """
+    return _COMPILER.submit(lambda: fn.lower(*args).compile())
+
+
+def _wait(future) -> None:
+    """Waits for a ``_compile_ahead``; a failure there resurfaces (with its message) at the real call."""
+    try:
+        future.result()
+    except Exception:  # noqa: BLE001 - the call that follows compiles again and raises properly
+        pass
+
+
 def chunk_boundaries(start: int, steps: int, *, every: list[int], grid_update_every: int, stop_grid_update_step: int) -> list[int]:
     """Steps (in ``(start, steps]``) where a chunk ends: multiples of each ``every`` entry, grid updates, the end.
 
@@ -246,6 +267,10 @@ def fit(
     hist_steps, hist_loss = [], []
     diverged = False
     step = start_step
+    fn = _make_chunk_fn(graphdef, optimizer, bool(lbfgs), reg_items, batch_size, chunk_size)
+    # The chunk compiles in the background while the host does the first grid update (which
+    # compiles programs of its own): on a multi-core CPU the two overlap.
+    pending = _compile_ahead(fn, params, rest, opt_state, x, y, key, jnp.asarray(step), jnp.asarray(step))
     for end in bounds:
         if can_update_grid and step < stop_grid_update_step and step % grid_update_every == 0:
             model = nnx.merge(graphdef, params, rest)
@@ -253,6 +278,8 @@ def fit(
             graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         n = end - step
         fn = _make_chunk_fn(graphdef, optimizer, bool(lbfgs), reg_items, batch_size, chunk_size)
+        if pending is not None:
+            pending, _ = None, _wait(pending)
         params, opt_state, losses = fn(params, rest, opt_state, x, y, key, jnp.asarray(step), jnp.asarray(n))
         losses = np.asarray(losses[:n])
         hist_steps.extend(range(step + 1, end + 1))
