@@ -4,7 +4,8 @@ pykan's symbolic pipeline for any formula EXPR in x_1..x_n on [-1, 1]^n: train a
 with sparsity regularization, prune (attribution scores, then the narrowest hidden width that
 still fits), refine the grid, fix symbolic functions layer by layer, retrain the affine params,
 and write ``formula`` / ``formula_test_rmse`` (re-evaluated against the model) to results.json;
-up to 3 seeds until the formula is exact on the training data.
+a second symbolic pass preferring simpler functions and up to 3 seeds, until the formula is
+exact on the training data.
 Argument: ``EXPR``, ``EXPR,quick`` or ``quick`` (a few-second smoke run; ``quick`` alone
 uses ``x_1*x_2``). The hidden width defaults to
 ``2n + 1`` (override with ``--config.model.widths``).
@@ -87,6 +88,9 @@ def get_config(arg=None):
     # One unit of complexity is worth one bit of fit (2x smaller 1 - r^2); pykan's 0.8 makes it
     # 4 bits, and then sin (complexity 2, r^2 0.9991) beat the exact arctan (4) on arctan(2*x_1).
     c.symbolic.weight_simple = 0.5
+    # While the formula is not exact, the same spline network is fixed again preferring simpler
+    # functions (pykan's 0.8: an almost linear hidden edge becomes x, not a slightly better tan).
+    c.symbolic.weight_simple_retry = [0.8]
     c.symbolic.retrain_steps = 1000
     c.symbolic.digits = 4
     # Up to 3 seeds, stopping at the first formula exact on the training data (~1e-9 x std).
@@ -99,5 +103,6 @@ def get_config(arg=None):
         c.symbolic.refine_steps = 10
         c.symbolic.retrain_steps = 10
         c.symbolic.restarts = 1
+        c.symbolic.weight_simple_retry = []
         c.symbolic.lib = ["x", "x^2", "sin", "exp", "0"]
     return c

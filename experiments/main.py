@@ -7,7 +7,7 @@ holding another config) are one line on stderr and exit status 2; no traceback.
 
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/toy.py[:ARG].", lock_config=True)

@@ -31,7 +31,6 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 __all__ = [
     "is_uniform",

@@ -49,7 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from kan_jax.nnx import KAN, EdgeMask, Grid, KANLayer
+from kan_jax.nnx import KAN, KANLayer
 
 __all__ = [
     "edge_magnitudes",

@@ -80,15 +80,26 @@ def test_symbolic_pipeline_restarts_keep_the_best_train_formula(tmp_path):
     c.symbolic.lib = ["x", "sin"]
     c.symbolic.prune_search = False
     c.symbolic.restarts = 2
+    c.symbolic.weight_simple_retry = [0.9, 0.5]  # 0.5 repeats weight_simple: tried once
     r = train.train_and_evaluate(c, str(tmp_path))
     att = r["attempts"]
     assert [a["seed"] for a in att] == [c.seed, c.seed + 1]
     assert r["formula_train_rmse"] == min(a["formula_train_rmse"] for a in att) > 0
     assert r["seed"] == att[int(np.argmin([a["formula_train_rmse"] for a in att]))]["seed"]
     assert r["formula"] == att[[a["seed"] for a in att].index(r["seed"])]["formula"]
+    # Within the reported attempt: a pass per distinct weight_simple, the best train formula kept.
+    passes = r["symbolic_passes"]
+    assert [p["weight_simple"] for p in passes] == [0.5, 0.9]
+    best = min(passes, key=lambda p: p["formula_train_rmse"])
+    assert r["formula"] == best["formula"] and r["formula_train_rmse"] == best["formula_train_rmse"]
+    assert [s["weight_simple"] for s in r["stages"] if s["stage"] == "auto_symbolic"] == [best["weight_simple"]]
     c.symbolic.restarts = 0
     with pytest.raises(ValueError, match="symbolic.restarts"):
         train.train_and_evaluate(c, str(tmp_path / "bad"))
+    c.symbolic.restarts = 1
+    c.symbolic.weight_simple_retry = [1.5]
+    with pytest.raises(ValueError, match=r"symbolic.weight_simple_retry.*\[0, 1\]"):
+        train.train_and_evaluate(c, str(tmp_path / "bad2"))
 
 
 def test_symbolic_config_library_is_the_whole_library_but_zero():

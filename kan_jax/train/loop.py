@@ -98,7 +98,7 @@ def init_opt_state(optimizer: optax.GradientTransformation, params, *, lbfgs: bo
 
 
 def uses_linesearch(opt_state) -> bool:
-    """Whether an optimizer state is optax's L-BFGS / zoom line search (its update needs value_fn)."""
+    """Whether an optimizer state has an optax line search (zoom or backtracking: its update needs value_fn)."""
     names = ("ScaleByZoomLinesearchState", "ScaleByBacktrackingLinesearchState")
     leaves = jax.tree_util.tree_leaves(opt_state, is_leaf=lambda t: type(t).__name__ in names)
     return any(type(t).__name__ in names for t in leaves)

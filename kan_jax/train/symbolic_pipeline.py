@@ -29,6 +29,11 @@ Stages (``config.symbolic.*``, all optional; defaults in brackets):
    a warning and flagged there. Spline edges left (``r2`` below threshold) give ``formula: null``
    and ``formula_error`` naming them.
 
+Symbolic passes: stages 4-6 run on a copy of the spline network with ``symbolic.weight_simple``,
+then, while the formula is not exact on the training data, again with each value of
+``symbolic.weight_simple_retry`` [none] (simpler functions preferred); the pass with the lowest
+train RMSE is kept and every pass is listed in ``symbolic_passes``.
+
 Restarts: ``symbolic.restarts`` [1] attempts of stages 1-6, seeded ``seed, seed + 1, ...``,
 stopping at the first whose formula is exact on the training data (train RMSE at most
 ``symbolic.exact_rtol`` [1e-9] times the target's std); results.json reports the attempt whose
@@ -78,6 +83,7 @@ def run_symbolic(config, workdir: str) -> dict:
     restarts = int(_get(config, "restarts", 1))
     if restarts < 1:
         raise ValueError(f"symbolic.restarts must be a positive integer, got {restarts}")
+    _weights_simple(config)  # validated before any training
     dtype = config.get("dtype", None) or "float32"
     ds = kdata.load(_with_default_dtype(config.data, dtype))
     metrics = MetricsWriter(workdir, resume_step=-1)
@@ -205,39 +211,88 @@ def _attempt(config, ds, seed: int, metrics, step0: int) -> dict:
     cur.update(ds=ds, scale=1.0)
     model_before = loop.evaluate(model, ds)
     model_spline = nnx.clone(model)
-    input_names = list(ds.input_names)
     names = _get(config, "lib", None)
     lib = None if not names else {k: SYMBOLIC_LIB[k] for k in names}
-    sym_kw = {"lib": lib, "r2_threshold": float(_get(config, "r2_threshold", 0.0)),
-              "weight_simple": float(_get(config, "weight_simple", 0.8))}
-    n_layers = len(model.layers)
-    if _get(config, "progressive", False) and n_layers > 1:
-        # Layer by layer: fix one layer's edges, retrain the rest (splines and affine params) so the
-        # later layers absorb what the fixed functions changed, then fit the next layer.
-        report = []
-        for l in range(n_layers - 1):
-            if lib is None or "x" in lib:
-                for i, j in pass_through_edges(model, l):
-                    p, r2 = S.fix_symbolic(model, l, i, j, "x", x_train, lib=lib)
-                    report.append({"layer": l, "i": i, "j": j, "name": "x", "params": p.tolist(), "r2": r2, "fixed": True})
-            report += S.auto_symbolic(model, x_train, layers=[l], **sym_kw)
-            model = train(model, int(_get(config, "retrain_steps", 50)), f"symbolic_layer{l}")
-        report += S.auto_symbolic(model, x_train, layers=[n_layers - 1], **sym_kw)
-    else:
-        report = S.auto_symbolic(model, x_train, **sym_kw)
-    ev_sym = loop.evaluate(model, ds)
-    stages.append({"stage": "auto_symbolic", "steps": 0, "train_rmse": ev_sym["train_rmse"], "test_rmse": ev_sym["test_rmse"],
-                   "edges": [{k: r[k] for k in ("layer", "i", "j", "name", "r2")} for r in report]})
-    model = train(model, int(_get(config, "retrain_steps", 50)), "retrain", grid_update=False)
+    exact = _exact_level(config, ds)
 
+    def symbolic_pass(model, weight_simple):
+        """Stages 4-6 on ``model`` (modified): fix symbols, retrain, formula. Returns the pass."""
+        first = len(stages)
+        sym_kw = {"lib": lib, "r2_threshold": float(_get(config, "r2_threshold", 0.0)), "weight_simple": weight_simple}
+        n_layers = len(model.layers)
+        if _get(config, "progressive", False) and n_layers > 1:
+            # Layer by layer: fix one layer's edges, retrain the rest (splines and affine params) so
+            # the later layers absorb what the fixed functions changed, then fit the next layer.
+            report = []
+            for l in range(n_layers - 1):
+                if lib is None or "x" in lib:
+                    for i, j in pass_through_edges(model, l):
+                        p, r2 = S.fix_symbolic(model, l, i, j, "x", x_train, lib=lib)
+                        report.append({"layer": l, "i": i, "j": j, "name": "x", "params": p.tolist(), "r2": r2, "fixed": True})
+                report += S.auto_symbolic(model, x_train, layers=[l], **sym_kw)
+                model = train(model, int(_get(config, "retrain_steps", 50)), f"symbolic_layer{l}")
+            report += S.auto_symbolic(model, x_train, layers=[n_layers - 1], **sym_kw)
+        else:
+            report = S.auto_symbolic(model, x_train, **sym_kw)
+        ev_sym = loop.evaluate(model, ds)
+        stages.append({"stage": "auto_symbolic", "steps": 0, "weight_simple": weight_simple, "train_rmse": ev_sym["train_rmse"],
+                       "test_rmse": ev_sym["test_rmse"],
+                       "edges": [{k: r[k] for k in ("layer", "i", "j", "name", "r2")} for r in report]})
+        model = train(model, int(_get(config, "retrain_steps", 50)), "retrain", grid_update=False)
+        results_formula, formula_train_rmse = _formula(config, model, ds, stages[-1]["train_rmse"], model_before, exact)
+        logging.info("seed %d, weight_simple %g: formula %s (train rmse %.3g)", seed, weight_simple,
+                     results_formula["formula"], formula_train_rmse)
+        pass_stages = stages[first:]
+        del stages[first:]
+        return {"model": model, "stages": pass_stages, "results_formula": results_formula,
+                "formula_train_rmse": formula_train_rmse, "weight_simple": weight_simple}
+
+    # The first pass ranks fits with ``weight_simple``; while its formula is not exact on the
+    # training data, the same spline network is fixed again with each ``weight_simple_retry``
+    # (simpler functions preferred: a hidden edge that is almost linear becomes ``x`` instead of a
+    # slightly better-fitting tan, and the retrained next layer then finds the exact form).
+    passes, best = [], None
+    for ws in _weights_simple(config):
+        sp = symbolic_pass(nnx.clone(model_spline), ws)
+        passes.append({"weight_simple": ws, "formula": sp["results_formula"]["formula"], "formula_train_rmse": sp["formula_train_rmse"]})
+        if best is None or sp["formula_train_rmse"] < best["formula_train_rmse"]:
+            best = sp
+        if sp["formula_train_rmse"] <= exact:
+            break
+    stages.extend(best["stages"])
+    model, results_formula, formula_train_rmse = best["model"], best["results_formula"], best["formula_train_rmse"]
+    results_formula["symbolic_passes"] = passes
+    return {"model": model, "model_spline": model_spline, "model_before": model_before, "stages": stages,
+            "pruned": pruned, "results_formula": results_formula, "formula_train_rmse": formula_train_rmse,
+            "steps": step0, "seed": seed}
+
+
+def _weights_simple(config) -> list[float]:
+    """``[weight_simple] + weight_simple_retry`` without repeats; ValueError naming the field."""
+    out = []
+    for field, vals in (("weight_simple", [_get(config, "weight_simple", 0.8)]),
+                        ("weight_simple_retry", list(_get(config, "weight_simple_retry", None) or []))):
+        for w in vals:
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0.0 <= float(w) <= 1.0:
+                raise ValueError(f"symbolic.{field} must be numbers in [0, 1], got {w!r}")
+            if float(w) not in out:
+                out.append(float(w))
+    return out
+
+
+def _formula(config, model, ds, model_train: float, model_before: dict, exact: float) -> tuple[dict, float]:
+    """``symbolic_formula`` of ``model`` (stage 6): the results.json fields and the formula's train RMSE.
+
+    Constants that do not snap (integers, p/q, p pi/q) are rounded to ``digits`` decimals; when
+    that rounding costs accuracy (the formula fits the training data more than 2x worse than the
+    network it came from, ``model_train``), 2 more digits, up to 12.
+    """
+    from kan_jax import symbolic as S
+
+    input_names = list(ds.input_names)
     results_formula = {"formula": None, "formula_test_rmse": None}
     formula_train_rmse = float("inf")
     try:
-        # Constants that do not snap (integers, p/q, p pi/q) are rounded to ``digits`` decimals;
-        # when that rounding costs accuracy (the formula fits the training data more than 2x worse
-        # than the network it came from), 2 more digits, up to 12.
-        model_train = stages[-1]["train_rmse"]  # the current model (retrain, or auto_symbolic)
-        exact = _exact_level(config, ds)
         for digits in range(int(_get(config, "digits", 4)), 13, 2):
             formulas = S.symbolic_formula(model, input_names=input_names, digits=digits)
             formula_train_rmse = float(S.formula_rmse(formulas, input_names, ds.x_train, ds.y_train))
@@ -261,13 +316,10 @@ def _attempt(config, ds, seed: int, metrics, step0: int) -> dict:
         if results_formula["formula_far_worse"] or not chk["agreement"]:
             logging.warning("formula %s disagrees with the model: formula test rmse %.3g, model %.3g",
                             text, chk["formula_rmse"], chk["model_rmse"])
-        logging.info("seed %d: formula %s (train rmse %.3g)", seed, results_formula["formula"], formula_train_rmse)
     except S.NotSymbolicError as err:
         results_formula["formula_error"] = str(err)
         logging.warning("no formula: %s", err)
-    return {"model": model, "model_spline": model_spline, "model_before": model_before, "stages": stages,
-            "pruned": pruned, "results_formula": results_formula, "formula_train_rmse": formula_train_rmse,
-            "steps": step0, "seed": seed}
+    return results_formula, formula_train_rmse
 
 
 def pass_through_edges(model, layer: int) -> list[tuple[int, int]]:
