@@ -139,3 +139,13 @@ def test_pass_through_edges():
     x = jnp.linspace(-1, 1, 64)[:, None] * jnp.ones((1, 2))
     p, r2 = S.fix_symbolic(model, 0, 0, 0, "x", x, lib=SYMBOLIC_LIB)
     assert p[0] == 1.0 and p[1] == 0.0 and r2 > 0.9
+
+
+def test_diverged_symbolic_fit_is_recognized():
+    from kan_jax.train.symbolic_pipeline import _diverged
+
+    assert _diverged(float("nan"), 1e-4, 1.0) and _diverged(float("inf"), 1e-4, 1.0)
+    assert _diverged(2.6e61, 8.7e-5, 0.6)  # the blow-up seen on exp(-4*x_1**2)+x_2, seed 1
+    assert not _diverged(5e-4, 8.7e-5, 0.6)  # worse than the splines, still a formula worth reading
+    assert not _diverged(0.5, 1e-2, 0.6)  # below the target's std
+    assert _diverged(0.7, 1e-3, 0.6)

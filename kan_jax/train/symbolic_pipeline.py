@@ -239,7 +239,17 @@ def _attempt(config, ds, seed: int, metrics, step0: int) -> dict:
                        "test_rmse": ev_sym["test_rmse"],
                        "edges": [{k: r[k] for k in ("layer", "i", "j", "name", "r2")} for r in report]})
         model = train(model, int(_get(config, "retrain_steps", 50)), "retrain", grid_update=False)
-        results_formula, formula_train_rmse = _formula(config, model, ds, stages[-1]["train_rmse"], model_before, exact)
+        sym_train = stages[-1]["train_rmse"]
+        if _diverged(sym_train, model_before["train_rmse"], float(np.std(ds.y_train))):
+            # Diverged (a fixed function sent the next layer far outside its grid): worse than the
+            # target's mean; its formula is noise with huge constants (and sympy can take GBs on it).
+            results_formula = {"formula": None, "formula_test_rmse": None,
+                               "formula_error": f"symbolic fit diverged: train rmse {sym_train:.3g} "
+                                                f"(spline network {model_before['train_rmse']:.3g})"}
+            formula_train_rmse = float("inf")
+            logging.warning("seed %d, weight_simple %g: %s", seed, weight_simple, results_formula["formula_error"])
+        else:
+            results_formula, formula_train_rmse = _formula(config, model, ds, sym_train, model_before, exact)
         logging.info("seed %d, weight_simple %g: formula %s (train rmse %.3g)", seed, weight_simple,
                      results_formula["formula"], formula_train_rmse)
         pass_stages = stages[first:]
@@ -265,6 +275,12 @@ def _attempt(config, ds, seed: int, metrics, step0: int) -> dict:
     return {"model": model, "model_spline": model_spline, "model_before": model_before, "stages": stages,
             "pruned": pruned, "results_formula": results_formula, "formula_train_rmse": formula_train_rmse,
             "steps": step0, "seed": seed}
+
+
+def _diverged(sym_train: float, spline_train: float, y_std: float) -> bool:
+    """Whether a retrained symbolic network failed: non-finite, or worse than both 100x the spline
+    network it came from and the target's std (a constant predictor)."""
+    return not np.isfinite(sym_train) or sym_train > max(100.0 * spline_train, y_std)
 
 
 def _weights_simple(config) -> list[float]:
