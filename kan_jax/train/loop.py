@@ -270,7 +270,7 @@ def fit(
     fn = _make_chunk_fn(graphdef, optimizer, bool(lbfgs), reg_items, batch_size, chunk_size)
     # The chunk compiles in the background while the host does the first grid update (which
     # compiles programs of its own): on a multi-core CPU the two overlap.
-    pending = _compile_ahead(fn, params, rest, opt_state, x, y, key, jnp.asarray(step), jnp.asarray(step))
+    pending = _compile_ahead(fn, params, rest, opt_state, x, y, key, jnp.asarray(step), jnp.asarray(step)) if bounds else None
     for end in bounds:
         if can_update_grid and step < stop_grid_update_step and step % grid_update_every == 0:
             model = nnx.merge(graphdef, params, rest)
