@@ -315,7 +315,20 @@ def _simplify(expr, digits: int):
         e = sympy.simplify(e)
     except Exception:  # pragma: no cover
         pass
-    return round_constants(e, digits=digits, snap_tol=_snap_tol(digits))
+    return round_constants(_shorter_factored(e), digits=digits, snap_tol=_snap_tol(digits))
+
+
+def _shorter_factored(expr):
+    """A polynomial's factored form when it has fewer operations (the expansion above undoes
+    ``(x_1 + x_2)**3`` into four terms); anything else unchanged."""
+    syms = sorted(expr.free_symbols, key=str)
+    if not syms or not expr.is_polynomial(*syms) or sympy.count_ops(expr) > 80:
+        return expr
+    try:
+        factored = sympy.factor(expr)
+    except Exception:  # pragma: no cover - sympy corner cases
+        return expr
+    return factored if sympy.count_ops(factored) < sympy.count_ops(expr) else expr
 
 
 def symbolic_formula(

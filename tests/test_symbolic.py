@@ -121,6 +121,23 @@ def test_symbolic_formula_exact_constants():
     assert {s.name for s in expr.free_symbols} == {"u", "v"}
 
 
+def test_symbolic_formula_keeps_polynomials_factored():
+    """The simplifier expands sums out of powers; a polynomial comes back factored when shorter."""
+    m = kan_jax.KAN([2, 1, 1], rngs=nnx.Rngs(0), param_dtype=F64)
+    S.fix_symbolic(m, 0, 0, 0, "x", params=[1.0, 0.0, 1.0, 0.0])
+    S.fix_symbolic(m, 0, 1, 0, "x", params=[2.0, 0.0, 1.5, 0.0])
+    S.fix_symbolic(m, 1, 0, 0, "x^3", params=[1.0, 0.5, 2.0, 0.0])
+    x1, x2 = sympy.symbols("x_1 x_2")
+    truth = 2 * (x1 + 3 * x2 + sympy.Rational(1, 2)) ** 3
+    [expr] = S.symbolic_formula(m)
+    assert sympy.expand(expr - truth) == 0, expr
+    assert sympy.count_ops(expr) < sympy.count_ops(sympy.expand(truth)), expr
+    # Not shorter factored: left expanded.
+    S.fix_symbolic(m, 1, 0, 0, "x", params=[1.0, 0.0, 1.0, 0.0])
+    [expr] = S.symbolic_formula(m)
+    assert expr == x1 + 3 * x2, expr
+
+
 def test_non_symbolic_edges_are_named():
     m = _hellokan_network()
     S.fix_symbolic(m, 0, 0, 0, "sin", params=[np.pi, 0.0, 1.0, 0.0])
