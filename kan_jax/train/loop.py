@@ -4,7 +4,9 @@ Model state lives as ``nnx.split(model, nnx.Param, ...)`` -> ``(graphdef, params
 are pure JAX functions of ``(params, rest, opt_state)``; ``rest`` holds the non-trainable grid and
 edge mask. Steps run ``chunk_size`` at a time inside one jitted ``lax.fori_loop`` (one compile per
 parameter shape, not per chunk length); between chunks the host updates the grid, logs and
-checkpoints. The RNG of step ``s`` is ``fold_in(key, s)`` (minibatch sampling).
+checkpoints. The RNG of step ``s`` is ``fold_in(key, s)`` (minibatch sampling). L-BFGS works on
+the raveled parameter vector (``init_opt_state``). The chunk compiles in a background thread while
+the host runs the first grid update (compiling is most of a small model's cold run time).
 """
 
 from __future__ import annotations
