@@ -221,3 +221,25 @@ def test_workdir_with_other_config_is_refused(uninterrupted):
     c.seed = 7
     with pytest.raises(train.ConfigError, match="different config.*seed"):
         train.train_and_evaluate(c, d)
+
+
+def test_fit_compiles_its_loop_once_with_the_background_compile(small_ds, caplog):
+    """The training loop compiled ahead in a background thread is the one the first chunk runs:
+    one XLA compile of ``chunk`` for a new network shape, grid updates and several chunks included."""
+    import logging
+
+    c = _toy_quick()
+    c.model.widths = [2, 3, 1]
+    c.model.grid_size = 4  # a shape no other test compiles
+    model = train.make_model(c, dtype="float64")
+    opt = train.make_optimizer(c.optimizer, 30)
+    jax.config.update("jax_log_compiles", True)
+    try:
+        with caplog.at_level(logging.WARNING):
+            model, hist = train.fit(model, small_ds, steps=30, optimizer=opt, chunk_size=10, grid_update_every=10,
+                                    stop_grid_update_step=20)
+    finally:
+        jax.config.update("jax_log_compiles", False)
+    compiles = [r.getMessage() for r in caplog.records if "XLA compilation of jit(chunk)" in r.getMessage()]
+    assert len(compiles) == 1, compiles
+    assert len(hist["train_loss"]) == 30 and np.all(np.isfinite(hist["train_loss"]))
