@@ -77,7 +77,6 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default="", help="comma-separated indices into FORMULAS")
     ap.add_argument("--workdir", default="/tmp/kan_symrec")
     ap.add_argument("--quick", action="store_true", help="the ':quick' smoke variant (not a measurement)")
-    ap.add_argument("--lib", default="", help="'all': the whole library but '0' instead of the config's list")
     ap.add_argument("--weight-simple", type=float, default=None, help="overrides config.symbolic.weight_simple")
     args = ap.parse_args(argv)
     os.environ.setdefault("KAN_JAX_COMPILATION_CACHE", "")
@@ -89,10 +88,6 @@ def main(argv=None) -> int:
     for k in idx:
         expr = FORMULAS[k]
         c = symbolic.get_config(expr + (",quick" if args.quick else ""))
-        if args.lib == "all":
-            from kan_jax.symbolic_fit import SYMBOLIC_LIB
-
-            c.symbolic.lib = [k for k in SYMBOLIC_LIB if k != "0"]
         if args.weight_simple is not None:
             c.symbolic.weight_simple = args.weight_simple
         wd = os.path.join(args.workdir, str(k))

@@ -108,19 +108,17 @@ def test_chunk_boundaries_do_not_depend_on_resume_point():
     assert train.chunk_boundaries(20, 50, every=[20, 7], grid_update_every=5, stop_grid_update_step=16) == [b for b in full if b > 20]
 
 
+@pytest.mark.parametrize("field, bad, allowed", [("name", "sgd", "lbfgs"), ("linesearch", "wolfe", "backtracking")])
+def test_bad_optimizer_values_name_the_field(field, bad, allowed):
+    c = _toy_quick()
+    c.optimizer[field] = bad
+    with pytest.raises(ValueError, match=rf"optimizer\.{field}.*{allowed}"):
+        train.make_optimizer(c.optimizer, 10)
+    with pytest.raises(train.ConfigError, match=rf"optimizer\.{field}"):
+        train.validate_config(c)
+
+
 def test_bad_config_values_name_the_field():
-    c = _toy_quick()
-    c.optimizer.name = "sgd"
-    with pytest.raises(ValueError, match=r"optimizer\.name.*lbfgs"):
-        train.make_optimizer(c.optimizer, 10)
-    with pytest.raises(train.ConfigError, match=r"optimizer\.name"):
-        train.validate_config(c)
-    c = _toy_quick()
-    c.optimizer.linesearch = "wolfe"
-    with pytest.raises(ValueError, match=r"optimizer\.linesearch.*backtracking"):
-        train.make_optimizer(c.optimizer, 10)
-    with pytest.raises(train.ConfigError, match=r"optimizer\.linesearch"):
-        train.validate_config(c)
     c = _toy_quick()
     c.model.kind = "transformer"
     with pytest.raises(ValueError, match=r"model\.kind.*mlp"):

@@ -245,7 +245,7 @@ def fit(
     """
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     if lbfgs is None:
-        lbfgs = uses_linesearch(opt_state if opt_state is not None else optimizer.init(params))
+        lbfgs = uses_linesearch(opt_state if opt_state is not None else jax.eval_shape(optimizer.init, params))
     if opt_state is None:
         opt_state = init_opt_state(optimizer, params, lbfgs=bool(lbfgs))
     # The state is donated to the jitted steps and optax may alias one buffer in several leaves:
@@ -272,7 +272,9 @@ def fit(
     fn = _make_chunk_fn(graphdef, optimizer, bool(lbfgs), reg_items, batch_size, chunk_size)
     # The chunk compiles in the background while the host does the first grid update (which
     # compiles programs of its own): on a multi-core CPU the two overlap.
-    pending = _compile_ahead(fn, params, rest, opt_state, x, y, key, jnp.asarray(step), jnp.asarray(step)) if bounds else None
+    pending = None
+    if bounds:  # same argument types as the first real call below (step0 and n are int scalars)
+        pending = _compile_ahead(fn, params, rest, opt_state, x, y, key, jnp.asarray(step), jnp.asarray(bounds[0] - step))
     for end in bounds:
         if can_update_grid and step < stop_grid_update_step and step % grid_update_every == 0:
             model = nnx.merge(graphdef, params, rest)
@@ -281,7 +283,8 @@ def fit(
         n = end - step
         fn = _make_chunk_fn(graphdef, optimizer, bool(lbfgs), reg_items, batch_size, chunk_size)
         if pending is not None:
-            pending, _ = None, _wait(pending)
+            _wait(pending)
+            pending = None
         params, opt_state, losses = fn(params, rest, opt_state, x, y, key, jnp.asarray(step), jnp.asarray(n))
         losses = np.asarray(losses[:n])
         hist_steps.extend(range(step + 1, end + 1))

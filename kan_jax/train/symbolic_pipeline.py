@@ -88,20 +88,21 @@ def run_symbolic(config, workdir: str) -> dict:
     ds = kdata.load(_with_default_dtype(config.data, dtype))
     metrics = MetricsWriter(workdir, resume_step=-1)
     exact = _exact_level(config, ds)
-    attempts, best, step0 = [], None, 0
-    for r in range(restarts):
-        att = _attempt(config, ds, int(config.seed) + r, metrics, step0)
-        step0 = att["steps"]
-        attempts.append({"seed": int(config.seed) + r, "formula": att["results_formula"]["formula"],
-                         "formula_train_rmse": att["formula_train_rmse"], "pruned_widths": att["pruned"]})
-        if best is None or att["formula_train_rmse"] < best["formula_train_rmse"]:
-            best = att
-        if att["formula_train_rmse"] <= exact:
-            break
-        if r + 1 < restarts:
-            logging.info("attempt %d: formula train rmse %.3g is not exact (<= %.3g): restarting with seed %d",
-                         r, att["formula_train_rmse"], exact, int(config.seed) + r + 1)
+
+    def runs():
+        step0 = 0
+        for r in range(restarts):
+            if r:
+                logging.info("formula not exact (train rmse <= %.3g): restarting with seed %d", exact, int(config.seed) + r)
+            att = _attempt(config, ds, int(config.seed) + r, metrics, step0)
+            step0 = att["steps"]
+            yield att
+
+    best, done = _best_until_exact(runs(), exact)
     metrics.close()
+    step0 = done[-1]["steps"]
+    attempts = [{"seed": a["seed"], "formula": a["results_formula"]["formula"], "formula_train_rmse": a["formula_train_rmse"],
+                 "pruned_widths": a["pruned"]} for a in done]
 
     input_names = list(ds.input_names)
     x_train = jnp.asarray(ds.x_train)
@@ -261,20 +262,25 @@ def _attempt(config, ds, seed: int, metrics, step0: int) -> dict:
     # training data, the same spline network is fixed again with each ``weight_simple_retry``
     # (simpler functions preferred: a hidden edge that is almost linear becomes ``x`` instead of a
     # slightly better-fitting tan, and the retrained next layer then finds the exact form).
-    passes, best = [], None
-    for ws in _weights_simple(config):
-        sp = symbolic_pass(nnx.clone(model_spline), ws)
-        passes.append({"weight_simple": ws, "formula": sp["results_formula"]["formula"], "formula_train_rmse": sp["formula_train_rmse"]})
-        if best is None or sp["formula_train_rmse"] < best["formula_train_rmse"]:
-            best = sp
-        if sp["formula_train_rmse"] <= exact:
-            break
+    best, done = _best_until_exact((symbolic_pass(nnx.clone(model_spline), ws) for ws in _weights_simple(config)), exact)
     stages.extend(best["stages"])
     model, results_formula, formula_train_rmse = best["model"], best["results_formula"], best["formula_train_rmse"]
-    results_formula["symbolic_passes"] = passes
+    results_formula["symbolic_passes"] = [{"weight_simple": p["weight_simple"], "formula": p["results_formula"]["formula"],
+                                           "formula_train_rmse": p["formula_train_rmse"]} for p in done]
     return {"model": model, "model_spline": model_spline, "model_before": model_before, "stages": stages,
             "pruned": pruned, "results_formula": results_formula, "formula_train_rmse": formula_train_rmse,
             "steps": step0, "seed": seed}
+
+
+def _best_until_exact(runs, exact: float) -> tuple[dict, list[dict]]:
+    """Consumes ``runs`` (dicts with ``formula_train_rmse``) up to the first exact one (train RMSE
+    at most ``exact``); returns the run with the lowest train RMSE and every run made."""
+    done = []
+    for run in runs:
+        done.append(run)
+        if run["formula_train_rmse"] <= exact:
+            break
+    return min(done, key=lambda run: run["formula_train_rmse"]), done
 
 
 def _diverged(sym_train: float, spline_train: float, y_std: float) -> bool:
