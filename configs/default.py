@@ -48,6 +48,9 @@ def get_config(arg=None):
     c.training.stop_grid_update_step = 50  # ... until step 50
     c.training.log_every = 20
     c.training.chunk_size = 100  # steps per jitted call
+    # Symbolic pipeline only: end a stage early once a whole chunk of steps left the loss bit-equal
+    # (L-BFGS stuck at float rounding) and no grid update is left (kan_jax.train.loop.fit).
+    c.training.stop_on_stall = False
 
     c.regularization = ml_collections.ConfigDict()
     c.regularization.lamb = 0.0  # > 0 adds lamb * kan_jax.regularize.penalty(...)

@@ -58,6 +58,9 @@ def get_config(arg=None):
     c.training.grid_update_every = 100
     c.training.stop_grid_update_step = 1000
     c.training.log_every = 100  # metrics.jsonl: train/test RMSE every 100 iterations of each stage
+    # A stage whose loss stayed bit-equal for a whole chunk (100 iterations; L-BFGS stuck at float
+    # rounding, as an exact symbolic fit is) ends there: the remaining iterations change nothing.
+    c.training.stop_on_stall = True
     # On standardized targets (below); hellokan (raw targets) uses pykan's 0.001. A function left
     # spread over several hidden nodes is narrowed by the prune search.
     c.regularization.lamb = 0.01

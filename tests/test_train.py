@@ -102,6 +102,46 @@ def test_fit_grid_updates_follow_schedule(small_ds, monkeypatch):
     assert seen == [4, 8, 12, 16, 20]
 
 
+def _exact_symbolic_fit(stop_on_stall, **kw):
+    """A [1, 1] KAN whose edge is ``c sin(a x + b) + d`` fit to ``sin(2 x + 1)``: L-BFGS reaches
+    float rounding in ~300 steps and then cannot move the loss."""
+    from kan_jax.symbolic_fit import SYMBOLIC_LIB
+
+    c = _toy_quick()
+    c.model.widths, c.model.grid_size = [1, 1], 3
+    ds = data.expression_dataset("sin(2*x_1+1)", train_num=64, test_num=16, seed=1, dtype="float64")
+    model = train.make_model(c, dtype="float64")
+    model.layers[0].set_symbolic([(0, 0)], [SYMBOLIC_LIB["sin"]])
+    return train.fit(model, ds, steps=600, optimizer=train.make_optimizer(c.optimizer, 600), chunk_size=50,
+                     stop_on_stall=stop_on_stall, **kw)
+
+
+def test_fit_stops_on_stall_with_the_loss_the_full_run_ends_at():
+    model, hist = _exact_symbolic_fit(True)
+    full_model, full = _exact_symbolic_fit(False)
+    assert hist["stalled"] and not full["stalled"]
+    stop = hist["state"].step
+    assert stop < 600 and stop % 50 == 0 and hist["step"][-1] == stop and len(hist["train_loss"]) == stop
+    # The chunk before the stop left the loss bit-equal; so did every step after it in the full run.
+    assert hist["train_loss"][-50:] == [hist["train_loss"][-51]] * 50
+    assert full["train_loss"][-1] == hist["train_loss"][-1] < 1e-30
+    assert full["train_loss"][:stop] == hist["train_loss"]
+    np.testing.assert_allclose(model.layers[0].sym_affine[...], full_model.layers[0].sym_affine[...], rtol=1e-12, atol=1e-14)
+
+
+def test_fit_does_not_stop_on_stall_before_the_last_grid_update():
+    # Without grid updates it stops at step 400 (above); the last update here is before step 450.
+    _, hist = _exact_symbolic_fit(True, grid_update_every=50, stop_grid_update_step=460)
+    assert hist["stalled"] and 450 < hist["state"].step < 600
+
+
+def test_stop_on_stall_is_refused_outside_the_symbolic_pipeline():
+    c = _toy_quick()
+    c.training.stop_on_stall = True
+    with pytest.raises(train.ConfigError, match=r"training\.stop_on_stall.*symbolic"):
+        train.validate_config(c)
+
+
 def test_chunk_boundaries_do_not_depend_on_resume_point():
     full = train.chunk_boundaries(0, 50, every=[20, 7], grid_update_every=5, stop_grid_update_step=16)
     assert full == [5, 7, 10, 14, 15, 20, 21, 28, 35, 40, 42, 49, 50]

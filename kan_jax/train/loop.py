@@ -216,6 +216,7 @@ def fit(
     checkpoint_fn: Callable[[FitState], None] | None = None,
     chunk_size: int = 100,
     stop_on_nan: bool = True,
+    stop_on_stall: bool = False,
 ) -> tuple[nnx.Module, dict]:
     """Trains ``model`` in place on ``dataset`` for ``steps`` optimizer steps (pykan ``fit`` semantics).
 
@@ -238,10 +239,16 @@ def fit(
       checkpoint_every, checkpoint_fn: call ``checkpoint_fn(FitState)`` every this many steps.
       chunk_size: max steps per jitted call.
       stop_on_nan: stop early when the loss turns non-finite (``history["diverged"]`` = True).
+      stop_on_stall: stop early (``history["stalled"]`` = True) after a chunk whose steps all left
+        the loss bit-equal (each step's starting loss equals the previous chunk's last), once no
+        grid update is left in the schedule: the optimizer is stuck (typically L-BFGS at float
+        rounding, its line search failing at every step), so the remaining steps would return
+        the same model.
 
     Returns:
       ``(model, history)``; ``history``: ``step`` and ``train_loss`` (one entry per step run),
-      ``diverged`` (bool), ``state`` (the final ``FitState``, with the optimizer state).
+      ``diverged`` and ``stalled`` (bools), ``state`` (the final ``FitState``, with the optimizer
+      state; its ``step`` is where the run stopped).
     """
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     if lbfgs is None:
@@ -267,7 +274,8 @@ def fit(
         stop_grid_update_step=stop_grid_update_step,
     )
     hist_steps, hist_loss = [], []
-    diverged = False
+    diverged = stalled = False
+    last_loss = None  # the loss each chunk starts from is the previous chunk's last (same params)
     step = start_step
     fn = _make_chunk_fn(graphdef, optimizer, bool(lbfgs), reg_items, batch_size, chunk_size)
     # The chunk compiles in the background while the host does the first grid update (which
@@ -294,14 +302,20 @@ def fit(
         if stop_on_nan and not np.all(np.isfinite(losses)):
             diverged = True
             break
-        if log_fn is not None and ((log_every and step % log_every == 0) or step == steps):
+        grid_updates_left = can_update_grid and step < stop_grid_update_step
+        stalled = stop_on_stall and last_loss is not None and not grid_updates_left and bool(np.all(losses == last_loss))
+        last_loss = losses[-1]
+        if log_fn is not None and ((log_every and step % log_every == 0) or step == steps or stalled):
             log_fn(step, model, {"train_loss": float(losses[-1])})
         if checkpoint_fn is not None and checkpoint_every and step % checkpoint_every == 0 and step != steps:
             checkpoint_fn(FitState(step, model, opt_state))
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        if stalled:
+            break
     model = nnx.merge(graphdef, params, rest)
     # nnx.merge builds a fresh module: callers must use the returned model.
-    return model, {"step": hist_steps, "train_loss": hist_loss, "diverged": diverged, "state": FitState(step, model, opt_state)}
+    return model, {"step": hist_steps, "train_loss": hist_loss, "diverged": diverged, "stalled": stalled,
+                   "state": FitState(step, model, opt_state)}
 
 
 def predict(model: nnx.Module, x, *, batch: int = 65536) -> np.ndarray:

@@ -102,6 +102,8 @@ def validate_config(config) -> None:
     pipeline = config.get("pipeline", "fit")
     if pipeline not in PIPELINES:
         raise ConfigError(f"pipeline must be one of {sorted(PIPELINES)}, got {pipeline!r}")
+    if config.training.get("stop_on_stall", False) and pipeline != "symbolic":
+        raise ConfigError(f"training.stop_on_stall is supported by the symbolic pipeline only (pipeline={pipeline!r}); set it to False")
     bs = int(config.training.get("batch_size", 0) or 0)
     if bs < -1:
         raise ConfigError(f"training.batch_size must be >= 1, or 0 / -1 for full batch, got {bs}")

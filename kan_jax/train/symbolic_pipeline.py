@@ -42,6 +42,10 @@ under ``attempts``. Different initializations find different decompositions of t
 function (``x_1*x_2`` as sums of squares, or a tangle of sines that only approximates it);
 the exact one fits the training data to rounding error.
 
+With ``training.stop_on_stall`` (True in configs/symbolic.py) a stage ends early once a whole
+chunk of its steps left the loss bit-equal and no grid update is left (``loop.fit``); the stage
+then has ``stalled: true`` and ``steps`` counts the steps that ran.
+
 No mid-run checkpoints: a rerun restarts (the whole pipeline is minutes on a CPU).
 """
 
@@ -175,13 +179,14 @@ def _attempt(config, ds, seed: int, metrics, step0: int) -> dict:
             stop_grid_update_step=int(tr.get("stop_grid_update_step", 0) or 0) if grid_update else 0,
             regularization=regularization, key=jax.random.fold_in(key, len(stages)),
             log_every=int(tr.get("log_every", 0) or 0), log_fn=log_fn,
-            chunk_size=int(tr.get("chunk_size", 100) or 100),
+            chunk_size=int(tr.get("chunk_size", 100) or 100), stop_on_stall=bool(tr.get("stop_on_stall", False)),
         )
-        step0 += steps
+        ran = int(hist["state"].step)  # fewer than ``steps`` when the stage diverged or stalled
+        step0 += ran
         ev = evaluate(model)
-        stages.append({"stage": name, "steps": steps, "widths": [int(w) for w in _widths(model)],
+        stages.append({"stage": name, "steps": ran, "widths": [int(w) for w in _widths(model)],
                        "grid_size": int(model.grid_size), "train_rmse": ev["train_rmse"], "test_rmse": ev["test_rmse"],
-                       "diverged": bool(hist["diverged"])})
+                       "diverged": bool(hist["diverged"]), "stalled": bool(hist["stalled"])})
         logging.info("%s: train_rmse %.3g test_rmse %.3g", name, ev["train_rmse"], ev["test_rmse"])
         return model
 
