@@ -94,6 +94,9 @@ def symbolic_label(layer, i: int, j: int) -> str | None:
     return None
 
 
+_PAD_PROBE_MAX = 65536  # larger sample batches are not used to pad the probe points
+
+
 def _probe_curves(model, x, n_points: int):
     """Per layer ``(xs (m, n), phi (m, n, o))``: each input's own sample range, evaluated per edge."""
     inputs = model.layer_inputs(jnp.asarray(x))[:-1]
@@ -104,7 +107,11 @@ def _probe_curves(model, x, n_points: int):
         lo, hi = a.min(axis=0), a.max(axis=0)
         hi = np.where(hi > lo, hi, lo + 1e-6)
         xs = np.linspace(lo, hi, n_points)  # (m, n): column i sweeps input i's range, sorted
-        phi = np.asarray(layer.edge_activations(jnp.asarray(xs, dtype)), dtype=np.float64)
+        # Evaluated in a batch of the samples' size (padded with the last point): the programs
+        # compiled for the samples are reused instead of compiling the layer again for m rows.
+        rows = a.shape[0] if n_points <= a.shape[0] <= _PAD_PROBE_MAX else n_points
+        padded = np.concatenate([xs, np.repeat(xs[-1:], rows - n_points, axis=0)])
+        phi = np.asarray(layer.edge_activations(jnp.asarray(padded, dtype)), dtype=np.float64)[:n_points]
         out.append((xs, phi))
     return out
 

@@ -118,8 +118,16 @@ def scores_from_magnitudes(
 def attribution(
     model: KAN, x: jax.Array, *, measure: str = "std", output_scores: jax.Array | None = None
 ) -> tuple[list[jax.Array], list[jax.Array]]:
-    """``(edge_scores, node_scores)`` of ``model`` on the batch ``x (batch, widths[0])``."""
-    mags = edge_magnitudes(model.edge_activations(jnp.asarray(x)), measure=measure)
+    """``(edge_scores, node_scores)`` of ``model`` on the batch ``x (batch, widths[0])``.
+
+    Outside a trace the magnitudes and scores are computed on the host (numpy arrays: no XLA
+    compile of each small reduction per network shape); under ``jax.jit`` they are traced.
+    """
+    acts = model.edge_activations(jnp.asarray(x))
+    if not any(isinstance(a, jax.core.Tracer) for a in acts):
+        acts = [np.asarray(a) for a in acts]
+        output_scores = None if output_scores is None else np.asarray(output_scores)
+    mags = edge_magnitudes(acts, measure=measure)
     return scores_from_magnitudes(mags, output_scores)
 
 

@@ -230,3 +230,13 @@ def test_keep_top_nodes_exact_and_ranked():
 def test_keep_top_nodes_validates(kw, field):
     with pytest.raises(ValueError, match=field):
         P.keep_top_nodes(_zeroed_model(), _x(), **kw)
+
+
+@pytest.mark.parametrize("measure", ["std", "mean_abs"])
+def test_attribution_on_the_host_equals_the_traced_one(measure):
+    model, x = _zeroed_model(), _x()
+    es, ns = P.attribution(model, x, measure=measure)
+    assert all(isinstance(a, np.ndarray) for a in es + ns)  # concrete inputs: host numpy
+    es_t, ns_t = nnx.jit(lambda m, x: P.attribution(m, x, measure=measure))(model, x)
+    for a, b in zip(es + ns, es_t + ns_t):
+        np.testing.assert_allclose(a, np.asarray(b), rtol=1e-12, atol=1e-15)

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import time
 
 import jax
@@ -82,6 +83,7 @@ def run_symbolic(config, workdir: str) -> dict:
     from kan_jax import data as kdata
 
     t0 = time.time()
+    _import_plotting_ahead()
     if config.model.kind != "kan":
         raise ValueError("the symbolic pipeline needs model.kind='kan'")
     restarts = int(_get(config, "restarts", 1))
@@ -426,6 +428,23 @@ def _unstandardize_output(model, mu: float, sigma: float) -> None:
     last.w_base.set_value(last.w_base[...] * sigma)
     last.w_spline.set_value(last.w_spline[...] * sigma)
     last.bias.set_value(last.bias[...] * sigma + mu)
+
+
+def _import_plotting_ahead() -> None:
+    """Imports matplotlib (~0.4 s) in a background thread while training compiles (XLA releases
+    the GIL), so the diagrams at the end do not wait for it. A failure here is silent: the real
+    import in ``_plot`` reports it."""
+
+    def run():
+        try:
+            import matplotlib.backends.backend_agg  # noqa: F401
+            import matplotlib.figure  # noqa: F401
+
+            from kan_jax import plot  # noqa: F401
+        except Exception:  # noqa: BLE001
+            pass
+
+    threading.Thread(target=run, name="kan_jax_import_plotting", daemon=True).start()
 
 
 def _plot(model, x, path, input_names, title):
