@@ -144,7 +144,8 @@ def init_layer(
     return params, grid, mask
 
 
-def _compute_dtype(dtype, *arrays):
+def compute_dtype(dtype, *arrays):
+    """The dtype a layer computes in: ``dtype`` when set, else the result type of ``arrays``."""
     return jnp.dtype(dtype) if dtype is not None else jnp.result_type(*arrays)
 
 
@@ -192,7 +193,7 @@ def apply(
       ``(..., o)`` outputs in the computation dtype.
     """
     check_features(x, params["coef"].shape[0])
-    cdt = _compute_dtype(dtype, x, params["coef"])
+    cdt = compute_dtype(dtype, x, params["coef"])
     acc = jnp.float32 if jnp.finfo(cdt).bits < 32 else cdt
     if path == "reference" or basis != "bspline":
         return _apply_reference(
@@ -288,7 +289,7 @@ def edge_apply(
       ``bias`` equals ``apply``.
     """
     check_features(x, params["coef"].shape[0])
-    cdt = _compute_dtype(dtype, x, params["coef"])
+    cdt = compute_dtype(dtype, x, params["coef"])
     p = jax.tree.map(lambda a: a.astype(cdt), params)
     phi = lambda xi, c, wb, ws, t: edge_phi(
         xi, c, wb, ws, t, order=order, basis=basis, base_activation=base_activation, extrapolate=extrapolate
@@ -332,7 +333,7 @@ def edge_values(
         return edge_apply(params, grid, mask, x, order=order, basis=basis, base_activation=base_activation, dtype=dtype,
                           extrapolate=extrapolate)
     check_features(x, params["coef"].shape[0])
-    cdt = _compute_dtype(dtype, x, params["coef"])
+    cdt = compute_dtype(dtype, x, params["coef"])
     acc = jnp.float32 if jnp.finfo(cdt).bits < 32 else cdt
     bdt = jnp.promote_types(cdt, jnp.float32)
     f = kernels.dense_features(x.astype(bdt), grid.astype(bdt), order, base_activation, "uniform" if uniform else "general",

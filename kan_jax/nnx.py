@@ -145,6 +145,10 @@ class KANLayer(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """``(batch, n) -> (batch, o)``."""
+        if self.all_symbolic:  # every spline is masked: the bias and the symbolic edges are the layer
+            F.check_features(x, self.in_features)
+            return SE.layer_output(self.sym_affine[...], self.sym_mask[...], x, self.sym_names, self.sym_funcs,
+                                   dtype=F.compute_dtype(self.dtype, x, self.coef[...]), bias=self.bias[...])
         y = F.apply(self.params(), self.grid[...], self.mask[...], x, **self._kw())
         if self.has_symbolic:
             y = y + SE.layer_output(self.sym_affine[...], self.sym_mask[...], x, self.sym_names, self.sym_funcs, dtype=y.dtype)
@@ -155,6 +159,10 @@ class KANLayer(nnx.Module):
 
         Fused (``functional.edge_values``: one basis evaluation per input, closed-form backward).
         """
+        if self.all_symbolic:
+            F.check_features(x, self.in_features)
+            return SE.edge_values(self.sym_affine[...], self.sym_mask[...], x, self.sym_names, self.sym_funcs,
+                                  dtype=F.compute_dtype(self.dtype, x, self.coef[...]))
         acts = F.edge_values(self.params(), self.grid[...], self.mask[...], x, **self._kw())
         if self.has_symbolic:
             acts = acts + SE.edge_values(self.sym_affine[...], self.sym_mask[...], x, self.sym_names, self.sym_funcs, dtype=acts.dtype)
@@ -166,6 +174,13 @@ class KANLayer(nnx.Module):
     def has_symbolic(self) -> bool:
         """Whether the layer holds symbolic-edge state (created by the first ``set_symbolic``)."""
         return getattr(self, "sym_names", None) is not None
+
+    @property
+    def all_symbolic(self) -> bool:
+        """Whether every edge holds a symbolic function (static). Their splines are masked
+        (``set_symbolic``), so the layer then evaluates no spline at all: a smaller, faster
+        program for the retraining of a fully symbolic network."""
+        return self.has_symbolic and all(name is not None for row in self.sym_names for name in row)
 
     def set_symbolic(self, edges, funcs, params=None) -> None:
         """Fixes edges ``[(i, j), ...]`` to library functions: ``c * f(a x_i + b) + d``.

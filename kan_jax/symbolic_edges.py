@@ -97,11 +97,13 @@ def edge_values(affine: jax.Array, sym_mask: jax.Array, x: jax.Array, names, fun
 
 
 @functools.partial(jax.jit, static_argnames=("names", "funcs", "dtype"))
-def layer_output(affine: jax.Array, sym_mask: jax.Array, x: jax.Array, names, funcs, *, dtype=None) -> jax.Array:
-    """``(..., n) -> (..., o)``: the sum over inputs of :func:`edge_values` (without forming it)."""
+def layer_output(affine: jax.Array, sym_mask: jax.Array, x: jax.Array, names, funcs, *, dtype=None,
+                 bias: jax.Array | None = None) -> jax.Array:
+    """``(..., n) -> (..., o)``: the sum over inputs of :func:`edge_values` (without forming it),
+    plus ``bias (o,)`` when given (a layer whose edges are all symbolic needs nothing else)."""
     dtype = jnp.result_type(x, affine) if dtype is None else dtype
     o = sym_mask.shape[1]
     out = jnp.zeros(x.shape[:-1] + (o,), dtype)
     for _, jj, vals in _group_values(affine, sym_mask, x, names, funcs, dtype):
         out = out.at[..., jj].add(vals)
-    return out
+    return out if bias is None else bias.astype(dtype) + out

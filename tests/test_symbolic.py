@@ -70,6 +70,34 @@ def test_symbolic_edges_in_layer_outputs_and_edge_activations():
     assert layer.sym_funcs == ()
 
 
+def test_all_symbolic_layer_skips_splines_with_the_same_values_and_grads():
+    from kan_jax import functional as F
+    from kan_jax import symbolic_edges as SE
+
+    layer = kan_jax.KANLayer(2, 2, rngs=nnx.Rngs(3), param_dtype=F64)
+    x = _x(40)
+    edges = [(0, 0), (0, 1), (1, 0)]
+    layer.set_symbolic(edges, [SYMBOLIC_LIB[k] for k in ("sin", "exp", "x^2")], [[2.0, 0.5, 1.5, -0.2]] * 3)
+    assert not layer.all_symbolic  # edge (1, 1) is still a spline
+    layer.set_symbolic([(1, 1)], [SYMBOLIC_LIB["tanh"]], [[1.0, 0.2, -0.7, 0.3]])
+    assert layer.all_symbolic
+
+    def general(p, x):  # the spline path (masked to 0 everywhere) plus the symbolic edges
+        y = F.apply({k: p[k] for k in ("coef", "w_base", "w_spline", "bias")}, layer.grid[...], layer.mask[...], x,
+                    **F.layer_kwargs(layer))
+        return y + SE.layer_output(p["sym_affine"], layer.sym_mask[...], x, layer.sym_names, layer.sym_funcs)
+
+    gd, params, rest = nnx.split(layer, nnx.Param, ...)
+    flat = {k: v[...] for k, v in params.items()}
+    np.testing.assert_array_equal(layer(x), general(flat, x))
+    np.testing.assert_array_equal(layer.edge_activations(x).sum(1) + layer.bias[...], layer(x))
+    g_fast = jax.grad(lambda p, x: jnp.sum(nnx.merge(gd, p, rest)(x) ** 2), argnums=(0, 1))(params, x)
+    g_ref = jax.grad(lambda p, x: jnp.sum(general(p, x) ** 2), argnums=(0, 1))(flat, x)
+    np.testing.assert_allclose(g_fast[1], g_ref[1], rtol=1e-13)
+    for k, v in g_ref[0].items():
+        np.testing.assert_allclose(g_fast[0][k][...], v, rtol=1e-13, atol=0, err_msg=k)
+
+
 def test_grads_flow_to_symbolic_params():
     m = _hellokan_network()
     m.layers[0].set_symbolic([(0, 0)], [SYMBOLIC_LIB["sin"]], [[3.0, 0.1, 1.0, 0.0]])
