@@ -242,8 +242,8 @@ def fit(
       stop_on_stall: stop early (``history["stalled"]`` = True) after a chunk whose steps all left
         the loss bit-equal (each step's starting loss equals the previous chunk's last), once no
         grid update is left in the schedule: the optimizer is stuck (typically L-BFGS at float
-        rounding, its line search failing at every step), so the remaining steps would return
-        the same model.
+        rounding, its line search failing at every step). The remaining steps would leave the
+        loss where it is; the params may still move at rounding level.
 
     Returns:
       ``(model, history)``; ``history``: ``step`` and ``train_loss`` (one entry per step run),
