@@ -55,6 +55,7 @@ __all__ = [
     "symbolic_formula",
     "formula_rmse",
     "formula_predict",
+    "refit_constants",
     "check_formula",
 ]
 
@@ -342,8 +343,8 @@ def symbolic_formula(
 
     Every active edge must be symbolic (pruned edges count as 0). Layer ``l`` node ``j`` is
     ``bias_j + sum_i sym_mask_ij (c f(a x_i + b) + d)``. Constants are rounded with
-    ``symbolic_fit.round_constants`` (integers, small rationals and multiples of pi within a
-    relative ``10**-digits`` are snapped; others rounded to ``digits`` decimals). With ``simplify``, sums inside ``exp`` are expanded
+    ``symbolic_fit.round_constants`` (integers, small rationals and rational multiples of pi,
+    1/pi and 1/sqrt(2 pi) within a relative ``10**-digits`` are snapped; others rounded to ``digits`` decimals). With ``simplify``, sums inside ``exp`` are expanded
     first, so that constant factors combine (and snap, e.g. ``0.5 e^{0.6931}`` -> 1) before
     ``sympy.simplify``.
 
@@ -404,17 +405,20 @@ def formula_predict(formulas: Sequence[Any], input_names: Sequence[str], x) -> n
     syms = _symbols_for(exprs, input_names)
     cols = [x[:, k] for k in range(x.shape[1])]
     out = np.empty((x.shape[0], len(exprs)))
-    with np.errstate(all="ignore"):
-        for k, e in enumerate(exprs):
-            if e.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo):
-                out[:, k] = np.nan
-                continue
-            f = sympy.lambdify(syms, e, modules="numpy")
-            v = np.asarray(f(*cols))
-            if np.iscomplexobj(v):
-                v = np.where(np.abs(v.imag) < 1e-12, v.real, np.nan)
-            out[:, k] = np.broadcast_to(np.asarray(v, np.float64), (x.shape[0],))
+    for k, e in enumerate(exprs):
+        out[:, k] = _evaluate(e, syms, cols, x.shape[0])
     return out
+
+
+def _evaluate(expr, syms, cols, n: int) -> np.ndarray:
+    """``expr`` on the columns ``cols`` with numpy: ``(n,)`` float64, NaN where complex or undefined."""
+    if expr.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo):
+        return np.full((n,), np.nan)
+    with np.errstate(all="ignore"):
+        v = np.asarray(sympy.lambdify(syms, expr, modules="numpy")(*cols))
+        if np.iscomplexobj(v):
+            v = np.where(np.abs(v.imag) < 1e-12, v.real, np.nan)
+    return np.broadcast_to(np.asarray(v, np.float64), (n,))
 
 
 def formula_rmse(formulas: Sequence[Any], input_names: Sequence[str], x, y) -> float:
@@ -423,6 +427,47 @@ def formula_rmse(formulas: Sequence[Any], input_names: Sequence[str], x, y) -> f
     y = np.asarray(y, np.float64).reshape(pred.shape[0], -1)
     err = float(np.sqrt(np.mean((pred - y) ** 2)))
     return err if np.isfinite(err) else float("inf")
+
+
+def refit_constants(formulas: Sequence[Any], input_names: Sequence[str], x, y, *, digits: int = 4) -> list[sympy.Expr]:
+    """The formulas with their linear constants refit to the data, then rounded and snapped.
+
+    Each formula is read as ``c_0 + sum_i c_i m_i(x)`` (its top-level terms; a term's numeric
+    factor is its coefficient, a term without symbols is ``c_0``), and the ``c_i`` are the least
+    squares fit to ``y`` on ``x``, rounded as ``symbolic_formula`` rounds (``digits``). After the
+    network's small offsets are rounded away (a log edge's ``log(q + 3e-5)`` becomes ``log(q)``)
+    the overall factor that absorbed them is off by more than the snapping tolerance
+    (``0.07960 q/(epsilon r^2)``); refit, it is ``1/(4 pi)`` again.
+
+    Args:
+      formulas: sympy expressions (or strings), one per output.
+      input_names: names of the columns of ``x``.
+      x: ``(N, n)`` inputs; y: ``(N,)`` or ``(N, len(formulas))`` targets.
+      digits: decimals kept for constants that do not snap.
+
+    Returns:
+      One expression per formula; a formula whose terms cannot be evaluated finitely (or has
+      none to refit) comes back unchanged.
+    """
+    exprs = [sympy.sympify(f) if isinstance(f, str) else f for f in formulas]
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64).reshape(x.shape[0], -1)
+    syms = _symbols_for(exprs, input_names)
+    cols = [x[:, k] for k in range(x.shape[1])]
+    out = []
+    for k, expr in enumerate(exprs):
+        parts = [t.as_coeff_Mul()[1] for t in sympy.Add.make_args(expr)]
+        design = np.stack([_evaluate(m, syms, cols, x.shape[0]) for m in parts], axis=1) if expr.free_symbols else None
+        if design is None or not np.all(np.isfinite(design)):
+            out.append(expr)
+            continue
+        c, *_ = np.linalg.lstsq(design, y[:, k], rcond=None)
+        if not np.all(np.isfinite(c)):
+            out.append(expr)
+            continue
+        refit = sympy.Add(*(sympy.Float(float(ci)) * m for ci, m in zip(c, parts)))
+        out.append(round_constants(refit, digits=digits, snap_tol=_snap_tol(digits)))
+    return out
 
 
 def check_formula(

@@ -536,6 +536,17 @@ def to_sympy(
     return c * lib[name].sympy_fn(a * x_sym + b) + d
 
 
+# Irrational units a constant may be a small rational multiple of, with the denominators tried:
+# pi (2*pi*f, pi/2), 1/pi (Coulomb's 1/(4*pi*epsilon), hbar = h/(2*pi)) and 1/sqrt(2*pi) (the
+# Gaussian's normalization). A snap that costs accuracy is undone by the callers' digit
+# escalation (``symbolic_formula`` at more digits snaps with a tighter tolerance).
+_SNAP_UNITS = (
+    (sympy.pi, (1, 2, 3, 4, 6)),
+    (1 / sympy.pi, (1, 2, 3, 4, 6, 8, 12, 16, 20)),
+    (1 / sympy.sqrt(2 * sympy.pi), (1, 2, 4)),
+)
+
+
 def _snap_float(v: float, digits: int, snap_tol: float) -> sympy.Expr:
     tol = snap_tol * max(1.0, abs(v))
     r = round(v)
@@ -545,10 +556,12 @@ def _snap_float(v: float, digits: int, snap_tol: float) -> sympy.Expr:
         p = round(v * q)
         if abs(v - p / q) <= tol:
             return sympy.Rational(p, q)
-    for q in (1, 2, 3, 4, 6):
-        p = round(v * q / math.pi)
-        if p != 0 and abs(v - p * math.pi / q) <= tol:
-            return sympy.Rational(p, q) * sympy.pi
+    for unit, qs in _SNAP_UNITS:
+        u = float(unit)
+        for q in qs:
+            p = round(v * q / u)
+            if p != 0 and abs(v - p * u / q) <= tol:
+                return sympy.Rational(p, q) * unit
     rounded = round(v, digits)
     if rounded == 0:
         return sympy.Integer(0)
@@ -560,9 +573,11 @@ def round_constants(expr: sympy.Expr, *, digits: int = 4, snap_tol: float = 1e-4
 
     Each float ``v`` is replaced by the first of these within
     ``snap_tol * max(1, |v|)``: an integer, a rational ``p/q`` with
-    ``q <= 12``, a multiple ``p*pi/q`` with ``q in {1, 2, 3, 4, 6}``;
-    otherwise it is rounded to ``digits`` decimal places (0 if that rounds to
-    zero). E.g. ``3.14159 -> pi``, ``2.0000001 -> 2``, ``0.4999999 -> 1/2``.
+    ``q <= 12``, a multiple ``p*pi/q`` with ``q in {1, 2, 3, 4, 6}``, ``p/(q*pi)``
+    with ``q in {1, 2, 3, 4, 6, 8, 12, 16, 20}``, ``p/(q*sqrt(2*pi))`` with
+    ``q in {1, 2, 4}``; otherwise it is rounded to ``digits`` decimal places (0 if
+    that rounds to zero). E.g. ``3.14159 -> pi``, ``2.0000001 -> 2``,
+    ``0.4999999 -> 1/2``, ``0.0795775 -> 1/(4*pi)``, ``0.3989423 -> 1/sqrt(2*pi)``.
 
     Args:
       expr: A sympy expression.

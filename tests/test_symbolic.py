@@ -224,3 +224,23 @@ def test_check_formula_reports_a_bad_formula():
     assert S.formula_rmse(["1/(x_1 - x_1)"], ["x_1", "x_2"], x, y) == float("inf")
     with pytest.raises(ValueError, match="not among the input names"):
         S.formula_rmse(["z + x_1"], ["x_1", "x_2"], x, y)
+
+
+def test_refit_constants_recovers_constants_that_absorbed_rounded_offsets():
+    q, eps, r, x = sympy.symbols("q epsilon r x")
+    rng = np.random.default_rng(0)
+    X = rng.uniform(1, 5, size=(200, 3))
+    y = X[:, 0] / (4 * np.pi * X[:, 1] * X[:, 2] ** 2)
+    # The network's log-edge offsets were rounded away; the factor that absorbed them is 2.6e-4 off.
+    [out] = S.refit_constants([0.0795978577 * q / (eps * r**2)], ["q", "epsilon", "r"], X, y)
+    assert sympy.simplify(out - q / (4 * sympy.pi * eps * r**2)) == 0
+    # A constant term and several terms; refit coefficients snap (or round to `digits`).
+    X1 = rng.uniform(-1, 1, size=(100, 1))
+    y1 = 3 * X1[:, 0] ** 2 - 0.5 + 1.2345678 * np.sin(X1[:, 0])
+    [out] = S.refit_constants([2.9991 * x**2 - 0.5004 + 1.23 * sympy.sin(x)], ["x"], X1, y1, digits=4)
+    assert out == 3 * x**2 - sympy.Rational(1, 2) + sympy.Float(1.2346) * sympy.sin(x)
+    # Terms that cannot be evaluated on the data (log of negatives): the formula is left as it is.
+    f = 1.01 * sympy.log(x) + 2
+    assert S.refit_constants([f], ["x"], X1, y1) == [f]
+    # No symbols: nothing to refit.
+    assert S.refit_constants([sympy.Float(1.5)], ["x"], X1, y1) == [sympy.Float(1.5)]

@@ -235,6 +235,11 @@ def test_round_constants_snaps():
     assert out == 2 * sympy.sin(sympy.pi * x + sympy.Rational(1, 2)) + sympy.Float(1.2346)
     assert sf.round_constants(sympy.Float(1e-7) * x + 1.5707963) == sympy.pi / 2
     assert sf.round_constants(sympy.Float(-0.33333) * x) == -x / 3
+    # Inverse-pi and Gaussian-normalization units (Coulomb's 1/(4 pi), hbar's 1/(2 pi)).
+    assert sf.round_constants(sympy.Float(0.0795774715) * x) == x / (4 * sympy.pi)
+    assert sf.round_constants(sympy.Float(-0.1591549) * x) == -x / (2 * sympy.pi)
+    assert sympy.simplify(sf.round_constants(sympy.Float(0.3989423) * x) - x / sympy.sqrt(2 * sympy.pi)) == 0
+    assert sf.round_constants(sympy.Float(0.0954929658) * x) == 3 * x / (10 * sympy.pi)  # p/q = 6/20
     # Outside the tolerance nothing snaps.
     assert sf.round_constants(sympy.Float(3.15) * x, snap_tol=1e-4) == sympy.Float(3.15) * x
 

@@ -22,7 +22,9 @@ Stages (``config.symbolic.*``, all optional; defaults in brackets):
    (and any edge left a spline), no grid update;
 6. ``plots/kan.png`` (the diagram with its symbolic edges), ``symbolic_formula`` (``symbolic.digits`` [4]
    decimals for constants that do not snap, 2 more at a time up to 12 while the rounded formula
-   fits the training data more than 2x worse than the network: ``formula_digits``), re-evaluated
+   fits the training data more than 2x worse than the network: ``formula_digits``; the simplest
+   accurate of the simplified and the composed formula, each also with its linear constants refit
+   to the training data, ``kan_jax.symbolic.refit_constants``), re-evaluated
    on the test set: ``formula``,
    ``formula_test_rmse``, ``formula_vs_model_rmse``, ``formula_agreement``,
    ``formula_far_worse`` go to ``results.json``; a formula far worse than the model is logged as
@@ -59,6 +61,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import sympy
 from absl import logging
 from flax import nnx
 
@@ -312,9 +315,11 @@ def _weights_simple(config) -> list[float]:
 def _formula(config, model, ds, model_train: float, model_before: dict, exact: float) -> tuple[dict, float]:
     """``symbolic_formula`` of ``model`` (stage 6): the results.json fields and the formula's train RMSE.
 
-    Constants that do not snap (integers, p/q, p pi/q) are rounded to ``digits`` decimals; when
-    that rounding costs accuracy (the formula fits the training data more than 2x worse than the
-    network it came from, ``model_train``), 2 more digits, up to 12.
+    Constants that do not snap (integers, p/q, rational multiples of pi, 1/pi, 1/sqrt(2 pi)) are
+    rounded to ``digits`` decimals; when that rounding costs accuracy (the formula fits the
+    training data more than 2x worse than the network it came from, ``model_train``), 2 more
+    digits, up to 12. At each ``digits`` the formula is the simplest accurate reading of the
+    network (``_best_formula``: simplified or as composed, constants as rounded or refit).
     """
     from kan_jax import symbolic as S
 
@@ -323,10 +328,7 @@ def _formula(config, model, ds, model_train: float, model_before: dict, exact: f
     formula_train_rmse = float("inf")
     try:
         for digits in range(int(_get(config, "digits", 4)), 13, 2):
-            formulas = S.symbolic_formula(model, input_names=input_names, digits=digits)
-            formula_train_rmse = float(S.formula_rmse(formulas, input_names, ds.x_train, ds.y_train))
-            if not np.isfinite(formula_train_rmse):
-                formula_train_rmse = float("inf")
+            formulas, formula_train_rmse = _best_formula(model, ds, digits, good=2 * model_train + exact, exact=exact)
             if formula_train_rmse <= 2 * model_train + exact:
                 break
         chk = S.check_formula(model, formulas, ds.x_test, y=ds.y_test, input_names=input_names,
@@ -349,6 +351,34 @@ def _formula(config, model, ds, model_train: float, model_before: dict, exact: f
         results_formula["formula_error"] = str(err)
         logging.warning("no formula: %s", err)
     return results_formula, formula_train_rmse
+
+
+def _best_formula(model, ds, digits: int, *, good: float, exact: float) -> tuple[list, float]:
+    """The formula of ``model`` at ``digits``, and its train RMSE: the simplest of four readings.
+
+    The candidates are ``symbolic_formula`` simplified and as composed (``simplify=False``: the
+    simplification can tangle a rounded offset into the structure, e.g. ``(28686 r + 1)**2``),
+    and each with its linear constants refit to the training data (``refit_constants``: the
+    factor that absorbed rounded-away offsets snaps again, e.g. to ``1/(4 pi)``). The choice is
+    the fewest operations among the exact ones (train RMSE <= ``exact``), else among the good
+    ones (<= ``good``), else the lowest train RMSE.
+    """
+    from kan_jax import symbolic as S
+
+    names = list(ds.input_names)
+    composed = [S.symbolic_formula(model, input_names=names, digits=digits, simplify=simplify) for simplify in (True, False)]
+    cands = composed + [S.refit_constants(f, names, ds.x_train, ds.y_train, digits=digits) for f in composed]
+    scored = []
+    for f in cands:
+        rmse = float(S.formula_rmse(f, names, ds.x_train, ds.y_train))
+        scored.append((rmse if np.isfinite(rmse) else float("inf"), sum(sympy.count_ops(e) for e in f), f))
+    for level in (exact, good):
+        ok = [t for t in scored if t[0] <= level]
+        if ok:
+            rmse, _, f = min(ok, key=lambda t: (t[1], t[0]))
+            return f, rmse
+    rmse, _, f = min(scored, key=lambda t: (t[0], t[1]))
+    return f, rmse
 
 
 def pass_through_edges(model, layer: int) -> list[tuple[int, int]]:
