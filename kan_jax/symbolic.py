@@ -26,6 +26,8 @@ Example::
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -332,12 +334,49 @@ def _shorter_factored(expr):
     return factored if sympy.count_ops(factored) < sympy.count_ops(expr) else expr
 
 
+SIMPLIFY_SECONDS = 5.0
+"""Default wall-clock bound on simplifying one expression (``symbolic_formula``): sympy's
+``simplify`` can run for many minutes on a 26-operation expression mixing ``sin``, ``log`` and
+rational functions (a non-exact fit of AI Feynman I.6.2)."""
+
+
+class _OutOfTime(Exception):
+    pass
+
+
+def _within(seconds: float | None, fn, fallback):
+    """``fn()``, or ``fallback()`` once ``seconds`` of wall time have passed (SIGALRM: bounded in
+    the main thread on POSIX; elsewhere, or with ``seconds=None``, ``fn()`` runs unbounded)."""
+    if (seconds is None or not hasattr(signal, "setitimer")
+            or threading.current_thread() is not threading.main_thread()):
+        return fn()
+
+    armed = [True]
+
+    def on_alarm(signum, frame):
+        if armed[0]:  # an alarm handled after fn() is done is ignored
+            raise _OutOfTime
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, float(seconds))
+        return fn()
+    except _OutOfTime:
+        armed[0] = False
+        return fallback()
+    finally:
+        armed[0] = False
+        signal.setitimer(signal.ITIMER_REAL, 0.0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def symbolic_formula(
     model,
     *,
     input_names: Sequence[str] | None = None,
     digits: int = 4,
     simplify: bool = True,
+    simplify_seconds: float | None = SIMPLIFY_SECONDS,
 ) -> list[sympy.Expr]:
     """The network as sympy expressions, one per output.
 
@@ -353,6 +392,9 @@ def symbolic_formula(
       input_names: names of the inputs (default ``x_1 .. x_n``).
       digits: decimals kept for constants that do not snap.
       simplify: simplify the expressions (slower for big networks).
+      simplify_seconds: wall-clock bound on simplifying each expression (``None``: unbounded;
+        bounded in the main thread on POSIX). An expression that runs out of time is returned
+        as with ``simplify=False``.
 
     Returns:
       ``widths[-1]`` sympy expressions.
@@ -382,9 +424,10 @@ def symbolic_formula(
                     a, b, c, d = (sympy.Float(float(v)) for v in aff[i, j])
                     outs[j] = outs[j] + sympy.Float(float(sm[i, j])) * (c * fn[name].sympy_fn(a * nodes[i] + b) + d)
         nodes = outs
-    if simplify:
-        return [_simplify(e, digits) for e in nodes]
-    return [round_constants(e, digits=digits, snap_tol=_snap_tol(digits)) for e in nodes]
+    rounded = [round_constants(e, digits=digits, snap_tol=_snap_tol(digits)) for e in nodes]
+    if not simplify:
+        return rounded
+    return [_within(simplify_seconds, lambda e=e: _simplify(e, digits), lambda r=r: r) for e, r in zip(nodes, rounded)]
 
 
 def _symbols_for(exprs, names):

@@ -149,6 +149,28 @@ def test_symbolic_formula_exact_constants():
     assert {s.name for s in expr.free_symbols} == {"u", "v"}
 
 
+def test_simplification_is_bounded_in_time():
+    import time
+
+    from kan_jax.symbolic import _within
+
+    t0 = time.time()
+    assert _within(0.2, lambda: time.sleep(30) or "slow", lambda: "fallback") == "fallback"
+    assert time.time() - t0 < 5
+    assert _within(5.0, lambda: "fast", lambda: "fallback") == "fast"
+    assert _within(None, lambda: "unbounded", lambda: "fallback") == "unbounded"
+    # Out of time, symbolic_formula returns the composed formula (as with simplify=False):
+    # x_1 x_2 as ((x_1 + x_2)^2 - (x_1 - x_2)^2) / 4.
+    m = kan_jax.KAN([2, 2, 1], grid_size=3, rngs=nnx.Rngs(0), param_dtype=F64)
+    for i, j, c in ((0, 0, 1.0), (1, 0, 1.0), (0, 1, 1.0), (1, 1, -1.0)):
+        S.fix_symbolic(m, 0, i, j, "x", params=[1.0, 0.0, c, 0.0])
+    for i, c in ((0, 0.25), (1, -0.25)):
+        S.fix_symbolic(m, 1, i, 0, "x^2", params=[1.0, 0.0, c, 0.0])
+    x1, x2 = sympy.symbols("x_1 x_2")
+    assert S.symbolic_formula(m) == [x1 * x2]
+    assert S.symbolic_formula(m, simplify_seconds=1e-6) == S.symbolic_formula(m, simplify=False) != [x1 * x2]
+
+
 def test_symbolic_formula_keeps_polynomials_factored():
     """The simplifier expands sums out of powers; a polynomial comes back factored when shorter."""
     m = kan_jax.KAN([2, 1, 1], rngs=nnx.Rngs(0), param_dtype=F64)
