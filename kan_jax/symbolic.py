@@ -472,7 +472,8 @@ def formula_rmse(formulas: Sequence[Any], input_names: Sequence[str], x, y) -> f
     return err if np.isfinite(err) else float("inf")
 
 
-def refit_constants(formulas: Sequence[Any], input_names: Sequence[str], x, y, *, digits: int = 4) -> list[sympy.Expr]:
+def refit_constants(formulas: Sequence[Any], input_names: Sequence[str], x, y, *, digits: int = 4,
+                    seconds: float | None = SIMPLIFY_SECONDS) -> list[sympy.Expr]:
     """The formulas with their linear constants refit to the data, then rounded and snapped.
 
     Each formula is read as ``c_0 + sum_i c_i m_i(x)`` (its top-level terms; a term's numeric
@@ -487,10 +488,11 @@ def refit_constants(formulas: Sequence[Any], input_names: Sequence[str], x, y, *
       input_names: names of the columns of ``x``.
       x: ``(N, n)`` inputs; y: ``(N,)`` or ``(N, len(formulas))`` targets.
       digits: decimals kept for constants that do not snap.
+      seconds: wall-clock bound per formula, as ``symbolic_formula``'s ``simplify_seconds``.
 
     Returns:
       One expression per formula; a formula whose terms cannot be evaluated finitely (or has
-      none to refit) comes back unchanged.
+      none to refit, or runs out of time) comes back unchanged.
     """
     exprs = [sympy.sympify(f) if isinstance(f, str) else f for f in formulas]
     x = np.asarray(x, np.float64)
@@ -498,19 +500,23 @@ def refit_constants(formulas: Sequence[Any], input_names: Sequence[str], x, y, *
     syms = _symbols_for(exprs, input_names)
     cols = [x[:, k] for k in range(x.shape[1])]
     out = []
-    for k, expr in enumerate(exprs):
-        parts = [t.as_coeff_Mul()[1] for t in sympy.Add.make_args(expr)]
-        design = np.stack([_evaluate(m, syms, cols, x.shape[0]) for m in parts], axis=1) if expr.free_symbols else None
-        if design is None or not np.all(np.isfinite(design)):
-            out.append(expr)
-            continue
-        c, *_ = np.linalg.lstsq(design, y[:, k], rcond=None)
+
+    def refit(expr, target):
+        # A term's numeric factors, also those inside it (``1/(1.0083 chi + 1.0083)``), are its
+        # coefficient: what is left is the monomial ``m_i``.
+        parts = [sympy.factor_terms(t.as_coeff_Mul()[1]).as_coeff_Mul()[1] for t in sympy.Add.make_args(expr)]
+        if not expr.free_symbols:
+            return expr
+        design = np.stack([_evaluate(m, syms, cols, x.shape[0]) for m in parts], axis=1)
+        if not np.all(np.isfinite(design)):
+            return expr
+        c, *_ = np.linalg.lstsq(design, target, rcond=None)
         if not np.all(np.isfinite(c)):
-            out.append(expr)
-            continue
-        refit = sympy.Add(*(sympy.Float(float(ci)) * m for ci, m in zip(c, parts)))
-        out.append(round_constants(refit, digits=digits, snap_tol=_snap_tol(digits)))
-    return out
+            return expr
+        new = sympy.Add(*(sympy.Float(float(ci)) * m for ci, m in zip(c, parts)))
+        return round_constants(new, digits=digits, snap_tol=_snap_tol(digits))
+
+    return [_within(seconds, lambda e=e, k=k: refit(e, y[:, k]), lambda e=e: e) for k, e in enumerate(exprs)]
 
 
 def check_formula(

@@ -256,6 +256,10 @@ def test_refit_constants_recovers_constants_that_absorbed_rounded_offsets():
     # The network's log-edge offsets were rounded away; the factor that absorbed them is 2.6e-4 off.
     [out] = S.refit_constants([0.0795978577 * q / (eps * r**2)], ["q", "epsilon", "r"], X, y)
     assert sympy.simplify(out - q / (4 * sympy.pi * eps * r**2)) == 0
+    # Numeric factors inside a term belong to its coefficient (they cancel once refit).
+    y2 = X[:, 0] / (X[:, 1] * (X[:, 2] + 1))
+    [out] = S.refit_constants([1.0083 * q / (eps * (1.0083 * r + 1.0083))], ["q", "epsilon", "r"], X, y2)
+    assert sympy.simplify(out - q / (eps * (r + 1))) == 0
     # A constant term and several terms; refit coefficients snap (or round to `digits`).
     X1 = rng.uniform(-1, 1, size=(100, 1))
     y1 = 3 * X1[:, 0] ** 2 - 0.5 + 1.2345678 * np.sin(X1[:, 0])
