@@ -359,7 +359,9 @@ def _within(seconds: float | None, fn, fallback):
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
     try:
-        signal.setitimer(signal.ITIMER_REAL, float(seconds))
+        # Repeating: a raise that lands in code that swallows exceptions (a gc callback, a
+        # __del__) is printed and dropped; the next alarm, 0.25 s later, raises again.
+        signal.setitimer(signal.ITIMER_REAL, float(seconds), 0.25)
         return fn()
     except _OutOfTime:
         armed[0] = False
