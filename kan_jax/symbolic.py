@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -346,11 +347,18 @@ class _OutOfTime(Exception):
 
 def _within(seconds: float | None, fn, fallback):
     """``fn()``, or ``fallback()`` once ``seconds`` of wall time have passed (SIGALRM: bounded in
-    the main thread on POSIX; elsewhere, or with ``seconds=None``, ``fn()`` runs unbounded)."""
+    the main thread on POSIX; elsewhere, or with ``seconds=None``, ``fn()`` runs unbounded).
+
+    A timer the caller already runs (``ITIMER_REAL``, e.g. a test timeout) is kept: when it is due
+    first, ``fn()`` runs under it alone; otherwise it is re-armed afterwards with its remaining time.
+    """
     if (seconds is None or not hasattr(signal, "setitimer")
             or threading.current_thread() is not threading.main_thread()):
         return fn()
-
+    outer_delay, outer_interval = signal.getitimer(signal.ITIMER_REAL)
+    if 0.0 < outer_delay <= seconds:
+        return fn()
+    start = time.monotonic()
     armed = [True]
 
     def on_alarm(signum, frame):
@@ -370,6 +378,8 @@ def _within(seconds: float | None, fn, fallback):
         armed[0] = False
         signal.setitimer(signal.ITIMER_REAL, 0.0)
         signal.signal(signal.SIGALRM, previous)
+        if outer_delay > 0.0:
+            signal.setitimer(signal.ITIMER_REAL, max(outer_delay - (time.monotonic() - start), 1e-3), outer_interval)
 
 
 def symbolic_formula(

@@ -170,6 +170,27 @@ def test_simplification_is_bounded_in_time():
     t0 = time.time()
     assert _within(0.2, swallows_the_first, lambda: "fallback") == "fallback"
     assert time.time() - t0 < 5
+
+    # A caller's own timer (a test timeout, say) survives, or wins when it is due first.
+    import signal
+
+    class Outer(Exception):
+        pass
+
+    def outer(signum, frame):
+        raise Outer
+
+    before = signal.signal(signal.SIGALRM, outer)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 30.0)
+        assert _within(0.2, lambda: time.sleep(30), lambda: "fallback") == "fallback"
+        assert signal.getsignal(signal.SIGALRM) is outer and 25.0 < signal.getitimer(signal.ITIMER_REAL)[0] <= 30.0
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        with pytest.raises(Outer):
+            _within(5.0, lambda: time.sleep(30), lambda: "fallback")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0.0)
+        signal.signal(signal.SIGALRM, before)
     assert _within(None, lambda: "unbounded", lambda: "fallback") == "unbounded"
     # Out of time, symbolic_formula returns the composed formula (as with simplify=False):
     # x_1 x_2 as ((x_1 + x_2)^2 - (x_1 - x_2)^2) / 4.
