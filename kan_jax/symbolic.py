@@ -436,10 +436,12 @@ def symbolic_formula(
                     a, b, c, d = (sympy.Float(float(v)) for v in aff[i, j])
                     outs[j] = outs[j] + sympy.Float(float(sm[i, j])) * (c * fn[name].sympy_fn(a * nodes[i] + b) + d)
         nodes = outs
-    rounded = [round_constants(e, digits=digits, snap_tol=_snap_tol(digits)) for e in nodes]
+    def rounded(e):
+        return round_constants(e, digits=digits, snap_tol=_snap_tol(digits))
+
     if not simplify:
-        return rounded
-    return [_within(simplify_seconds, lambda e=e: _simplify(e, digits), lambda r=r: r) for e, r in zip(nodes, rounded)]
+        return [rounded(e) for e in nodes]
+    return [_within(simplify_seconds, lambda e=e: _simplify(e, digits), lambda e=e: rounded(e)) for e in nodes]
 
 
 def _symbols_for(exprs, names):
@@ -511,14 +513,13 @@ def refit_constants(formulas: Sequence[Any], input_names: Sequence[str], x, y, *
     y = np.asarray(y, np.float64).reshape(x.shape[0], -1)
     syms = _symbols_for(exprs, input_names)
     cols = [x[:, k] for k in range(x.shape[1])]
-    out = []
 
     def refit(expr, target):
+        if not expr.free_symbols:
+            return expr
         # A term's numeric factors, also those inside it (``1/(1.0083 chi + 1.0083)``), are its
         # coefficient: what is left is the monomial ``m_i``.
         parts = [sympy.factor_terms(t.as_coeff_Mul()[1]).as_coeff_Mul()[1] for t in sympy.Add.make_args(expr)]
-        if not expr.free_symbols:
-            return expr
         design = np.stack([_evaluate(m, syms, cols, x.shape[0]) for m in parts], axis=1)
         if not np.all(np.isfinite(design)):
             return expr

@@ -27,7 +27,6 @@ Every function that needs a library takes it as the keyword ``lib``.
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -540,11 +539,11 @@ def to_sympy(
 # pi (2*pi*f, pi/2), 1/pi (Coulomb's 1/(4*pi*epsilon), hbar = h/(2*pi)) and 1/sqrt(2*pi) (the
 # Gaussian's normalization). A snap that costs accuracy is undone by the callers' digit
 # escalation (``symbolic_formula`` at more digits snaps with a tighter tolerance).
-_SNAP_UNITS = (
+_SNAP_UNITS = tuple((unit, float(unit), qs) for unit, qs in (
     (sympy.pi, (1, 2, 3, 4, 6)),
     (1 / sympy.pi, (1, 2, 3, 4, 6, 8, 12, 16, 20)),
     (1 / sympy.sqrt(2 * sympy.pi), (1, 2, 4)),
-)
+))
 
 
 def _snap_float(v: float, digits: int, snap_tol: float) -> sympy.Expr:
@@ -556,8 +555,7 @@ def _snap_float(v: float, digits: int, snap_tol: float) -> sympy.Expr:
         p = round(v * q)
         if abs(v - p / q) <= tol:
             return sympy.Rational(p, q)
-    for unit, qs in _SNAP_UNITS:
-        u = float(unit)
+    for unit, u, qs in _SNAP_UNITS:
         for q in qs:
             p = round(v * q / u)
             if p != 0 and abs(v - p * u / q) <= tol:

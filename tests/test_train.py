@@ -130,9 +130,10 @@ def test_fit_stops_on_stall_with_the_loss_the_full_run_ends_at():
 
 
 def test_fit_does_not_stop_on_stall_before_the_last_grid_update():
-    # Without grid updates it stops at step 400 (above); the last update here is before step 450.
+    _, plain = _exact_symbolic_fit(True)
+    assert plain["state"].step <= 450  # stalls early without grid updates ...
     _, hist = _exact_symbolic_fit(True, grid_update_every=50, stop_grid_update_step=460)
-    assert hist["stalled"] and 450 < hist["state"].step < 600
+    assert hist["stalled"] and 450 < hist["state"].step < 600  # ... and not before the last one (step 450)
 
 
 def test_stop_on_stall_is_refused_outside_the_symbolic_pipeline():

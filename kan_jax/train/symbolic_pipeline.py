@@ -369,7 +369,8 @@ def _best_formula(model, ds, digits: int, *, good: float, exact: float) -> tuple
     composed = [S.symbolic_formula(model, input_names=names, digits=digits, simplify=simplify) for simplify in (True, False)]
     cands = composed + [S.refit_constants(f, names, ds.x_train, ds.y_train, digits=digits) for f in composed]
     scored = []
-    for f in cands:
+    for f in dict.fromkeys(tuple(c) for c in cands):  # equal readings are scored once
+        f = list(f)
         rmse = float(S.formula_rmse(f, names, ds.x_train, ds.y_train))
         scored.append((rmse if np.isfinite(rmse) else float("inf"), sum(sympy.count_ops(e) for e in f), f))
     for level in (exact, good):
