@@ -125,23 +125,22 @@ def init_layer(
     lo, hi = splines.validate_grid_args(grid_size=grid_size, spline_order=spline_order, grid_range=grid_range)
     family = bases.get_basis(basis)
     n_basis = family.n_basis(grid_size, spline_order)
-    k_coef, k_base = jax.random.split(key)
-    coef = (jax.random.uniform(k_coef, (in_features, out_features, n_basis), param_dtype) - 0.5) * (
-        noise_scale / grid_size
-    )
-    w_base = jax.random.uniform(k_base, (in_features, out_features), param_dtype, -1.0, 1.0) * (
-        base_scale / np.sqrt(in_features)
-    )
-    params = {
-        "coef": coef,
-        "w_base": w_base,
-        "w_spline": jnp.ones((in_features, out_features), param_dtype),
-        "bias": jnp.zeros((out_features,), param_dtype),
-    }
+    params = _init_params(key, in_features, out_features, n_basis, float(noise_scale / grid_size),
+                          float(base_scale / np.sqrt(in_features)), jnp.dtype(param_dtype))
     knots = splines.uniform_knots(grid_size, spline_order, (lo, hi), dtype=param_dtype)
     grid = jnp.broadcast_to(knots, (in_features, knots.shape[0]))
     mask = jnp.ones((in_features, out_features), param_dtype)
     return params, grid, mask
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5, 6))
+def _init_params(key, n: int, o: int, n_basis: int, coef_scale: float, base_scale: float, dtype) -> Params:
+    """``init_layer``'s params, one compiled program per shape (the random draws and the arithmetic
+    run eagerly would be a dozen small compiles, ~1 s of a cold run); same values as eager."""
+    k_coef, k_base = jax.random.split(key)
+    coef = (jax.random.uniform(k_coef, (n, o, n_basis), dtype) - 0.5) * coef_scale
+    w_base = jax.random.uniform(k_base, (n, o), dtype, -1.0, 1.0) * base_scale
+    return {"coef": coef, "w_base": w_base, "w_spline": jnp.ones((n, o), dtype), "bias": jnp.zeros((o,), dtype)}
 
 
 def compute_dtype(dtype, *arrays):

@@ -44,6 +44,25 @@ def test_layer_shapes_and_init():
     assert set(nnx.state(layer, kan_jax.Grid).keys()) == {"grid"}
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_init_draws_and_dtypes(dtype):
+    """init_layer: the documented draws from split keys, every param in ``param_dtype`` (with
+    float64 enabled, float32 params stay float32: w_base once came out float64)."""
+    key = jax.random.PRNGKey(7)
+    params, grid, mask = F.init_layer(key, 3, 4, grid_size=6, spline_order=2, noise_scale=0.5, base_scale=2.0,
+                                      param_dtype=dtype)
+    assert {k: v.dtype for k, v in params.items()} == dict.fromkeys(params, jnp.dtype(dtype))
+    assert grid.dtype == mask.dtype == jnp.dtype(dtype)
+    k_coef, k_base = jax.random.split(key)
+    u = np.asarray(jax.random.uniform(k_coef, (3, 4, 8), dtype), np.float64)
+    v = np.asarray(jax.random.uniform(k_base, (3, 4), dtype, -1.0, 1.0), np.float64)
+    tol = 1e-6 if dtype == jnp.float32 else 1e-15
+    np.testing.assert_allclose(params["coef"], (u - 0.5) * 0.5 / 6, rtol=tol, atol=tol)
+    np.testing.assert_allclose(params["w_base"], v * 2.0 / np.sqrt(3), rtol=tol, atol=tol)
+    np.testing.assert_array_equal(params["w_spline"], 1.0)
+    np.testing.assert_array_equal(params["bias"], 0.0)
+
+
 @pytest.mark.parametrize("dtype,tol", [(jnp.float32, 1e-6), (jnp.float64, 1e-12)])
 def test_fused_equals_per_edge(dtype, tol):
     layer = _randomize(kan_jax.KANLayer(5, 3, grid_size=6, rngs=nnx.Rngs(0), param_dtype=dtype), dtype=dtype)
