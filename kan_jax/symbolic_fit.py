@@ -546,6 +546,12 @@ _SNAP_UNITS = tuple((unit, float(unit), qs) for unit, qs in (
 ))
 
 
+# Largest |p| of a snapped fraction p/q or multiple p/q * unit. The candidates are then few (each
+# is a hypothesis that the constant is exact): with any p, a constant near 6384 would "snap" to
+# 2032*pi and one near 0.61 to 23/(12*pi) (tolerance 1e-4: a few percent of all constants).
+_SNAP_MAX_NUMERATOR = 12
+
+
 def _snap_float(v: float, digits: int, snap_tol: float) -> sympy.Expr:
     tol = snap_tol * max(1.0, abs(v))
     r = round(v)
@@ -553,12 +559,12 @@ def _snap_float(v: float, digits: int, snap_tol: float) -> sympy.Expr:
         return sympy.Integer(r)
     for q in range(2, 13):
         p = round(v * q)
-        if abs(v - p / q) <= tol:
+        if abs(p) <= _SNAP_MAX_NUMERATOR and abs(v - p / q) <= tol:
             return sympy.Rational(p, q)
     for unit, u, qs in _SNAP_UNITS:
         for q in qs:
             p = round(v * q / u)
-            if p != 0 and abs(v - p * u / q) <= tol:
+            if p != 0 and abs(p) <= _SNAP_MAX_NUMERATOR and abs(v - p * u / q) <= tol:
                 return sympy.Rational(p, q) * unit
     rounded = round(v, digits)
     if rounded == 0:
@@ -573,8 +579,8 @@ def round_constants(expr: sympy.Expr, *, digits: int = 4, snap_tol: float = 1e-4
     ``snap_tol * max(1, |v|)``: an integer, a rational ``p/q`` with
     ``q <= 12``, a multiple ``p*pi/q`` with ``q in {1, 2, 3, 4, 6}``, ``p/(q*pi)``
     with ``q in {1, 2, 3, 4, 6, 8, 12, 16, 20}``, ``p/(q*sqrt(2*pi))`` with
-    ``q in {1, 2, 4}``; otherwise it is rounded to ``digits`` decimal places (0 if
-    that rounds to zero). E.g. ``3.14159 -> pi``, ``2.0000001 -> 2``,
+    ``q in {1, 2, 4}`` (``|p| <= 12`` in all but the integer); otherwise it is
+    rounded to ``digits`` decimal places (0 if that rounds to zero). E.g. ``3.14159 -> pi``, ``2.0000001 -> 2``,
     ``0.4999999 -> 1/2``, ``0.0795775 -> 1/(4*pi)``, ``0.3989423 -> 1/sqrt(2*pi)``.
 
     Args:

@@ -242,6 +242,11 @@ def test_round_constants_snaps():
     assert sf.round_constants(sympy.Float(0.0954929658) * x) == 3 * x / (10 * sympy.pi)  # p/q = 6/20
     # Outside the tolerance nothing snaps.
     assert sf.round_constants(sympy.Float(3.15) * x, snap_tol=1e-4) == sympy.Float(3.15) * x
+    # Nor to a fraction with a large numerator: within 1e-4 of 23/(12 pi), 25 pi, 19/12, 67/(4 sqrt(2 pi)),
+    # these are ordinary constants (large integers still snap).
+    for v, want in ((0.61011, 0.6101), (78.53982, 78.5398), (1.58334, 1.5833), (6.68205, 6.6821)):
+        assert sf.round_constants(sympy.Float(v) * x) == sympy.Float(want) * x, v
+    assert sf.round_constants(sympy.Float(4803.0002) * x) == 4803 * x
 
 
 def test_register_symbolic_returns_new_library():
