@@ -69,12 +69,23 @@ def main(argv):
         results = train_and_evaluate(config, _WORKDIR.value)
     except ConfigError as err:
         _die(str(err))
-    msg = f"{results.get('status')}: test_rmse {results.get('test_rmse', float('nan')):.3g}"
-    if "formula" in results:
-        msg += f"; formula {results['formula']} (formula_test_rmse {results.get('formula_test_rmse', float('nan')):.3g})"
-    msg += f"; results, metrics and plots/ in {_WORKDIR.value}"
     if jax.process_index() == 0:
-        print(msg)
+        print(summary(results, _WORKDIR.value))
+
+
+def summary(results: dict, workdir: str) -> str:
+    """The run's closing line: status, test RMSE, the formula (or why there is none), where outputs are."""
+
+    def num(key):
+        v = results.get(key)
+        return "n/a" if v is None else f"{v:.3g}"
+
+    msg = f"{results.get('status')}: test_rmse {num('test_rmse')}"
+    if results.get("formula") is not None:
+        msg += f"; formula {results['formula']} (formula_test_rmse {num('formula_test_rmse')})"
+    elif "formula" in results:
+        msg += f"; no formula ({results.get('formula_error') or 'see results.json'})"
+    return msg + f"; results, metrics and plots/ in {workdir}"
 
 
 if __name__ == "__main__":

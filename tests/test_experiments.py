@@ -82,3 +82,16 @@ def test_cli_runs_and_refuses_a_different_config(tmp_path):
     bad = _cli("--config=configs/toy.py:quick", f"--workdir={tmp_path}", "--config.training.steps=5", "--config.training.grid_sizes=(3,)")
     _assert_one_line_error(bad, "different config", "training.steps")
     assert json.loads((tmp_path / "results.json").read_text())["status"] == "completed"
+
+
+def test_summary_line_without_a_formula():
+    """The closing line of a symbolic run whose fit diverged (formula None) names why, no TypeError."""
+    sys.path.insert(0, ROOT)
+    from experiments.main import summary
+
+    line = summary({"status": "completed", "test_rmse": 0.5, "formula": None, "formula_test_rmse": None,
+                    "formula_error": "symbolic fit diverged: train rmse 1.8e+03"}, "/w")
+    assert line == "completed: test_rmse 0.5; no formula (symbolic fit diverged: train rmse 1.8e+03); results, metrics and plots/ in /w"
+    assert summary({"status": "completed", "test_rmse": 1e-3, "formula": "x_1**2", "formula_test_rmse": 0.0}, "/w") == (
+        "completed: test_rmse 0.001; formula x_1**2 (formula_test_rmse 0); results, metrics and plots/ in /w")
+    assert summary({"status": "failed"}, "/w") == "failed: test_rmse n/a; results, metrics and plots/ in /w"
