@@ -344,8 +344,10 @@ def _formula(config, model, ds, model_train: float, model_before: dict, exact: f
             # agree with its own formula while both are far off the data).
             "formula_far_worse": bool(chk["far_worse"] or chk["formula_rmse"] > 10 * model_before["test_rmse"] + 1e-12),
         }
-        if results_formula["formula_far_worse"] or not chk["agreement"]:
-            logging.warning("formula %s disagrees with the model: formula test rmse %.3g, model %.3g",
+        # Rounded and refit constants move a formula off the model it came from (no agreement)
+        # while it fits the data as well: worth a warning only when it fits the test data worse.
+        if results_formula["formula_far_worse"] or (not chk["agreement"] and chk["formula_rmse"] > 1.1 * chk["model_rmse"]):
+            logging.warning("formula %s fits the test data worse than the model: formula test rmse %.3g, model %.3g",
                             text, chk["formula_rmse"], chk["model_rmse"])
     except S.NotSymbolicError as err:
         results_formula["formula_error"] = str(err)
