@@ -1,6 +1,6 @@
 """Symbolic-regression recovery rate of the symbolic pipeline (configs/symbolic.py) over a formula set.
 
-    python scripts/symbolic_recovery.py [--only N,M] [--workdir /tmp/kan_symrec] > docs/symbolic_recovery.jsonl
+    python scripts/symbolic_recovery.py [--only N,M] [--workdir DIR] > docs/symbolic_recovery.jsonl
 
 Runs ``configs/symbolic.py:EXPR`` end to end (train sparse, prune, refine, auto_symbolic,
 retrain) for every EXPR of ``FORMULAS`` and prints one JSON line per formula: the recovered
@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -75,7 +76,9 @@ def check(formula: str | None, expr: str, n: int, seed: int = 123) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default="", help="comma-separated indices into FORMULAS")
-    ap.add_argument("--workdir", default="/tmp/kan_symrec")
+    ap.add_argument("--workdir", default=None,
+                    help="parent of the per-formula workdirs (default: a new temporary directory; an existing "
+                         "workdir of another config is refused by the runner)")
     ap.add_argument("--quick", action="store_true", help="the ':quick' smoke variant (not a measurement)")
     ap.add_argument("--weight-simple", type=float, default=None, help="overrides config.symbolic.weight_simple")
     args = ap.parse_args(argv)
@@ -85,12 +88,13 @@ def main(argv=None) -> int:
 
     idx = [int(i) for i in args.only.split(",") if i.strip()] or list(range(len(FORMULAS)))
     n_ok = 0
+    parent = args.workdir or tempfile.mkdtemp(prefix="kan_symrec_")
     for k in idx:
         expr = FORMULAS[k]
         c = symbolic.get_config(expr + (",quick" if args.quick else ""))
         if args.weight_simple is not None:
             c.symbolic.weight_simple = args.weight_simple
-        wd = os.path.join(args.workdir, str(k))
+        wd = os.path.join(parent, str(k))
         os.makedirs(wd, exist_ok=True)
         t0 = time.time()
         try:
