@@ -117,8 +117,6 @@ def run_symbolic(config, workdir: str) -> dict:
     x_train = jnp.asarray(ds.x_train)
     _plot(best["model_spline"], x_train, os.path.join(workdir, "plots", "kan_before.png"), input_names, "before auto_symbolic")
     _plot(best["model"], x_train, os.path.join(workdir, "plots", "kan.png"), input_names, "after auto_symbolic + retrain")
-    if best["results_formula"]["formula"] is not None:
-        print(f"formula: {best['results_formula']['formula']}  (test rmse {best['results_formula']['formula_test_rmse']:.3g})")
     ev = loop.evaluate(best["model"], ds)
     diverged = any(st.get("diverged") for st in best["stages"]) or not np.isfinite(ev["test_rmse"])
     results = {
