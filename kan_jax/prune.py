@@ -52,6 +52,7 @@ from flax import nnx
 from kan_jax.nnx import KAN, KANLayer
 
 __all__ = [
+    "MEASURES",
     "edge_magnitudes",
     "scores_from_magnitudes",
     "attribution",
@@ -64,7 +65,7 @@ __all__ = [
     "subnetwork",
 ]
 
-_MEASURES = ("mean_abs", "std")
+MEASURES = ("mean_abs", "std")  # attribution measures (``measure=``)
 
 
 def _xp(*arrays):
@@ -77,8 +78,8 @@ def edge_magnitudes(edge_acts: Sequence[jax.Array], *, measure: str = "std") -> 
 
     Numpy inputs give numpy outputs (host-side pruning); JAX arrays / tracers give JAX arrays.
     """
-    if measure not in _MEASURES:
-        raise ValueError(f"measure must be one of {_MEASURES}, got {measure!r}")
+    if measure not in MEASURES:
+        raise ValueError(f"measure must be one of {MEASURES}, got {measure!r}")
     xp = _xp(*edge_acts)
     if measure == "mean_abs":
         return [xp.mean(xp.abs(a), axis=0) for a in edge_acts]

@@ -74,6 +74,20 @@ def test_cli_bad_config_value(tmp_path):
     assert not (tmp_path / "results.json").exists()
 
 
+@pytest.mark.parametrize("args,needle", [
+    (("--config=configs/symbolic.py:foo(x_1),quick",), "config.data: expression 'foo(x_1)' uses unknown name(s) foo"),
+    (("--config=configs/symbolic.py:sqrt(x_1),quick",), "config.data: dataset 'sqrt(x_1)': fn returned"),
+    (("--config=configs/symbolic.py:x_1*x_2,quick", "--config.symbolic.lib=['x','sinh']"), "symbolic.lib"),
+    (("--config=configs/hellokan.py:quick", "--config.symbolic.digits=14"), "symbolic.digits must be an integer in [0, 12]"),
+    (("--config=configs/hellokan.py:quick", "--config.symbolic.prune_measure=var"), "symbolic.prune_measure must be one of"),
+])
+def test_cli_bad_symbolic_config_is_one_line_and_writes_nothing(tmp_path, args, needle):
+    """A bad data spec or symbolic.* value stops before anything is written or trained."""
+    proc = _cli(*args, f"--workdir={tmp_path / 'w'}")
+    _assert_one_line_error(proc, needle)
+    assert proc.returncode == 2 and not (tmp_path / "w").exists()
+
+
 def test_cli_runs_and_refuses_a_different_config(tmp_path):
     ok = _cli("--config=configs/toy.py:quick", f"--workdir={tmp_path}", "--config.training.steps=4", "--config.training.grid_sizes=(3,)")
     assert ok.returncode == 0, ok.stderr[-2000:]

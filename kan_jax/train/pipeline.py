@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import traceback
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +32,7 @@ from kan_jax.train.workdir import (
 __all__ = ["train_and_evaluate", "PIPELINES", "register_pipeline", "validate_config", "stage_plan", "Preempted"]
 
 PIPELINES: dict[str, Callable] = {}
+PIPELINE_CHECKS: dict[str, Callable] = {}  # pipeline name -> check(config), run by validate_config
 
 # Test hook: called as _after_checkpoint(global_step) after every periodic checkpoint save
 # (tests raise from it to simulate a run killed right after a checkpoint).
@@ -40,11 +43,17 @@ class Preempted(Exception):
     """Raised to stop a run that was asked to stop (results.json status "preempted")."""
 
 
-def register_pipeline(name: str):
-    """Decorator: ``@register_pipeline("symbolic") def run(config, workdir) -> results dict``."""
+def register_pipeline(name: str, *, check: Callable[[Any], None] | None = None):
+    """Decorator: ``@register_pipeline("symbolic") def run(config, workdir) -> results dict``.
+
+    ``check(config)``, if given, is run by ``validate_config`` before anything is written or
+    trained; it raises ``ConfigError`` naming the field and the allowed values.
+    """
 
     def deco(fn):
         PIPELINES[name] = fn
+        if check is not None:
+            PIPELINE_CHECKS[name] = check
         return fn
 
     return deco
@@ -108,6 +117,8 @@ def validate_config(config) -> None:
     if bs < -1:
         raise ConfigError(f"training.batch_size must be >= 1, or 0 / -1 for full batch, got {bs}")
     stage_plan(config)
+    if pipeline in PIPELINE_CHECKS:
+        PIPELINE_CHECKS[pipeline](config)
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -130,6 +141,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         raise
     except (ValueError, TypeError, KeyError, AttributeError) as err:
         raise ConfigError(f"bad config: {err}") from None
+    load_dataset(config)  # a bad data spec stops here, before anything is written
     workdir = os.path.abspath(workdir)
     check_or_write_config(workdir, config)
     results_path = os.path.join(workdir, "results.json")
@@ -178,10 +190,7 @@ def _load_into(model, state_dict):
 def run_fit(config, workdir: str) -> dict:
     """The "fit" pipeline: train the model through the grid-extension stages, evaluate, write outputs."""
     t_start = time.time()
-    from kan_jax import data as kdata
-
-    data_cfg = config.data
-    ds = kdata.load(_with_default_dtype(data_cfg, config.get("dtype", None) or "float32"))
+    ds = load_dataset(config)
     plan = stage_plan(config)
     total_steps = sum(s for _, s in plan)
     tr = config.training
@@ -322,3 +331,27 @@ def _with_default_dtype(data_cfg, dtype):
     if not d.get("dtype"):
         d["dtype"] = dtype
     return d
+
+
+_LAST_DATASET: list = [None, None]  # [spec key, Dataset]: the runner's check and the pipeline share one load
+
+
+def load_dataset(config):
+    """``config.data`` as a ``kan_jax.data.Dataset`` (``dtype`` defaulting to ``config.dtype``).
+
+    A data spec the loader rejects (an unknown dataset, an expression that does not parse or is
+    not finite on its sampling range, ...) is a ``ConfigError`` naming ``config.data``. The last
+    dataset loaded is reused for the same spec: ``train_and_evaluate`` loads it to check the
+    config before writing anything, and the pipeline then gets the same object (do not modify it).
+    """
+    from kan_jax import data as kdata
+
+    spec = _with_default_dtype(config.data, config.get("dtype", None) or "float32")
+    key = json.dumps(spec, sort_keys=True, default=repr)
+    if _LAST_DATASET[0] != key:
+        try:
+            ds = kdata.load(spec)
+        except (ValueError, TypeError, KeyError) as err:
+            raise ConfigError(f"config.data: {err}") from None
+        _LAST_DATASET[:] = [key, ds]
+    return _LAST_DATASET[1]

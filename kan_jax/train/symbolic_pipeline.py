@@ -66,8 +66,8 @@ from absl import logging
 from flax import nnx
 
 from kan_jax.train import loop, models, optim
-from kan_jax.train.pipeline import _with_default_dtype, register_pipeline
-from kan_jax.train.workdir import MetricsWriter, write_json
+from kan_jax.train.pipeline import load_dataset, register_pipeline
+from kan_jax.train.workdir import ConfigError, MetricsWriter, write_json
 
 
 def _get(cfg, key, default):
@@ -80,21 +80,58 @@ def _exact_level(config, ds) -> float:
     return float(_get(config, "exact_rtol", 1e-9)) * (float(np.std(ds.y_train)) or 1.0)
 
 
-@register_pipeline("symbolic")
+def _check_symbolic(config) -> None:
+    """The symbolic pipeline's fields, checked before anything runs (``validate_config``):
+    ``ConfigError`` naming the field and the allowed values."""
+    from kan_jax import prune as kprune
+    from kan_jax.symbolic_fit import SYMBOLIC_LIB
+
+    if config.model.get("kind", None) != "kan":
+        raise ConfigError(f"the symbolic pipeline needs model.kind='kan', got {config.model.get('kind', None)!r}")
+
+    def number(field, default, *, lo=None, hi=None, integer=False, none_ok=False):
+        v = _get(config, field, default)
+        if v is None and none_ok:
+            return
+        ok = not isinstance(v, bool) and isinstance(v, (int, float) if not integer else int)
+        ok = ok and np.isfinite(v) and (lo is None or v >= lo) and (hi is None or v <= hi)
+        if not ok:
+            rng = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+            raise ConfigError(f"symbolic.{field} must be {'an integer' if integer else 'a number'} {rng}"
+                              f"{' or None' if none_ok else ''}, got {v!r}")
+
+    number("restarts", 1, lo=1, integer=True)
+    for field in ("prune_steps", "refine_steps", "retrain_steps"):
+        number(field, 50, lo=0, integer=True)
+    number("refine_grid", 10, lo=0, integer=True, none_ok=True)
+    number("node_threshold", 1e-2, lo=0.0)
+    number("edge_threshold", 3e-2, lo=0.0)
+    number("prune_search_tol", 2.0, lo=0.0)
+    number("prune_search_rtol", 1e-2, lo=0.0)
+    number("r2_threshold", 0.0, lo=0.0, hi=1.0)
+    number("digits", 4, lo=0, hi=12, integer=True)
+    number("exact_rtol", 1e-9, lo=0.0)
+    number("agreement_rtol", 1e-3, lo=0.0)
+    measure = _get(config, "prune_measure", "std")
+    if measure not in kprune.MEASURES:
+        raise ConfigError(f"symbolic.prune_measure must be one of {list(kprune.MEASURES)}, got {measure!r}")
+    names = _get(config, "lib", None)
+    if names is not None:
+        unknown = [n for n in names if n not in SYMBOLIC_LIB] if isinstance(names, (list, tuple)) else [names]
+        if unknown or not names:
+            raise ConfigError(f"symbolic.lib must be None (the whole library) or a non-empty list of names from "
+                              f"{list(SYMBOLIC_LIB)}; unknown: {unknown}")
+    _weights_simple(config)
+
+
+@register_pipeline("symbolic", check=_check_symbolic)
 def run_symbolic(config, workdir: str) -> dict:
     """Runs the symbolic pipeline (with restarts); returns (and writes) the results dict."""
-    from kan_jax import data as kdata
-
     t0 = time.time()
+    _check_symbolic(config)  # also when called directly, not through train_and_evaluate
     _import_plotting_ahead()
-    if config.model.kind != "kan":
-        raise ValueError("the symbolic pipeline needs model.kind='kan'")
     restarts = int(_get(config, "restarts", 1))
-    if restarts < 1:
-        raise ValueError(f"symbolic.restarts must be a positive integer, got {restarts}")
-    _weights_simple(config)  # validated before any training
-    dtype = config.get("dtype", None) or "float32"
-    ds = kdata.load(_with_default_dtype(config.data, dtype))
+    ds = load_dataset(config)
     metrics = MetricsWriter(workdir, resume_step=-1)
     exact = _exact_level(config, ds)
 
@@ -298,13 +335,13 @@ def _diverged(sym_train: float, spline_train: float, y_std: float) -> bool:
 
 
 def _weights_simple(config) -> list[float]:
-    """``[weight_simple] + weight_simple_retry`` without repeats; ValueError naming the field."""
+    """``[weight_simple] + weight_simple_retry`` without repeats; ConfigError naming the field."""
     out = []
     for field, vals in (("weight_simple", [_get(config, "weight_simple", 0.8)]),
                         ("weight_simple_retry", list(_get(config, "weight_simple_retry", None) or []))):
         for w in vals:
             if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0.0 <= float(w) <= 1.0:
-                raise ValueError(f"symbolic.{field} must be numbers in [0, 1], got {w!r}")
+                raise ConfigError(f"symbolic.{field} must be numbers in [0, 1], got {w!r}")
             if float(w) not in out:
                 out.append(float(w))
     return out
