@@ -29,6 +29,11 @@ def _parse_flags(argv):
     try:
         return flags.FLAGS(argv)
     except Exception as err:  # noqa: BLE001 - flag errors, config files that fail to load
+        if isinstance(err, AttributeError) and isinstance(err.__context__, KeyError):  # an override of a missing field
+            field = str(err.__context__.args[0]).strip("'\"")
+            names = [a.split("=")[0][2:] for a in argv if a.startswith("--config.") and a.split("=")[0].endswith("." + field)]
+            cfg = [a for a in argv if a.startswith("--config=")]
+            _die(f"{names[0] if names else field}: no such field in {cfg[0] if cfg else 'the config'}")
         _die(str(err) or type(err).__name__)
 
 

@@ -109,3 +109,36 @@ def test_summary_line_without_a_formula():
     assert summary({"status": "completed", "test_rmse": 1e-3, "formula": "x_1**2", "formula_test_rmse": 0.0}, "/w") == (
         "completed: test_rmse 0.001; formula x_1**2 (formula_test_rmse 0); results, metrics and plots/ in /w")
     assert summary({"status": "failed"}, "/w") == "failed: test_rmse n/a; results, metrics and plots/ in /w"
+
+
+@pytest.mark.parametrize("path,value,needle", [
+    ("regularization.lamb", -1.0, "regularization.lamb must be a number >= 0"),
+    ("optimizer.learning_rate", -1e-3, "optimizer.learning_rate must be a number > 0"),
+    ("optimizer.learning_rate", float("nan"), "optimizer.learning_rate"),
+    ("training.grid_update_every", -5, "training.grid_update_every must be a number >= 0"),
+    ("training.log_every", -3, "training.log_every"),
+    ("checkpoint_max_to_keep", 0, "checkpoint_max_to_keep must be a number >= 1"),
+    ("model.grid_size", 0, "model.grid_size must be an integer >= 1"),
+    ("model.spline_order", -1, "config.model: spline_order"),
+    ("model.widths", (2,), "config.model: widths"),
+    ("model.basis", "chebyshev", "config.model: basis must be one of"),
+    ("model.grid_range", (1.0, -1.0), "config.model: grid_range"),
+    ("model.activation", "swish", "model.activation must be one of"),
+])
+def test_validate_config_names_the_bad_field(path, value, needle):
+    """Values that would otherwise fail mid-run or run silently as something else (a negative
+    learning rate, a negative grid-update period) are refused up front, naming the field."""
+    c = _load_config("toy.py")
+    c.unlock()
+    *parents, leaf = path.split(".")
+    node = c
+    for p in parents:
+        node = node[p]
+    node[leaf] = value
+    with pytest.raises(train.ConfigError, match=needle.replace("(", r"\(").replace("[", r"\[")):
+        train.validate_config(c)
+
+
+def test_cli_override_of_a_missing_field_is_named(tmp_path):
+    proc = _cli("--config=configs/toy.py:quick", f"--workdir={tmp_path}", "--config.regularization.metrix=std")
+    _assert_one_line_error(proc, "config.regularization.metrix: no such field in --config=configs/toy.py:quick")

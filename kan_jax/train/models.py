@@ -13,6 +13,7 @@ from kan_jax.nnx import KAN, validate_widths
 
 __all__ = [
     "MODEL_KINDS",
+    "MLP_ACTIVATIONS",
     "MLP",
     "make_model",
     "count_params",
@@ -22,7 +23,7 @@ __all__ = [
 ]
 
 MODEL_KINDS = ("kan", "mlp")
-_MLP_ACTIVATIONS = {"silu": jax.nn.silu, "tanh": jnp.tanh, "relu": jax.nn.relu, "gelu": jax.nn.gelu}
+MLP_ACTIVATIONS = {"silu": jax.nn.silu, "tanh": jnp.tanh, "relu": jax.nn.relu, "gelu": jax.nn.gelu}
 
 
 class MLP(nnx.Module):
@@ -36,8 +37,8 @@ class MLP(nnx.Module):
     """
 
     def __init__(self, widths: Sequence[int], *, activation: str = "silu", param_dtype=jnp.float32, rngs: nnx.Rngs):
-        if activation not in _MLP_ACTIVATIONS:
-            raise ValueError(f"model.activation must be one of {sorted(_MLP_ACTIVATIONS)}, got {activation!r}")
+        if activation not in MLP_ACTIVATIONS:
+            raise ValueError(f"model.activation must be one of {sorted(MLP_ACTIVATIONS)}, got {activation!r}")
         self.widths = validate_widths(widths)
         self.activation = activation
         self.layers = nnx.List(
@@ -46,7 +47,7 @@ class MLP(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """``(batch, widths[0]) -> (batch, widths[-1])``."""
-        act = _MLP_ACTIVATIONS[self.activation]
+        act = MLP_ACTIVATIONS[self.activation]
         for i, layer in enumerate(self.layers):
             x = layer(x)
             if i < len(self.layers) - 1:

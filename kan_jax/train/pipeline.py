@@ -116,9 +116,65 @@ def validate_config(config) -> None:
     bs = int(config.training.get("batch_size", 0) or 0)
     if bs < -1:
         raise ConfigError(f"training.batch_size must be >= 1, or 0 / -1 for full batch, got {bs}")
-    stage_plan(config)
+    plan = stage_plan(config)
+    _check_numbers(config)
+    g = config.model.get("grid_size", 5)
+    if isinstance(g, bool) or not isinstance(g, int) or g < 1:  # checked even when training.grid_sizes overrides it
+        raise ConfigError(f"model.grid_size must be an integer >= 1, got {g!r}")
+    act = config.model.get("activation", "silu")
+    if act not in models.MLP_ACTIVATIONS:  # MLP only, but a typo is reported whatever the kind
+        raise ConfigError(f"model.activation must be one of {sorted(models.MLP_ACTIVATIONS)}, got {act!r}")
+    metric = config.get("regularization", {}).get("metric", None)
+    if metric is not None:
+        from kan_jax import regularize
+
+        if metric not in regularize.METRICS:
+            raise ConfigError(f"regularization.metric must be one of {list(regularize.METRICS)}, got {metric!r}")
+    try:  # every constructor check (widths, grid, order, basis, range), without allocating anything
+        nnx.eval_shape(lambda: models.make_model(config, grid_size=plan[0][0]))
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"config.model: {err}") from None
     if pipeline in PIPELINE_CHECKS:
         PIPELINE_CHECKS[pipeline](config)
+
+
+# (section, field, default, lowest allowed, whether the lowest value itself is allowed)
+_NUMBER_FIELDS = (
+    ("optimizer", "learning_rate", 1e-3, 0.0, False),
+    ("optimizer", "warmup_steps", 0, 0, True),
+    ("optimizer", "end_learning_rate_factor", 0.0, 0.0, True),
+    ("optimizer", "weight_decay", 0.0, 0.0, True),
+    ("optimizer", "grad_clip", 0.0, 0.0, True),
+    ("optimizer", "memory_size", 10, 1, True),
+    ("optimizer", "max_linesearch_steps", 20, 1, True),
+    ("training", "grid_update_every", 0, 0, True),
+    ("training", "stop_grid_update_step", 0, 0, True),
+    ("training", "log_every", 0, 0, True),
+    ("training", "chunk_size", 100, 0, True),
+    ("regularization", "lamb", 0.0, 0.0, True),
+    ("regularization", "lamb_l1", 1.0, 0.0, True),
+    ("regularization", "lamb_entropy", 2.0, 0.0, True),
+    ("regularization", "lamb_coef", 0.0, 0.0, True),
+    ("regularization", "lamb_coefdiff", 0.0, 0.0, True),
+    (None, "checkpoint_every", 0, 0, True),
+    (None, "checkpoint_max_to_keep", 3, 1, True),
+)
+
+
+def _check_numbers(config) -> None:
+    """Finite numbers at or above their lowest allowed value (a negative learning rate or grid-update
+    period would otherwise run silently as something else)."""
+    for section, field, default, lo, inclusive in _NUMBER_FIELDS:
+        sec = config if section is None else config.get(section, None)
+        if sec is None:
+            continue
+        v = sec.get(field, default)
+        if v is None:
+            continue
+        ok = not isinstance(v, bool) and isinstance(v, (int, float)) and np.isfinite(v) and (v >= lo if inclusive else v > lo)
+        if not ok:
+            name = field if section is None else f"{section}.{field}"
+            raise ConfigError(f"{name} must be a number {'>=' if inclusive else '>'} {lo}, got {v!r}")
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
