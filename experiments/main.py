@@ -67,7 +67,7 @@ def main(argv):
         jax.distributed.initialize(
             coordinator_address=_COORD.value, num_processes=_NPROC.value, process_id=_PID.value
         )
-    from kan_jax.train import ConfigError, train_and_evaluate
+    from kan_jax.train import ConfigError, summary_line, train_and_evaluate
 
     _quiet_orbax()
     try:
@@ -75,22 +75,7 @@ def main(argv):
     except ConfigError as err:
         _die(str(err))
     if jax.process_index() == 0:
-        print(summary(results, _WORKDIR.value))
-
-
-def summary(results: dict, workdir: str) -> str:
-    """The run's closing line: status, test RMSE, the formula (or why there is none), where outputs are."""
-
-    def num(key):
-        v = results.get(key)
-        return "n/a" if v is None else f"{v:.3g}"
-
-    msg = f"{results.get('status')}: test_rmse {num('test_rmse')}"
-    if results.get("formula") is not None:
-        msg += f"; formula {results['formula']} (formula_test_rmse {num('formula_test_rmse')})"
-    elif "formula" in results:
-        msg += f"; no formula ({results.get('formula_error') or 'see results.json'})"
-    return msg + f"; results, metrics and plots/ in {workdir}"
+        print(summary_line(results, _WORKDIR.value))
 
 
 if __name__ == "__main__":

@@ -100,9 +100,7 @@ def test_cli_runs_and_refuses_a_different_config(tmp_path):
 
 def test_summary_line_without_a_formula():
     """The closing line of a symbolic run whose fit diverged (formula None) names why, no TypeError."""
-    sys.path.insert(0, ROOT)
-    from experiments.main import summary
-
+    summary = train.summary_line
     line = summary({"status": "completed", "test_rmse": 0.5, "formula": None, "formula_test_rmse": None,
                     "formula_error": "symbolic fit diverged: train rmse 1.8e+03"}, "/w")
     assert line == "completed: test_rmse 0.5; no formula (symbolic fit diverged: train rmse 1.8e+03); results, metrics and plots/ in /w"

@@ -2,7 +2,10 @@
 
 ``train_and_evaluate(config, workdir) -> results`` is what ``experiments/main.py`` calls; it
 dispatches on ``config.get("pipeline", "fit")`` (``PIPELINES``; add one with
-``@register_pipeline("name")``). The "fit" pipeline trains through the grid-extension stages
+``@register_pipeline("name", check=fn)``, ``fn(config)`` running in ``validate_config`` before
+anything is written). ``load_dataset(config)`` loads ``config.data`` (a bad spec is a
+``ConfigError``); ``summary_line(results, workdir)`` is the runner's closing line. The "fit"
+pipeline trains through the grid-extension stages
 (``config.training.grid_sizes``), checkpoints with orbax, resumes from the workdir, and writes
 ``config.json``, ``metrics.jsonl``, ``results.json`` and ``plots/`` (see SPEC.md).
 
@@ -42,7 +45,16 @@ from kan_jax.train.models import (
     mlp_widths_matching,
 )
 from kan_jax.train.optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
-from kan_jax.train.pipeline import PIPELINES, Preempted, register_pipeline, stage_plan, train_and_evaluate, validate_config
+from kan_jax.train.pipeline import (
+    PIPELINES,
+    Preempted,
+    load_dataset,
+    register_pipeline,
+    stage_plan,
+    summary_line,
+    train_and_evaluate,
+    validate_config,
+)
 from kan_jax.train import symbolic_pipeline  # noqa: E402,F401  (registers the "symbolic" pipeline)
 from kan_jax.train.workdir import (
     Checkpointer,
@@ -64,5 +76,6 @@ __all__ = [
     "check_or_write_config", "chunk_boundaries", "config_to_dict", "count_params", "evaluate", "fit",
     "kan_param_count", "make_loss_fn", "make_model", "make_optimizer", "make_schedule", "mlp_param_count",
     "mlp_widths_matching", "plot_loss", "plot_rmse_vs_grid", "predict", "read_json", "register_pipeline",
-    "setup_compilation_cache", "stage_plan", "train_and_evaluate", "validate_config", "write_json",
+    "load_dataset", "setup_compilation_cache", "stage_plan", "summary_line", "train_and_evaluate", "validate_config",
+    "write_json",
 ]

@@ -29,7 +29,8 @@ from kan_jax.train.workdir import (
     write_json,
 )
 
-__all__ = ["train_and_evaluate", "PIPELINES", "register_pipeline", "validate_config", "stage_plan", "Preempted"]
+__all__ = ["train_and_evaluate", "PIPELINES", "register_pipeline", "validate_config", "stage_plan", "Preempted",
+           "load_dataset", "summary_line"]
 
 PIPELINES: dict[str, Callable] = {}
 PIPELINE_CHECKS: dict[str, Callable] = {}  # pipeline name -> check(config), run by validate_config
@@ -218,6 +219,21 @@ def train_and_evaluate(config, workdir: str) -> dict:
         res["traceback"] = traceback.format_exc(limit=20)
         write_json(results_path, res)
         raise
+
+
+def summary_line(results: dict, workdir: str) -> str:
+    """The run's closing line: status, test RMSE, the formula (or why there is none), where outputs are."""
+
+    def num(key):
+        v = results.get(key)
+        return "n/a" if v is None else f"{v:.3g}"
+
+    msg = f"{results.get('status')}: test_rmse {num('test_rmse')}"
+    if results.get("formula") is not None:
+        msg += f"; formula {results['formula']} (formula_test_rmse {num('formula_test_rmse')})"
+    elif "formula" in results:
+        msg += f"; no formula ({results.get('formula_error') or 'see results.json'})"
+    return msg + f"; results, metrics and plots/ in {workdir}"
 
 
 def _failure(config, status, err, start):
