@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The prepared accelerator run of issue 5 (one call of the device tool, about 5-8 minutes on an H200):
+# the layer benchmark in float32 and bfloat16 up to batch 65536 and width 1024, compiled memory
+# included, then a short configs/toy.py run. JSON lines and logs go to $OUT (./device_out when
+# unset), to be recorded in docs/PERFORMANCE.md with the machine line of env.txt.
+#
+# The device image has jax, flax, optax, orbax, chex, absl, sympy, scipy and matplotlib but not
+# ml_collections. Before the call, in the repository root here:
+#
+#   echo /.whl/ >> .git/info/exclude
+#   python3 -m pip download --no-deps --only-binary=:all: -d .whl ml_collections==1.1.0
+#
+# then run `bash scripts/device_check.sh` there with carry=[".whl"] and timeout_s=600.
+# Sizes can be shrunk for a dry run on a CPU:
+#   BIG_BATCH=512 BIG_WIDTH=32 GRID_BATCH=256 GRID_WIDTH=16 OUT=/tmp/dev bash scripts/device_check.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-device_out}
+mkdir -p "$OUT"
+BIG_BATCH=${BIG_BATCH:-65536}
+BIG_WIDTH=${BIG_WIDTH:-1024}
+GRID_BATCH=${GRID_BATCH:-1024,8192}
+GRID_WIDTH=${GRID_WIDTH:-64,256}
+if compgen -G ".whl/*.whl" > /dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+{ date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
+  python3 -c "import jax; print('jax', jax.__version__, jax.devices())"; } > "$OUT/env.txt" 2>&1
+cat "$OUT/env.txt"
+
+# 1. G = 5 at every size (the acceptance case is batch 1024, 64 -> 64), both dtypes, memory too;
+#    the local-support path only where its (batch, n, k+1, o) gather fits (it is 80x the basis).
+timeout 300 python3 scripts/bench_layer.py --batch=1024,"$BIG_BATCH" --width=64,"$BIG_WIDTH" --grid=5 \
+    --dtype=float32,bfloat16 --paths=auto,uniform,general --rounds=5 --memory --memory-case= \
+    > "$OUT/bench_layer_g5.jsonl" 2> "$OUT/bench_layer_g5.err"
+echo "bench G=5: exit $?, $(grep -c '"kind": "time"' "$OUT/bench_layer_g5.jsonl") timings"
+# 2. G = 100 against G = 5 (the time(G=100) / time(G=5) criterion) and the local path's crossover,
+#    at widths where the dense basis (batch * n * (G + k) values) stays a few GB.
+timeout 150 python3 scripts/bench_layer.py --batch="$GRID_BATCH" --width="$GRID_WIDTH" --grid=5,20,100 \
+    --dtype=float32 --paths=auto,general,local_general --rounds=5 --memory-case=8192,256,10 \
+    > "$OUT/bench_layer_grid.jsonl" 2> "$OUT/bench_layer_grid.err"
+echo "bench G: exit $?, $(grep -c '"kind": "time"' "$OUT/bench_layer_grid.jsonl") timings"
+# 3. A short training run end to end (float64 L-BFGS as configured; wall time and stages in results.json).
+rm -rf /tmp/kan_toy_device
+timeout 120 python3 -m experiments.main --config=configs/toy.py --workdir=/tmp/kan_toy_device \
+    --config.compilation_cache_dir= > "$OUT/toy.log" 2>&1
+echo "toy: exit $?"
+cp /tmp/kan_toy_device/results.json "$OUT/toy_results.json" 2>/dev/null
+tail -1 "$OUT/toy.log"
