@@ -30,7 +30,7 @@ from kan_jax.train.workdir import (
 )
 
 __all__ = ["train_and_evaluate", "PIPELINES", "register_pipeline", "validate_config", "stage_plan", "Preempted",
-           "load_dataset", "summary_line"]
+           "load_dataset", "summary_line", "check_number"]
 
 PIPELINES: dict[str, Callable] = {}
 PIPELINE_CHECKS: dict[str, Callable] = {}  # pipeline name -> check(config), run by validate_config
@@ -119,9 +119,8 @@ def validate_config(config) -> None:
         raise ConfigError(f"training.batch_size must be >= 1, or 0 / -1 for full batch, got {bs}")
     plan = stage_plan(config)
     _check_numbers(config)
-    g = config.model.get("grid_size", 5)
-    if isinstance(g, bool) or not isinstance(g, int) or g < 1:  # checked even when training.grid_sizes overrides it
-        raise ConfigError(f"model.grid_size must be an integer >= 1, got {g!r}")
+    # model.grid_size is checked even when training.grid_sizes overrides it.
+    check_number("model.grid_size", config.model.get("grid_size", 5), lo=1, integer=True)
     act = config.model.get("activation", "silu")
     if act not in models.MLP_ACTIVATIONS:  # MLP only, but a typo is reported whatever the kind
         raise ConfigError(f"model.activation must be one of {sorted(models.MLP_ACTIVATIONS)}, got {act!r}")
@@ -167,15 +166,23 @@ def _check_numbers(config) -> None:
     period would otherwise run silently as something else)."""
     for section, field, default, lo, inclusive in _NUMBER_FIELDS:
         sec = config if section is None else config.get(section, None)
-        if sec is None:
-            continue
-        v = sec.get(field, default)
-        if v is None:
-            continue
-        ok = not isinstance(v, bool) and isinstance(v, (int, float)) and np.isfinite(v) and (v >= lo if inclusive else v > lo)
-        if not ok:
-            name = field if section is None else f"{section}.{field}"
-            raise ConfigError(f"{name} must be a number {'>=' if inclusive else '>'} {lo}, got {v!r}")
+        if sec is not None:
+            check_number(field if section is None else f"{section}.{field}", sec.get(field, default), lo=lo,
+                         lo_inclusive=inclusive, none_ok=True)
+
+
+def check_number(name: str, v, *, lo=None, hi=None, lo_inclusive: bool = True, integer: bool = False,
+                 none_ok: bool = False) -> None:
+    """``ConfigError`` naming the field ``name`` unless ``v`` is a finite number (an int when
+    ``integer``) in ``[lo, hi]`` (``(lo, ...`` without ``lo_inclusive``), or None with ``none_ok``."""
+    if v is None and none_ok:
+        return
+    ok = not isinstance(v, bool) and isinstance(v, int if integer else (int, float)) and bool(np.isfinite(v))
+    ok = ok and (lo is None or (v >= lo if lo_inclusive else v > lo)) and (hi is None or v <= hi)
+    if not ok:
+        rng = f"in [{lo}, {hi}]" if hi is not None else f"{'>=' if lo_inclusive else '>'} {lo}"
+        raise ConfigError(f"{name} must be {'an integer' if integer else 'a number'} {rng}"
+                          f"{' or None' if none_ok else ''}, got {v!r}")
 
 
 def train_and_evaluate(config, workdir: str) -> dict:

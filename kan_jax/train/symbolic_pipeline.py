@@ -66,7 +66,7 @@ from absl import logging
 from flax import nnx
 
 from kan_jax.train import loop, models, optim
-from kan_jax.train.pipeline import load_dataset, register_pipeline
+from kan_jax.train.pipeline import check_number, load_dataset, register_pipeline
 from kan_jax.train.workdir import ConfigError, MetricsWriter, write_json
 
 
@@ -89,16 +89,8 @@ def _check_symbolic(config) -> None:
     if config.model.get("kind", None) != "kan":
         raise ConfigError(f"the symbolic pipeline needs model.kind='kan', got {config.model.get('kind', None)!r}")
 
-    def number(field, default, *, lo=None, hi=None, integer=False, none_ok=False):
-        v = _get(config, field, default)
-        if v is None and none_ok:
-            return
-        ok = not isinstance(v, bool) and isinstance(v, (int, float) if not integer else int)
-        ok = ok and np.isfinite(v) and (lo is None or v >= lo) and (hi is None or v <= hi)
-        if not ok:
-            rng = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
-            raise ConfigError(f"symbolic.{field} must be {'an integer' if integer else 'a number'} {rng}"
-                              f"{' or None' if none_ok else ''}, got {v!r}")
+    def number(field, default, **kw):
+        check_number(f"symbolic.{field}", _get(config, field, default), **kw)
 
     number("restarts", 1, lo=1, integer=True)
     for field in ("prune_steps", "refine_steps", "retrain_steps"):
@@ -127,8 +119,7 @@ def _check_symbolic(config) -> None:
 @register_pipeline("symbolic", check=_check_symbolic)
 def run_symbolic(config, workdir: str) -> dict:
     """Runs the symbolic pipeline (with restarts); returns (and writes) the results dict."""
-    t0 = time.time()
-    _check_symbolic(config)  # also when called directly, not through train_and_evaluate
+    t0 = time.time()  # config checked by train_and_evaluate (validate_config runs _check_symbolic)
     _import_plotting_ahead()
     restarts = int(_get(config, "restarts", 1))
     ds = load_dataset(config)
