@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kan_jax import bases, kernels, splines
+from kan_jax.compilation import quick_jit
 
 __all__ = [
     "BASE_ACTIVATIONS",
@@ -133,7 +134,7 @@ def init_layer(
     return params, grid, mask
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5, 6))
+@quick_jit(static_argnums=(1, 2, 3, 4, 5, 6))
 def _init_params(key, n: int, o: int, n_basis: int, coef_scale: float, base_scale: float, dtype) -> Params:
     """``init_layer``'s params, one compiled program per shape (the random draws and the arithmetic
     run eagerly would be a dozen small compiles, ~1 s of a cold run); same values as eager."""
@@ -300,7 +301,7 @@ def edge_apply(
     return vals * mask.astype(cdt)
 
 
-@functools.partial(jax.jit, static_argnames=("order", "basis", "base_activation", "dtype", "uniform", "extrapolate"))
+@quick_jit(static_argnames=("order", "basis", "base_activation", "dtype", "uniform", "extrapolate"))
 def edge_values(
     params: Params,
     grid: jax.Array,
@@ -350,7 +351,7 @@ def spline_values(
     return jnp.einsum("bnm,nom->bno", b, params["coef"].astype(b.dtype))
 
 
-@functools.partial(jax.jit, static_argnames=("order", "grid_eps", "basis", "extrapolate"))
+@quick_jit(static_argnames=("order", "grid_eps", "basis", "extrapolate"))
 def update_grid(
     params: Params,
     grid: jax.Array,

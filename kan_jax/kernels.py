@@ -194,13 +194,18 @@ def general_basis(x, grid, order: int, *, deriv: bool = False, extrapolate: bool
     xs = jnp.clip(x, t[:, k : k + 1], jnp.nextafter(t[:, n_basis : n_basis + 1], t[:, k : k + 1])) if extrapolate else x
     tab = [t[:, i : i + n_basis] for i in range(k + 2)]  # t_{m+i}, (n, M)
     nodes = [((xs >= tab[i]) & (xs < tab[i + 1])).astype(t.dtype) for i in range(k + 1)]  # N^0_{m+i}
+    # Reciprocal spacings 1/(t_{m+p} - t_m) for p = 1..k in one computation (one XLA fusion,
+    # not one per (p, i): fewer kernels to compile); inv[p - 1][:, i : i + M] = 1/(t_{m+i+p} - t_{m+i}).
+    if k > 0:
+        diffs = jnp.stack([jnp.pad(t[:, p:] - t[:, :-p], ((0, 0), (0, p - 1))) for p in range(1, k + 1)])
+        inv = _safe_inv(diffs)  # (k, n, K - 1)
     lower = nodes
     for p in range(1, k + 1):
         lower = nodes
         new = []
         for i in range(k + 1 - p):
-            inv_l = _safe_inv(tab[i + p] - tab[i])
-            inv_r = _safe_inv(tab[i + p + 1] - tab[i + 1])
+            inv_l = inv[p - 1, :, i : i + n_basis]
+            inv_r = inv[p - 1, :, i + 1 : i + 1 + n_basis]
             new.append((x - tab[i]) * inv_l * nodes[i] + (tab[i + p + 1] - x) * inv_r * nodes[i + 1])
         nodes = new
     b = nodes[0]
@@ -208,7 +213,7 @@ def general_basis(x, grid, order: int, *, deriv: bool = False, extrapolate: bool
         return b
     if k == 0:
         return b, jnp.zeros_like(b)
-    db = k * _safe_inv(tab[k] - tab[0]) * lower[0] - k * _safe_inv(tab[k + 1] - tab[1]) * lower[1]
+    db = k * inv[k - 1, :, :n_basis] * lower[0] - k * inv[k - 1, :, 1 : 1 + n_basis] * lower[1]
     return b, db
 
 

@@ -10,7 +10,7 @@ from flax import nnx
 
 import kan_jax
 from kan_jax import data, train
-from kan_jax.train import pipeline
+from kan_jax.train import loop, pipeline
 
 
 @pytest.fixture(autouse=True)
@@ -86,13 +86,18 @@ def test_fit_grid_updates_follow_schedule(small_ds, monkeypatch):
     c = _toy_quick()
     model = train.make_model(c, dtype="float64")
     calls = []
-    orig = kan_jax.KAN.update_grid
+    orig = loop._grid_update_fn  # the compiled model.update_grid, called once per grid update
 
-    def spy(self, x):
-        calls.append(1)
-        return orig(self, x)
+    def spy(graphdef):
+        fn = orig(graphdef)
 
-    monkeypatch.setattr(kan_jax.KAN, "update_grid", spy)
+        def counted(*args):
+            calls.append(1)
+            return fn(*args)
+
+        return counted
+
+    monkeypatch.setattr(loop, "_grid_update_fn", spy)
     seen = []
     train.fit(
         model, small_ds, steps=20, optimizer=train.make_optimizer(c.optimizer, 20), grid_update_every=5,

@@ -25,6 +25,8 @@ import optax
 from flax import nnx
 from jax.flatten_util import ravel_pytree
 
+from kan_jax.compilation import quick_jit
+
 __all__ = ["fit", "evaluate", "predict", "make_loss_fn", "init_opt_state", "FitState", "chunk_boundaries"]
 
 
@@ -125,12 +127,6 @@ def _make_chunk_fn(graphdef, optimizer, lbfgs: bool, reg_items, batch_size: int,
         unravel = None
         if lbfgs:
             params, unravel = ravel_pytree(params)
-        if lbfgs and batch_size <= 0:
-            # The host may have changed params since the line search cached value/grad (grid update,
-            # restore): an infinite cached value makes value_and_grad_from_state recompute at the
-            # current point (through the loop's own copy of the loss: one less to compile).
-            value = optax.tree_utils.tree_get(opt_state, "value")
-            opt_state = optax.tree_utils.tree_set(opt_state, value=jnp.full_like(value, jnp.inf))
 
         def body(i, carry):
             params, opt_state, losses = carry
@@ -139,7 +135,10 @@ def _make_chunk_fn(graphdef, optimizer, lbfgs: bool, reg_items, batch_size: int,
             f = lambda p: loss_fn(unravel(p) if lbfgs else p, rest, xb, yb)  # noqa: E731
             if lbfgs:
                 if batch_size <= 0:
-                    value, grad = optax.value_and_grad_from_state(f)(params, state=opt_state)
+                    # The value and gradient at ``params``: from the line search of the step before,
+                    # or (first step of a chunk) from ``_lbfgs_start_fn``.
+                    value = optax.tree_utils.tree_get(opt_state, "value")
+                    grad = optax.tree_utils.tree_get(opt_state, "grad")
                 else:  # a new batch each step: the cached value/grad belong to the previous batch
                     value, grad = jax.value_and_grad(f)(params)
                 new_updates, new_state = optimizer.update(grad, opt_state, params, value=value, grad=grad, value_fn=f)
@@ -159,6 +158,26 @@ def _make_chunk_fn(graphdef, optimizer, lbfgs: bool, reg_items, batch_size: int,
         return (unravel(params) if lbfgs else params), opt_state, losses
 
     return jax.jit(chunk, donate_argnums=(0, 2))
+
+
+@functools.lru_cache(maxsize=64)
+def _lbfgs_start_fn(graphdef, reg_items):
+    """``(params, rest, opt_state, x, y) -> opt_state`` with the loss value and the (raveled)
+    gradient at ``params`` stored where L-BFGS's line search caches them.
+
+    Full-batch L-BFGS steps reuse the value and gradient its line search found at the accepted
+    point; a chunk starts from this instead (the host may have changed the params: grid update,
+    new stage, restore). A separate quick-compiled program (``kan_jax.compilation``): inside the
+    loop's program it would be one more copy of the loss and its gradient to optimize.
+    """
+    loss_fn = make_loss_fn(graphdef, dict(reg_items) if reg_items else None)
+
+    def start(params, rest, opt_state, x, y):
+        flat, unravel = ravel_pytree(params)
+        value, grad = jax.value_and_grad(lambda p: loss_fn(unravel(p), rest, x, y))(flat)
+        return optax.tree_utils.tree_set(opt_state, value=value, grad=grad)
+
+    return quick_jit(start)
 
 
 _COMPILER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kan_jax_compile")
@@ -285,11 +304,11 @@ def fit(
         pending = _compile_ahead(fn, params, rest, opt_state, x, y, key, jnp.asarray(step), jnp.asarray(bounds[0] - step))
     for end in bounds:
         if can_update_grid and step < stop_grid_update_step and step % grid_update_every == 0:
-            model = nnx.merge(graphdef, params, rest)
-            model.update_grid(x)
-            graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+            params, rest = _grid_update_fn(graphdef)(params, rest, x)
         n = end - step
         fn = _make_chunk_fn(graphdef, optimizer, bool(lbfgs), reg_items, batch_size, chunk_size)
+        if lbfgs and batch_size <= 0:  # (compiles, the first time, while the chunk compiles)
+            opt_state = _lbfgs_start_fn(graphdef, reg_items)(params, rest, opt_state, x, y)
         if pending is not None:
             _wait(pending)
             pending = None
@@ -318,30 +337,48 @@ def fit(
                    "state": FitState(step, model, opt_state)}
 
 
-def predict(model: nnx.Module, x, *, batch: int = 65536) -> np.ndarray:
-    """``model(x)`` in batches of ``batch`` rows, as numpy (one jit per model structure)."""
+def predict(model: nnx.Module, x, *, batch: int = 65536, quick: bool = False) -> np.ndarray:
+    """``model(x)`` in batches of ``batch`` rows, as numpy (one jit per model structure).
+
+    ``quick``: compile with ``kan_jax.compilation.quick_options`` (for a few calls on small data:
+    the training loop's evaluations).
+    """
     graphdef, state = nnx.split(model)
-    fn = _forward_fn(graphdef)
+    fn = _forward_fn(graphdef, bool(quick))
     x = jnp.asarray(x)
     return np.concatenate([np.asarray(fn(state, x[i : i + batch])) for i in range(0, x.shape[0], batch)], axis=0)
 
 
+@functools.lru_cache(maxsize=32)
+def _forward_fn(graphdef, quick: bool):
+    fn = lambda state, x: nnx.merge(graphdef, state)(x)  # noqa: E731
+    return quick_jit(fn) if quick else jax.jit(fn)
+
+
 @functools.lru_cache(maxsize=16)
-def _forward_fn(graphdef):
-    return jax.jit(lambda state, x: nnx.merge(graphdef, state)(x))
+def _grid_update_fn(graphdef):
+    """``model.update_grid(x)`` as one quick-compiled program per model structure:
+    ``(params, rest, x) -> (params, rest)``."""
+
+    def run(params, rest, x):
+        model = nnx.merge(graphdef, params, rest)
+        model.update_grid(x)
+        _, params, rest = nnx.split(model, nnx.Param, ...)
+        return params, rest
+
+    return quick_jit(run)
 
 
 def evaluate(model: nnx.Module, dataset) -> dict:
     """Regression metrics: ``train_rmse``, ``test_rmse``, ``test_nrmse`` (= test_rmse / dataset.target_std).
 
-    The forward runs module by module (each KAN layer is its own compiled program, shared by
-    every network with a layer of that shape: a pruned or refined network needs no new compile
-    to be evaluated); the squared errors are summed on the host in float64.
+    The forward is one quick-compiled program per model structure (``predict(quick=True)``);
+    the squared errors are summed on the host in float64.
     """
     out = {}
     for split in ("train", "test"):
         x, y = getattr(dataset, f"x_{split}"), getattr(dataset, f"y_{split}")
-        err = np.asarray(model(jnp.asarray(x)), np.float64) - np.asarray(y, np.float64)
+        err = np.asarray(predict(model, x, quick=True), np.float64) - np.asarray(y, np.float64)
         out[f"{split}_rmse"] = float(np.sqrt(np.mean(np.square(err))))
     std = float(dataset.target_std)
     out["test_nrmse"] = out["test_rmse"] / std if std > 0 else math.nan
