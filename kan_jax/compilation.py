@@ -41,16 +41,20 @@ def quick_jit(fun: Callable | None = None, **jit_kwargs) -> Callable:
         return functools.partial(quick_jit, **jit_kwargs)
     jitted: dict[str, Callable] = {}
 
-    @functools.wraps(fun)
-    def call(*args, **kwargs):
-        # Under a trace (inside another jit, vmap, grad, eval_shape) the call is inlined into the
-        # outer program, which JAX only allows for a jit without compiler options.
-        traced = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves((args, kwargs)))
+    def get(traced: bool):
         backend = "traced" if traced else jax.default_backend()
         f = jitted.get(backend)
         if f is None:
             options = None if traced else quick_options(backend)
             f = jitted[backend] = jax.jit(fun, compiler_options=options, **jit_kwargs)
-        return f(*args, **kwargs)
+        return f
 
+    @functools.wraps(fun)
+    def call(*args, **kwargs):
+        # Under a trace (inside another jit, vmap, grad, eval_shape) the call is inlined into the
+        # outer program, which JAX only allows for a jit without compiler options.
+        traced = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves((args, kwargs)))
+        return get(traced)(*args, **kwargs)
+
+    call.lower = lambda *args, **kwargs: get(False).lower(*args, **kwargs)  # as jax.jit's (compile ahead)
     return call

@@ -29,6 +29,9 @@ Pruning never modifies its argument; every function returns a new ``kan_jax.KAN`
 * ``prune_inputs``: removes input features scoring below a threshold.
 * ``keep_top_nodes``: keeps the ``k`` best-scoring nodes of one hidden layer (a width, not a
   threshold: the symbolic pipeline's search for the narrowest network that still fits).
+* ``masked=True`` (``prune``, ``keep_top_nodes``): the removed nodes stay, with every edge into
+  and out of them masked (``mask_nodes``): the same function at the same shapes, so a training
+  loop compiled for the network runs the pruned one too; ``compact`` then cuts the dead nodes out.
 
 What changes when something is removed: the removed part's contribution to each surviving node
 is replaced by its mean over the batch ``x``, folded into that node's bias (``fold_constants``,
@@ -63,6 +66,10 @@ __all__ = [
     "prune_inputs",
     "keep_top_nodes",
     "subnetwork",
+    "mask_nodes",
+    "live_nodes",
+    "live_widths",
+    "compact",
 ]
 
 MEASURES = ("mean_abs", "std")  # attribution measures (``measure=``)
@@ -236,12 +243,7 @@ def subnetwork(model: KAN, keep: Sequence[Sequence[int]], bias_shifts: Sequence 
     Returns:
       The smaller network with widths ``[len(k) for k in keep]``.
     """
-    keep = [np.asarray(k, dtype=np.int64).reshape(-1) for k in keep]
-    if len(keep) != len(model.widths):
-        raise ValueError(f"keep needs {len(model.widths)} index lists, got {len(keep)}")
-    for l, (k, w) in enumerate(zip(keep, model.widths)):
-        if k.size == 0 or k.min() < 0 or k.max() >= w or np.any(np.diff(k) <= 0):
-            raise ValueError(f"keep[{l}] must be non-empty increasing indices in [0, {w}), got {k.tolist()}")
+    keep = _check_keep(model, keep)
     layers = list(model.layers)
     cfg = _layer_config(layers[0])
     # Abstract construction (no random init to compile): every variable is set below.
@@ -253,6 +255,76 @@ def subnetwork(model: KAN, keep: Sequence[Sequence[int]], bias_shifts: Sequence 
     if unset:  # a variable _copy_layer does not know about
         raise RuntimeError(f"subnetwork: {len(unset)} variables of the new network were not copied")
     return new
+
+
+def _check_keep(model: KAN, keep) -> list[np.ndarray]:
+    keep = [np.asarray(k, dtype=np.int64).reshape(-1) for k in keep]
+    if len(keep) != len(model.widths):
+        raise ValueError(f"keep needs {len(model.widths)} index lists, got {len(keep)}")
+    for l, (k, w) in enumerate(zip(keep, model.widths)):
+        if k.size == 0 or k.min() < 0 or k.max() >= w or np.any(np.diff(k) <= 0):
+            raise ValueError(f"keep[{l}] must be non-empty increasing indices in [0, {w}), got {k.tolist()}")
+    return keep
+
+
+def mask_nodes(model: KAN, keep: Sequence[Sequence[int]], bias_shifts: Sequence | None = None) -> KAN:
+    """``subnetwork`` with the removed nodes masked instead of cut out: same widths, same function.
+
+    Every edge into or out of a node not in ``keep`` gets ``mask = 0`` (and ``sym_mask = 0``, no
+    symbolic name); ``bias_shifts[l]`` is added to layer ``l``'s kept biases. A removed hidden node
+    then only carries its bias to edges that are masked, so the network computes what
+    ``subnetwork(model, keep, bias_shifts)`` computes, while its arrays keep their shapes: a
+    training loop compiled for ``model`` runs it without compiling again (the symbolic pipeline
+    prunes this way and ``compact``s before fitting symbols). Arguments as ``subnetwork``.
+    """
+    keep = _check_keep(model, keep)
+    new = nnx.clone(model)
+    for l, layer in enumerate(new.layers):
+        live = np.zeros((layer.in_features, layer.out_features), bool)
+        live[np.ix_(keep[l], keep[l + 1])] = True
+        mask = np.asarray(layer.mask[...])
+        layer.mask.set_value(jnp.asarray(np.where(live, mask, 0), mask.dtype))
+        if getattr(layer, "sym_names", None) is not None:
+            sym = np.asarray(layer.sym_mask[...])
+            layer.sym_mask.set_value(jnp.asarray(np.where(live, sym, 0), sym.dtype))
+            layer.sym_names = tuple(
+                tuple(nm if live[i, j] else None for j, nm in enumerate(row)) for i, row in enumerate(layer.sym_names)
+            )
+            used = {nm for row in layer.sym_names for nm in row if nm is not None}
+            layer.sym_funcs = tuple(f for f in layer.sym_funcs if f.name in used)
+        if bias_shifts is not None:
+            bias = np.array(layer.bias[...])
+            bias[keep[l + 1]] += np.asarray(bias_shifts[l], bias.dtype)
+            layer.bias.set_value(jnp.asarray(bias))
+    return new
+
+
+def live_nodes(model: KAN) -> list[np.ndarray]:
+    """Per node layer, the nodes that reach the outputs: every input and output node, and each
+    hidden node with a live edge (spline or symbolic) to a live node of the next layer (at least
+    one per hidden layer: its first node when none is live)."""
+    layers = list(model.layers)
+    live = [np.arange(model.widths[-1])]
+    for layer in reversed(layers[1:]):
+        out = np.zeros(layer.out_features, bool)
+        out[live[0]] = True
+        nodes = np.flatnonzero((_active(layer) & out[None, :]).any(axis=1))
+        live.insert(0, nodes if nodes.size else np.array([0]))
+    return [np.arange(model.widths[0])] + live
+
+
+def live_widths(model: KAN) -> list[int]:
+    """The widths ``compact(model)`` has."""
+    return [int(k.size) for k in live_nodes(model)]
+
+
+def compact(model: KAN) -> KAN:
+    """The network without its dead hidden nodes (``live_nodes``): the same function, narrower.
+
+    A dead node's edges to the next layer are all masked (``mask_nodes``, ``prune_edges``), so
+    removing it changes nothing. Returns a new ``KAN`` (``subnetwork``).
+    """
+    return subnetwork(model, live_nodes(model))
 
 
 # ----------------------------------------------------------------------------- pruning
@@ -332,6 +404,7 @@ def prune(
     measure: str = "std",
     output_scores=None,
     fold_constants: bool = True,
+    masked: bool = False,
 ) -> KAN:
     """A genuinely smaller network: low-score hidden nodes removed, then low-score edges masked.
 
@@ -349,9 +422,11 @@ def prune(
       edge_threshold: edge score threshold.
       measure, output_scores: as ``attribution``.
       fold_constants: fold removed parts' means into biases.
+      masked: mask the removed nodes' edges instead of cutting them out (``mask_nodes``: same
+        widths and function; ``compact`` gives the smaller network).
 
     Returns:
-      A new ``KAN`` with widths ``[widths[0], kept..., widths[-1]]``.
+      A new ``KAN`` with widths ``[widths[0], kept..., widths[-1]]`` (unless ``masked``).
     """
     x = jnp.asarray(x)
     acts = _np_acts(model, x)
@@ -360,7 +435,7 @@ def prune(
     keep += [_kept(np.asarray(s), node_threshold) for s in nscores[1:-1]]
     keep.append(np.arange(model.widths[-1]))
     shifts = _removal_shifts(acts, keep) if fold_constants else None
-    new = subnetwork(model, keep, shifts)
+    new = (mask_nodes if masked else subnetwork)(model, keep, shifts)
     if edge_threshold:
         new = prune_edges(
             new, x, threshold=edge_threshold, measure=measure, output_scores=output_scores, fold_constants=fold_constants
@@ -407,6 +482,7 @@ def keep_top_nodes(
     measure: str = "std",
     output_scores=None,
     fold_constants: bool = True,
+    masked: bool = False,
 ) -> KAN:
     """Keeps the ``k`` highest-scoring nodes of hidden node layer ``layer`` (``1..L-1``).
 
@@ -420,9 +496,10 @@ def keep_top_nodes(
       k: nodes to keep, ``1 <= k <= widths[layer]``.
       measure, output_scores: as ``attribution``.
       fold_constants: fold removed nodes' means into biases.
+      masked: mask the removed nodes' edges instead (``mask_nodes``), as in ``prune``.
 
     Returns:
-      A new ``KAN`` with ``widths[layer] = k`` (kept nodes in their original order).
+      A new ``KAN`` with ``widths[layer] = k`` (kept nodes in their original order; unless ``masked``).
     """
     widths = list(model.widths)
     if not 1 <= int(layer) <= len(widths) - 2:
@@ -437,4 +514,4 @@ def keep_top_nodes(
     keep = [np.arange(w) for w in widths]
     keep[layer] = top
     shifts = _removal_shifts(acts, keep) if fold_constants else None
-    return subnetwork(model, keep, shifts)
+    return (mask_nodes if masked else subnetwork)(model, keep, shifts)

@@ -338,11 +338,32 @@ def fit_affine_all(
       ``(params, r2)`` of shapes ``(E, F, 4)`` and ``(E, F)`` (params canonical as in
       :func:`fit_affine`).
     """
-    lib = SYMBOLIC_LIB if lib is None else lib
     x = jnp.asarray(x)
     y = jnp.asarray(y)
     if x.shape != y.shape or x.ndim != 2:
         raise ValueError(f"x and y must both be (E, N); got {x.shape}, {y.shape}")
+    resolved, static = _fit_all_static(lib, a_range=a_range, b_range=b_range, grid_number=grid_number,
+                                       iterations=iterations, chunk_size=chunk_size, search_samples=search_samples)
+    e = x.shape[0]
+    pad = _padded_edges(e) - e
+    if pad > 0:
+        x = jnp.concatenate([x, jnp.broadcast_to(x[:1], (pad,) + x.shape[1:])])
+        y = jnp.concatenate([y, jnp.broadcast_to(y[:1], (pad,) + y.shape[1:])])
+    params, r2 = _fit_affine_all_jit(x, y, **static)
+    params, r2 = params[:e], r2[:e]
+    params = jnp.stack([_canonical(params[:, k], c) for k, (_, _, c) in enumerate(resolved)], axis=1)
+    return params, r2
+
+
+def _padded_edges(e: int) -> int:
+    """The edge count is padded to a power of two (>= 4) with copies of the first edge: one
+    compiled program serves every layer of similar size (compiling is most of the cost here)."""
+    return max(4, 1 << max(e - 1, 0).bit_length())
+
+
+def _fit_all_static(lib, *, a_range, b_range, grid_number, iterations, chunk_size, search_samples):
+    """``fit_affine_all``'s resolved library and the static arguments of its compiled program."""
+    lib = SYMBOLIC_LIB if lib is None else lib
     kwargs = (
         ("a_range", (float(a_range[0]), float(a_range[1]))),
         ("b_range", (float(b_range[0]), float(b_range[1]))),
@@ -352,17 +373,18 @@ def fit_affine_all(
         ("search_samples", None if search_samples is None else int(search_samples)),
     )
     resolved = [_resolve_fn(s) for s in lib.values()]
-    # The edge count is padded to a power of two (>= 4) with copies of the first edge: one
-    # compiled program serves every layer of similar size (compiling is most of the cost here).
-    e = x.shape[0]
-    pad = max(4, 1 << max(e - 1, 0).bit_length()) - e
-    if pad > 0:
-        x = jnp.concatenate([x, jnp.broadcast_to(x[:1], (pad,) + x.shape[1:])])
-        y = jnp.concatenate([y, jnp.broadcast_to(y[:1], (pad,) + y.shape[1:])])
-    params, r2 = _fit_affine_all_jit(x, y, fns=tuple((f, g) for f, g, _ in resolved), kwargs=kwargs)
-    params, r2 = params[:e], r2[:e]
-    params = jnp.stack([_canonical(params[:, k], c) for k, (_, _, c) in enumerate(resolved)], axis=1)
-    return params, r2
+    return resolved, {"fns": tuple((f, g) for f, g, _ in resolved), "kwargs": kwargs}
+
+
+def precompile_fit_affine_all(n_edges: int, n_samples: int, *, dtype, lib=None, **fit_kwargs) -> None:
+    """Compiles (in the calling thread) the program ``fit_affine_all`` runs on ``(n_edges,
+    n_samples)`` inputs of ``dtype`` with ``lib`` and ``fit_kwargs`` (defaults as there). A
+    pipeline that knows the edge count ahead calls it in a background thread."""
+    kw = {"a_range": (-10.0, 10.0), "b_range": (-10.0, 10.0), "grid_number": 101, "iterations": 3, "chunk_size": 128,
+          "search_samples": 128, **fit_kwargs}
+    _, static = _fit_all_static(lib, **kw)
+    x = jnp.asarray(np.zeros((_padded_edges(int(n_edges)), int(n_samples)), jnp.dtype(dtype)))  # as a real call's
+    _fit_affine_all_jit.lower(x, x, **static).compile()
 
 
 # ---------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from jax.flatten_util import ravel_pytree
 
 from kan_jax.compilation import quick_jit
 
-__all__ = ["fit", "evaluate", "predict", "make_loss_fn", "init_opt_state", "FitState", "chunk_boundaries"]
+__all__ = ["fit", "precompile", "in_background", "evaluate", "predict", "make_loss_fn", "init_opt_state", "FitState", "chunk_boundaries"]
 
 
 @dataclasses.dataclass
@@ -53,30 +53,34 @@ def _reg_value(reg, key, default=0.0):
     return reg.get(key, default) if hasattr(reg, "get") else getattr(reg, key, default)
 
 
-_REG_DEFAULTS = (("lamb", 0.0), ("lamb_l1", 1.0), ("lamb_entropy", 2.0), ("lamb_coef", 0.0), ("lamb_coefdiff", 0.0))
+_REG_DEFAULTS = (("lamb_l1", 1.0), ("lamb_entropy", 2.0), ("lamb_coef", 0.0), ("lamb_coefdiff", 0.0))
 _REG_METRIC = "edge_forward_spline_n"
 
 
-def _reg_items(regularization) -> tuple | None:
-    """The regularization settings with defaults, as a hashable tuple (None when ``lamb`` is 0)."""
-    if float(_reg_value(regularization, "lamb", 0.0) or 0.0) <= 0:
+def _lamb(regularization, lamb=None) -> float:
+    """The penalty weight: ``lamb`` when given, else ``regularization.lamb`` (0 without one)."""
+    return float(lamb if lamb is not None else (_reg_value(regularization, "lamb", 0.0) or 0.0))
+
+
+def _reg_items(regularization, lamb=None) -> tuple | None:
+    """The penalty's settings (with defaults) as a hashable tuple, ``lamb`` excluded (it is data).
+
+    None (no penalty term in the loss) without ``regularization``, or when its ``lamb`` is 0 and
+    no ``lamb`` is given: an explicit ``lamb`` (even 0) keeps the penalized loss's program.
+    """
+    if regularization is None or (lamb is None and _lamb(regularization) <= 0):
         return None
     items = tuple((k, float(_reg_value(regularization, k, d))) for k, d in _REG_DEFAULTS)
     return items + (("metric", str(_reg_value(regularization, "metric", _REG_METRIC) or _REG_METRIC)),)
 
 
-def make_loss_fn(graphdef, regularization=None) -> Callable:
-    """``loss(params, rest, x, y) -> scalar``: mean squared error (+ ``lamb * penalty`` when ``lamb > 0``).
+def _loss_with_lamb(graphdef, reg_items) -> Callable:
+    """``loss(params, rest, x, y, lamb)``: MSE, plus ``lamb * penalty`` when ``reg_items`` is not None."""
+    kw = dict(reg_items or ())
 
-    ``regularization`` (mapping or ConfigDict): ``lamb``, ``lamb_l1``, ``lamb_entropy``, ``lamb_coef``,
-    ``lamb_coefdiff``, ``metric`` as in ``kan_jax.regularize.penalty`` (KAN models only).
-    """
-    kw = dict(_reg_items(regularization) or ())
-    lamb = kw.pop("lamb", 0.0)
-
-    def loss_fn(params, rest, x, y):
+    def loss_fn(params, rest, x, y, lamb):
         model = nnx.merge(graphdef, params, rest)
-        if lamb <= 0:
+        if reg_items is None:
             return jnp.mean(jnp.square(model(x) - y))
         from kan_jax import regularize  # lazy: only regularized runs need it
 
@@ -89,6 +93,17 @@ def make_loss_fn(graphdef, regularization=None) -> Callable:
     return loss_fn
 
 
+def make_loss_fn(graphdef, regularization=None) -> Callable:
+    """``loss(params, rest, x, y) -> scalar``: mean squared error (+ ``lamb * penalty`` when ``lamb > 0``).
+
+    ``regularization`` (mapping or ConfigDict): ``lamb``, ``lamb_l1``, ``lamb_entropy``, ``lamb_coef``,
+    ``lamb_coefdiff``, ``metric`` as in ``kan_jax.regularize.penalty`` (KAN models only).
+    """
+    loss_fn = _loss_with_lamb(graphdef, _reg_items(regularization))
+    lamb = _lamb(regularization)
+    return lambda params, rest, x, y: loss_fn(params, rest, x, y, lamb)
+
+
 def init_opt_state(optimizer: optax.GradientTransformation, params, *, lbfgs: bool):
     """The optimizer state ``fit`` starts from: over ``params``, or over them raveled for L-BFGS.
 
@@ -98,7 +113,12 @@ def init_opt_state(optimizer: optax.GradientTransformation, params, *, lbfgs: bo
     ``nnx.Param`` state (or any pytree of arrays).
     """
     # One compiled program (optax's init is many small ops, each an XLA compile when run eagerly).
-    return jax.jit(lambda p: optimizer.init(ravel_pytree(p)[0] if lbfgs else p))(params)
+    return _init_fn(optimizer, bool(lbfgs))(params)
+
+
+@functools.lru_cache(maxsize=64)
+def _init_fn(optimizer, lbfgs: bool):
+    return quick_jit(lambda p: optimizer.init(ravel_pytree(p)[0] if lbfgs else p))
 
 
 def uses_linesearch(opt_state) -> bool:
@@ -117,13 +137,14 @@ def _batch(key, x, y, batch_size):
 
 @functools.lru_cache(maxsize=64)
 def _make_chunk_fn(graphdef, optimizer, lbfgs: bool, reg_items, batch_size: int, chunk_size: int):
-    """Jitted ``(params, rest, opt_state, x, y, key, step0, n) -> (params, opt_state, losses[chunk_size])``.
+    """Jitted ``(params, rest, opt_state, x, y, key, step0, n, lamb) -> (params, opt_state, losses[chunk_size])``.
 
-    L-BFGS steps run on the raveled params (``init_opt_state``).
+    L-BFGS steps run on the raveled params (``init_opt_state``). ``lamb`` (the penalty weight) is
+    data: stages that differ only in it run one compiled program.
     """
-    loss_fn = make_loss_fn(graphdef, dict(reg_items) if reg_items else None)
+    loss_fn = _loss_with_lamb(graphdef, reg_items)
 
-    def chunk(params, rest, opt_state, x, y, key, step0, n):
+    def chunk(params, rest, opt_state, x, y, key, step0, n, lamb):
         unravel = None
         if lbfgs:
             params, unravel = ravel_pytree(params)
@@ -132,7 +153,7 @@ def _make_chunk_fn(graphdef, optimizer, lbfgs: bool, reg_items, batch_size: int,
             params, opt_state, losses = carry
             step = step0 + i
             xb, yb = _batch(jax.random.fold_in(key, step), x, y, batch_size)
-            f = lambda p: loss_fn(unravel(p) if lbfgs else p, rest, xb, yb)  # noqa: E731
+            f = lambda p: loss_fn(unravel(p) if lbfgs else p, rest, xb, yb, lamb)  # noqa: E731
             if lbfgs:
                 if batch_size <= 0:
                     # The value and gradient at ``params``: from the line search of the step before,
@@ -162,7 +183,7 @@ def _make_chunk_fn(graphdef, optimizer, lbfgs: bool, reg_items, batch_size: int,
 
 @functools.lru_cache(maxsize=64)
 def _lbfgs_start_fn(graphdef, reg_items):
-    """``(params, rest, opt_state, x, y) -> opt_state`` with the loss value and the (raveled)
+    """``(params, rest, opt_state, x, y, lamb) -> opt_state`` with the loss value and the (raveled)
     gradient at ``params`` stored where L-BFGS's line search caches them.
 
     Full-batch L-BFGS steps reuse the value and gradient its line search found at the accepted
@@ -170,17 +191,24 @@ def _lbfgs_start_fn(graphdef, reg_items):
     new stage, restore). A separate quick-compiled program (``kan_jax.compilation``): inside the
     loop's program it would be one more copy of the loss and its gradient to optimize.
     """
-    loss_fn = make_loss_fn(graphdef, dict(reg_items) if reg_items else None)
+    loss_fn = _loss_with_lamb(graphdef, reg_items)
 
-    def start(params, rest, opt_state, x, y):
+    def start(params, rest, opt_state, x, y, lamb):
         flat, unravel = ravel_pytree(params)
-        value, grad = jax.value_and_grad(lambda p: loss_fn(unravel(p), rest, x, y))(flat)
+        value, grad = jax.value_and_grad(lambda p: loss_fn(unravel(p), rest, x, y, lamb))(flat)
         return optax.tree_utils.tree_set(opt_state, value=value, grad=grad)
 
     return quick_jit(start)
 
 
-_COMPILER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kan_jax_compile")
+# Two workers: a ``precompile`` of a later stage must not hold up the current stage's own compile.
+_COMPILER = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="kan_jax_compile")
+
+
+def in_background(fn: Callable, *args) -> concurrent.futures.Future:
+    """Runs ``fn(*args)`` in the training loop's compile threads (for compiling ahead: XLA
+    releases the GIL while it compiles); the future's ``result()`` re-raises a failure."""
+    return _COMPILER.submit(fn, *args)
 
 
 def _compile_ahead(fn, *args) -> concurrent.futures.Future:
@@ -226,6 +254,7 @@ def fit(
     grid_update_every: int = 0,
     stop_grid_update_step: int = 0,
     regularization=None,
+    lamb: float | None = None,
     key: jax.Array | None = None,
     start_step: int = 0,
     opt_state: Any = None,
@@ -250,7 +279,11 @@ def fit(
       lbfgs: whether ``optimizer`` is optax's L-BFGS (needs value/grad/value_fn); default: detected.
       batch_size: minibatch size; ``0``/``-1`` = full batch.
       grid_update_every, stop_grid_update_step: the grid schedule (0 = no grid updates).
-      regularization: ``{lamb, lamb_l1, lamb_entropy, lamb_coef, lamb_coefdiff}`` or None.
+      regularization: ``{lamb, lamb_l1, lamb_entropy, lamb_coef, lamb_coefdiff, metric}`` or None.
+      lamb: the penalty weight, overriding ``regularization.lamb``. It is data, not part of the
+        compiled loop: a stage that continues a regularized one without the penalty passes
+        ``lamb=0`` with the same ``regularization`` and runs the same compiled program (a new
+        shape or ``regularization=None`` compiles another).
       key: base PRNG key (step ``s`` uses ``fold_in(key, s)``); default ``PRNGKey(0)``.
       start_step, opt_state: resume point (``opt_state=None``: ``init_opt_state``; for L-BFGS a
         state over the raveled params).
@@ -269,20 +302,11 @@ def fit(
       ``diverged`` and ``stalled`` (bools), ``state`` (the final ``FitState``, with the optimizer
       state; its ``step`` is where the run stopped).
     """
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    if lbfgs is None:
-        lbfgs = uses_linesearch(opt_state if opt_state is not None else jax.eval_shape(optimizer.init, params))
-    if opt_state is None:
-        opt_state = init_opt_state(optimizer, params, lbfgs=bool(lbfgs))
-    # The state is donated to the jitted steps and optax may alias one buffer in several leaves:
-    # copy. An explicit dtype also drops weak types, which would otherwise retrace (and recompile)
-    # the chunk after its first call.
-    opt_state = jax.tree_util.tree_map(lambda a: jnp.array(a, dtype=jnp.asarray(a).dtype, copy=True), opt_state)
+    graphdef, params, rest, opt_state, lbfgs, reg_items, lamb = _setup(model, optimizer, lbfgs, opt_state, regularization, lamb)
     key = jax.random.PRNGKey(0) if key is None else key
     x = jnp.asarray(dataset.x_train)
     y = jnp.asarray(dataset.y_train)
     batch_size = int(batch_size or 0)
-    reg_items = _reg_items(regularization)
     can_update_grid = hasattr(model, "update_grid") and grid_update_every and grid_update_every > 0
     chunk_size = max(1, int(chunk_size))
     bounds = chunk_boundaries(
@@ -301,18 +325,18 @@ def fit(
     # compiles programs of its own): on a multi-core CPU the two overlap.
     pending = None
     if bounds:  # same argument types as the first real call below (step0 and n are int scalars)
-        pending = _compile_ahead(fn, params, rest, opt_state, x, y, key, jnp.asarray(step), jnp.asarray(bounds[0] - step))
+        pending = _compile_ahead(fn, params, rest, opt_state, x, y, key, jnp.asarray(step), jnp.asarray(bounds[0] - step), lamb)
     for end in bounds:
         if can_update_grid and step < stop_grid_update_step and step % grid_update_every == 0:
             params, rest = _grid_update_fn(graphdef)(params, rest, x)
         n = end - step
         fn = _make_chunk_fn(graphdef, optimizer, bool(lbfgs), reg_items, batch_size, chunk_size)
         if lbfgs and batch_size <= 0:  # (compiles, the first time, while the chunk compiles)
-            opt_state = _lbfgs_start_fn(graphdef, reg_items)(params, rest, opt_state, x, y)
+            opt_state = _lbfgs_start_fn(graphdef, reg_items)(params, rest, opt_state, x, y, lamb)
         if pending is not None:
             _wait(pending)
             pending = None
-        params, opt_state, losses = fn(params, rest, opt_state, x, y, key, jnp.asarray(step), jnp.asarray(n))
+        params, opt_state, losses = fn(params, rest, opt_state, x, y, key, jnp.asarray(step), jnp.asarray(n), lamb)
         losses = np.asarray(losses[:n])
         hist_steps.extend(range(step + 1, end + 1))
         hist_loss.extend(losses.tolist())
@@ -335,6 +359,69 @@ def fit(
     # nnx.merge builds a fresh module: callers must use the returned model.
     return model, {"step": hist_steps, "train_loss": hist_loss, "diverged": diverged, "stalled": stalled,
                    "state": FitState(step, model, opt_state)}
+
+
+def _setup(model, optimizer, lbfgs, opt_state, regularization, lamb):
+    """``fit``'s split of ``model``, optimizer state and penalty settings (shared with ``precompile``)."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    if lbfgs is None:
+        lbfgs = uses_linesearch(opt_state if opt_state is not None else jax.eval_shape(optimizer.init, params))
+    if opt_state is None:
+        opt_state = init_opt_state(optimizer, params, lbfgs=bool(lbfgs))
+    # The state is donated to the jitted steps and optax may alias one buffer in several leaves:
+    # copy. An explicit dtype also drops weak types, which would otherwise retrace (and recompile)
+    # the chunk after its first call.
+    opt_state = jax.tree_util.tree_map(lambda a: jnp.array(a, dtype=jnp.asarray(a).dtype, copy=True), opt_state)
+    reg_items = _reg_items(regularization, lamb)
+    lamb = jnp.asarray(_lamb(regularization, lamb) if reg_items else 0.0, jnp.result_type(float))
+    return graphdef, params, rest, opt_state, bool(lbfgs), reg_items, lamb
+
+
+def precompile(
+    model: nnx.Module,
+    dataset,
+    *,
+    optimizer: optax.GradientTransformation,
+    lbfgs: bool | None = None,
+    batch_size: int = 0,
+    grid_updates: bool = True,
+    regularization=None,
+    lamb: float | None = None,
+    chunk_size: int = 100,
+) -> concurrent.futures.Future:
+    """Compiles, in a background thread, the programs ``fit`` runs for a network shaped like ``model``.
+
+    A later ``fit(..., optimizer=optimizer, ...)`` with the same arguments (the same optimizer
+    object) on a network of the same structure (``nnx.graphdef``: widths, grid size, symbolic
+    functions, dtypes) and a dataset of the same shapes finds its training loop, grid update,
+    L-BFGS start and evaluation forward compiled. A pipeline that knows its next stage's network
+    early (the symbolic pipeline, once pruning has decided the widths) compiles it while the
+    current stage trains. ``model`` is not modified (a copy is used; its values do not matter).
+
+    Returns:
+      The future of the work; ``result()`` re-raises a failure (``fit`` compiles again then).
+    """
+    model = nnx.clone(model)
+    batch_size = int(batch_size or 0)
+    chunk_size = max(1, int(chunk_size))
+
+    def work():
+        graphdef, params, rest, opt_state, lb, reg_items, lamb_ = _setup(model, optimizer, lbfgs, None, regularization, lamb)
+        x, y = jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train)
+        # In the order ``fit`` needs them: the quick programs first (a fit that gets there before
+        # them compiles them itself, a second time).
+        if grid_updates and hasattr(model, "update_grid"):
+            _grid_update_fn(graphdef).lower(params, rest, x).compile()
+        if lb and batch_size <= 0:
+            _lbfgs_start_fn(graphdef, reg_items).lower(params, rest, opt_state, x, y, lamb_).compile()
+        step = jnp.asarray(0)
+        fn = _make_chunk_fn(graphdef, optimizer, lb, reg_items, batch_size, chunk_size)
+        fn.lower(params, rest, opt_state, x, y, jax.random.PRNGKey(0), step, step, lamb_).compile()
+        fgraph, state = nnx.split(model)
+        for split in ("train", "test"):
+            _forward_fn(fgraph, True).lower(state, jnp.asarray(getattr(dataset, f"x_{split}"))).compile()
+
+    return in_background(work)
 
 
 def predict(model: nnx.Module, x, *, batch: int = 65536, quick: bool = False) -> np.ndarray:

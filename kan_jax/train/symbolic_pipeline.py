@@ -54,6 +54,7 @@ No mid-run checkpoints: a rerun restarts (the whole pipeline is minutes on a CPU
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import threading
 import time
@@ -61,7 +62,6 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import sympy
 from absl import logging
 from flax import nnx
 
@@ -193,63 +193,92 @@ def _attempt(config, ds, seed: int, metrics, step0: int) -> dict:
         ev = loop.evaluate(m, cur["ds"])
         return {**ev, "train_rmse": ev["train_rmse"] * cur["scale"], "test_rmse": ev["test_rmse"] * cur["scale"]}
 
-    def train(model, steps, name, *, regularization=None, grid_update=True):
+    optimizers = {}  # one optimizer object per step count (L-BFGS: one in all): compiled loops are shared
+
+    def fit_kwargs(steps, *, regularization=None, lamb=None):
+        """What ``loop.fit`` and ``loop.precompile`` get in common for a stage."""
+        lbfgs = optim.is_lbfgs(config.optimizer)
+        opt_key = None if lbfgs else steps
+        if opt_key not in optimizers:
+            optimizers[opt_key] = optim.make_optimizer(config.optimizer, steps)
+        return {"optimizer": optimizers[opt_key], "lbfgs": lbfgs, "batch_size": int(tr.get("batch_size", 0) or 0),
+                "regularization": regularization, "lamb": lamb, "chunk_size": int(tr.get("chunk_size", 100) or 100)}
+
+    def precompile(model, steps, *, regularization=None, lamb=None, grid_update=True):
+        """Compiles a later stage's programs in the background (``loop.precompile``)."""
+        if steps > 0:
+            loop.precompile(model, cur["ds"], grid_updates=grid_update and int(tr.get("grid_update_every", 0) or 0) > 0,
+                            **fit_kwargs(steps, regularization=regularization, lamb=lamb))
+
+    def train(model, steps, name, *, regularization=None, lamb=None, grid_update=True):
         nonlocal step0
         if steps <= 0:
             return model
-        opt = optim.make_optimizer(config.optimizer, steps)
         base = step0
 
         def log_fn(step, live, info):
             metrics.write({"step": base + step, "stage": name, "seed": seed, "train_loss": info["train_loss"], **evaluate(live)})
 
         model, hist = loop.fit(
-            model, cur["ds"], steps=steps, optimizer=opt, lbfgs=optim.is_lbfgs(config.optimizer),
-            batch_size=int(tr.get("batch_size", 0) or 0),
+            model, cur["ds"], steps=steps,
             grid_update_every=int(tr.get("grid_update_every", 0) or 0) if grid_update else 0,
             stop_grid_update_step=int(tr.get("stop_grid_update_step", 0) or 0) if grid_update else 0,
-            regularization=regularization, key=jax.random.fold_in(key, len(stages)),
-            log_every=int(tr.get("log_every", 0) or 0), log_fn=log_fn,
-            chunk_size=int(tr.get("chunk_size", 100) or 100), stop_on_stall=bool(tr.get("stop_on_stall", False)),
+            key=jax.random.fold_in(key, len(stages)), log_every=int(tr.get("log_every", 0) or 0), log_fn=log_fn,
+            stop_on_stall=bool(tr.get("stop_on_stall", False)), **fit_kwargs(steps, regularization=regularization, lamb=lamb),
         )
         ran = int(hist["state"].step)  # fewer than ``steps`` when the stage diverged or stalled
         step0 += ran
         ev = evaluate(model)
-        stages.append({"stage": name, "steps": ran, "widths": [int(w) for w in _widths(model)],
+        stages.append({"stage": name, "steps": ran, "widths": _widths(model),
                        "grid_size": int(model.grid_size), "train_rmse": ev["train_rmse"], "test_rmse": ev["test_rmse"],
                        "diverged": bool(hist["diverged"]), "stalled": bool(hist["stalled"])})
         logging.info("%s: train_rmse %.3g test_rmse %.3g", name, ev["train_rmse"], ev["test_rmse"])
         return model
 
     model = models.make_model(config, seed=seed)
+    reg = config.get("regularization", None)
     model = train(model, int(tr.steps if not isinstance(tr.steps, (list, tuple)) else tr.steps[0]), "train",
-                  regularization=config.get("regularization", None))
+                  regularization=reg)
+    # Pruning masks nodes (kprune's masked=True) and the prune stages train without the penalty
+    # through the first stage's compiled loop (lamb = 0 as data); the network is then compacted to
+    # its live nodes (the same function: the same results as cutting the nodes out at once). Once
+    # pruning has decided the widths, the refine stage's programs compile in the background.
+    no_penalty = {"regularization": reg, "lamb": 0.0} if reg is not None and float(reg.get("lamb", 0.0) or 0.0) > 0 else {}
+    refine_grid = _get(config, "refine_grid", 10)
+    refine_steps = int(_get(config, "refine_steps", 50))
+
+    def refined(model):
+        model.refine(int(refine_grid), x_train)
+        return model
 
     pruned = None
     if _get(config, "prune", True):
         measure = str(_get(config, "prune_measure", "std"))
         model = kprune.prune(model, x_train, node_threshold=float(_get(config, "node_threshold", 1e-2)),
-                             edge_threshold=float(_get(config, "edge_threshold", 3e-2)), measure=measure)
-        model = train(model, int(_get(config, "prune_steps", 50)), "prune")
+                             edge_threshold=float(_get(config, "edge_threshold", 3e-2)), measure=measure, masked=True)
+        if refine_grid:  # (speculative with prune_search: it may narrow the network further)
+            precompile(refined(kprune.compact(model)), refine_steps)
+        model = train(model, int(_get(config, "prune_steps", 50)), "prune", **no_penalty)
         if _get(config, "prune_search", False):
             floor = float(_get(config, "prune_search_rtol", 1e-2)) * float(np.std(ds.y_train))
             fresh = lambda widths: models.make_model(config, widths=widths, seed=seed)  # noqa: E731
-            model = _narrowest(model, x_train, train, stages, fresh, tol=float(_get(config, "prune_search_tol", 2.0)),
-                               floor=floor, steps=int(_get(config, "prune_steps", 50)), measure=measure)
-        pruned = [int(w) for w in _widths(model)]
+            model = _narrowest(model, x_train, functools.partial(train, **no_penalty), stages, fresh,
+                               tol=float(_get(config, "prune_search_tol", 2.0)), floor=floor,
+                               steps=int(_get(config, "prune_steps", 50)), measure=measure)
+        model = kprune.compact(model)
+        pruned = _widths(model)
 
-    refine_grid = _get(config, "refine_grid", 10)
+    names = _get(config, "lib", None)
+    lib = None if not names else {k: SYMBOLIC_LIB[k] for k in names}
+    _precompile_symbolic_fit(model, x_train, lib)
     if refine_grid:
-        model.refine(int(refine_grid), x_train)
-        model = train(model, int(_get(config, "refine_steps", 50)), "refine")
+        model = train(refined(model), refine_steps, "refine")
 
     if cur["scale"] != 1.0 or mu != 0.0:
         _unstandardize_output(model, mu, sigma)
     cur.update(ds=ds, scale=1.0)
     model_before = loop.evaluate(model, ds)
     model_spline = nnx.clone(model)
-    names = _get(config, "lib", None)
-    lib = None if not names else {k: SYMBOLIC_LIB[k] for k in names}
     exact = _exact_level(config, ds)
 
     def symbolic_pass(model, weight_simple):
@@ -306,6 +335,17 @@ def _attempt(config, ds, seed: int, metrics, step0: int) -> dict:
     return {"model": model, "model_spline": model_spline, "model_before": model_before, "stages": stages,
             "pruned": pruned, "results_formula": results_formula, "formula_train_rmse": formula_train_rmse,
             "steps": step0, "seed": seed}
+
+
+def _precompile_symbolic_fit(model, x, lib) -> None:
+    """Compiles ``auto_symbolic``'s fitting program for each layer's edge count in the background
+    (while the refine stage trains): the network's widths and edges are final once compacted."""
+    from kan_jax.symbolic_fit import _padded_edges, precompile_fit_affine_all
+
+    dtype = jnp.result_type(jnp.asarray(x).dtype, model.layers[0].coef[...].dtype)
+    counts = {_padded_edges(int((np.asarray(lay.mask[...]) > 0).sum())) for lay in model.layers}
+    for e in sorted(counts):
+        loop.in_background(functools.partial(precompile_fit_affine_all, e, int(x.shape[0]), dtype=dtype, lib=lib))
 
 
 def _best_until_exact(runs, exact: float) -> tuple[dict, list[dict]]:
@@ -391,6 +431,8 @@ def _best_formula(model, ds, digits: int, *, good: float, exact: float) -> tuple
     the fewest operations among the exact ones (train RMSE <= ``exact``), else among the good
     ones (<= ``good``), else the lowest train RMSE.
     """
+    import sympy
+
     from kan_jax import symbolic as S
 
     names = list(ds.input_names)
@@ -452,7 +494,7 @@ def _narrowest(model, x, train, stages, fresh, *, tol: float, floor: float, step
             ok = False
             for name in ("prune_search", "prune_search_fresh"):
                 if name == "prune_search":
-                    trial = kprune.keep_top_nodes(model, x, layer=layer, k=k, measure=measure)
+                    trial = kprune.keep_top_nodes(model, x, layer=layer, k=k, measure=measure, masked=True)
                 else:
                     widths = _widths(model)
                     widths[layer] = k
@@ -490,12 +532,15 @@ def _unstandardize_output(model, mu: float, sigma: float) -> None:
 
 
 def _import_plotting_ahead() -> None:
-    """Imports matplotlib (~0.4 s) in a background thread while training compiles (XLA releases
-    the GIL), so the diagrams at the end do not wait for it. A failure here is silent: the real
-    import in ``_plot`` reports it."""
+    """Imports sympy (~0.3 s) and matplotlib (~0.4 s) in a background thread while training
+    compiles (XLA releases the GIL), so the formula and the diagrams at the end do not wait for
+    them. A failure here is silent: the real import reports it."""
 
     def run():
         try:
+            import sympy  # noqa: F401
+
+            from kan_jax import symbolic  # noqa: F401
             import matplotlib.backends.backend_agg  # noqa: F401
             import matplotlib.figure  # noqa: F401
 
@@ -517,5 +562,8 @@ def _plot(model, x, path, input_names, title):
         logging.warning("plot_kan(%s) failed: %s", path, err)
 
 
-def _widths(model):
-    return [model.layers[0].in_features] + [lay.out_features for lay in model.layers]
+def _widths(model) -> list[int]:
+    """The widths of ``model``'s live nodes (``kan_jax.prune.live_widths``: masked nodes not counted)."""
+    from kan_jax import prune as kprune
+
+    return kprune.live_widths(model)
