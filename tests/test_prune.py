@@ -240,3 +240,60 @@ def test_attribution_on_the_host_equals_the_traced_one(measure):
     es_t, ns_t = nnx.jit(lambda m, x: P.attribution(m, x, measure=measure))(model, x)
     for a, b in zip(es + ns, es_t + ns_t):
         np.testing.assert_allclose(a, np.asarray(b), rtol=1e-12, atol=1e-15)
+
+
+def _random_model(widths=(3, 4, 2), key=4):
+    model = kan_jax.KAN(list(widths), grid_size=5, param_dtype=jnp.float64, rngs=nnx.Rngs(key))
+    rng = np.random.default_rng(key)
+    for layer in model.layers:
+        _set(layer.coef, rng.normal(size=layer.coef.shape))
+        _set(layer.bias, rng.normal(size=layer.bias.shape))
+    return model
+
+
+def test_mask_nodes_is_subnetwork_at_the_same_shapes():
+    """Masking the removed nodes computes what cutting them out computes (bias shifts included);
+    ``compact`` then gives that very subnetwork, ``live_widths`` its widths."""
+    model, x = _random_model(), _x(seed=3)
+    keep, shifts = [[0, 1, 2], [0, 2], [0, 1]], [np.array([0.3, -0.2]), np.array([0.5, 1.5])]
+    sub = P.subnetwork(model, keep, shifts)
+    masked = P.mask_nodes(model, keep, shifts)
+    assert masked.widths == model.widths and P.live_widths(masked) == [3, 2, 2]
+    np.testing.assert_allclose(np.asarray(masked(x)), np.asarray(sub(x)), rtol=1e-12, atol=1e-12)
+    small = P.compact(masked)
+    assert small.widths == sub.widths
+    for a, b in zip(jax.tree_util.tree_leaves(nnx.state(small)), jax.tree_util.tree_leaves(nnx.state(sub))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert np.all(np.asarray(model.layers[0].mask[...]) == 1)  # the argument is not modified
+
+
+def test_compact_drops_nodes_that_reach_no_output():
+    """A hidden node whose outgoing edges are all masked contributes nothing: compact removes it
+    (its incoming edges may be live) and the function does not change."""
+    model, x = _random_model((2, 3, 3, 1)), _x(d=2, seed=4)
+    mask = np.asarray(model.layers[2].mask[...]).copy()
+    mask[1, 0] = 0  # node 1 of the second hidden layer feeds nothing...
+    _set(model.layers[2].mask, mask)
+    mask = np.asarray(model.layers[1].mask[...]).copy()
+    mask[2, :] = 0  # ...and node 2 of the first hidden layer neither
+    _set(model.layers[1].mask, mask)
+    assert P.live_widths(model) == [2, 2, 2, 1]
+    small = P.compact(model)
+    assert small.widths == (2, 2, 2, 1)
+    np.testing.assert_allclose(np.asarray(small(x)), np.asarray(model(x)), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("how", ["prune", "keep_top_nodes"])
+def test_masked_pruning_equals_cut_pruning(how):
+    """``masked=True`` keeps the widths and computes the cut network's function; compacted, it
+    is that network."""
+    model, x = _random_model((2, 5, 1), key=6), _x(d=2, seed=6)
+    if how == "prune":
+        run = lambda **kw: P.prune(model, x, node_threshold=0.15, edge_threshold=0.05, **kw)  # noqa: E731
+    else:
+        run = lambda **kw: P.keep_top_nodes(model, x, layer=1, k=2, **kw)  # noqa: E731
+    cut, masked = run(), run(masked=True)
+    assert masked.widths == model.widths and cut.widths[1] < 5
+    assert P.live_widths(masked) == list(cut.widths)
+    np.testing.assert_allclose(np.asarray(masked(x)), np.asarray(cut(x)), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(P.compact(masked)(x)), np.asarray(cut(x)), rtol=1e-12, atol=1e-12)

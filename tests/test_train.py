@@ -4,6 +4,7 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -287,3 +288,81 @@ def test_fit_compiles_its_loop_once_with_the_background_compile(small_ds, caplog
     compiles = [r.getMessage() for r in caplog.records if "XLA compilation of jit(chunk)" in r.getMessage()]
     assert len(compiles) == 1, compiles
     assert len(hist["train_loss"]) == 30 and np.all(np.isfinite(hist["train_loss"]))
+
+
+def _compiles(caplog, name):
+    return [r.getMessage() for r in caplog.records if f"XLA compilation of jit({name})" in r.getMessage()]
+
+
+def _lbfgs_config():
+    c = _toy_quick()
+    c.optimizer.name = "lbfgs"
+    return c
+
+
+def test_lamb_is_data_zero_reuses_the_regularized_loop(small_ds, caplog):
+    """A stage with ``lamb=0`` and the same ``regularization`` runs the regularized stage's
+    compiled loop (no new compile) and trains on the plain MSE: its first loss equals the
+    unregularized fit's first loss."""
+    import logging
+
+    c = _lbfgs_config()
+    c.model.widths = [2, 4, 1]
+    c.model.grid_size = 6  # a shape no other test compiles
+    reg = {"lamb": 0.01, "lamb_entropy": 2.0}
+    opt = train.make_optimizer(c.optimizer, 20)
+    model = train.make_model(c, dtype="float64")
+    model, hist_reg = train.fit(model, small_ds, steps=20, optimizer=opt, regularization=reg, chunk_size=10)
+    start = nnx.clone(model)
+    jax.config.update("jax_log_compiles", True)
+    try:
+        with caplog.at_level(logging.WARNING):
+            _, hist0 = train.fit(nnx.clone(start), small_ds, steps=20, optimizer=opt, regularization=reg, lamb=0.0,
+                                 chunk_size=10)
+    finally:
+        jax.config.update("jax_log_compiles", False)
+    assert _compiles(caplog, "chunk") == []
+    _, plain = train.fit(nnx.clone(start), small_ds, steps=20, optimizer=opt, chunk_size=10)
+    # The first step's loss is the MSE at the start (no penalty): both fits agree.
+    np.testing.assert_allclose(hist0["train_loss"][0], plain["train_loss"][0], rtol=1e-9)
+    assert hist0["train_loss"][-1] < hist_reg["train_loss"][-1]  # the penalty is gone
+
+
+def test_precompile_leaves_nothing_for_fit_to_compile(small_ds, caplog):
+    """``loop.precompile`` compiles the loop, the L-BFGS start, the grid update and the
+    evaluation forward of a network shape; the fit that follows compiles none of them."""
+    import logging
+
+    c = _lbfgs_config()
+    c.model.widths = [2, 2, 1]
+    c.model.grid_size = 7  # a shape no other test compiles
+    opt = train.make_optimizer(c.optimizer, 20)
+    model = train.make_model(c, dtype="float64")
+    loop.precompile(model, small_ds, optimizer=opt, chunk_size=10).result()
+    jax.config.update("jax_log_compiles", True)
+    try:
+        with caplog.at_level(logging.WARNING):
+            model, hist = train.fit(model, small_ds, steps=20, optimizer=opt, chunk_size=10, grid_update_every=5,
+                                    stop_grid_update_step=10)
+            train.evaluate(model, small_ds)
+    finally:
+        jax.config.update("jax_log_compiles", False)
+    for name in ("chunk", "start", "run", "<lambda>"):
+        assert _compiles(caplog, name) == [], name
+    assert np.all(np.isfinite(hist["train_loss"]))
+
+
+def test_quick_jit_equals_jit_and_inlines_under_a_trace():
+    from kan_jax import compilation
+
+    assert compilation.quick_options("cpu") == compilation.QUICK_CPU_OPTIONS
+    assert compilation.quick_options("gpu") is None
+    f = lambda a, b: jnp.sin(a) * b + jnp.cumsum(a)  # noqa: E731
+    q = compilation.quick_jit(f)
+    a, b = jnp.linspace(-2.0, 2.0, 33), jnp.float64(1.5)
+    np.testing.assert_allclose(np.asarray(q(a, b)), np.asarray(jax.jit(f)(a, b)), rtol=1e-13)
+    # Inside another jit (and under grad) it is inlined like any jitted function.
+    np.testing.assert_allclose(np.asarray(jax.jit(lambda a: q(a, b))(a)), np.asarray(f(a, b)), rtol=1e-13)
+    g = jax.grad(lambda a: jnp.sum(q(a, b)))(a)
+    np.testing.assert_allclose(np.asarray(g), np.asarray(jax.grad(lambda a: jnp.sum(f(a, b)))(a)), rtol=1e-13)
+    assert q.lower(a, b).compile() is not None

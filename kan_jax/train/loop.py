@@ -368,13 +368,19 @@ def _setup(model, optimizer, lbfgs, opt_state, regularization, lamb):
         lbfgs = uses_linesearch(opt_state if opt_state is not None else jax.eval_shape(optimizer.init, params))
     if opt_state is None:
         opt_state = init_opt_state(optimizer, params, lbfgs=bool(lbfgs))
-    # The state is donated to the jitted steps and optax may alias one buffer in several leaves:
-    # copy. An explicit dtype also drops weak types, which would otherwise retrace (and recompile)
-    # the chunk after its first call.
-    opt_state = jax.tree_util.tree_map(lambda a: jnp.array(a, dtype=jnp.asarray(a).dtype, copy=True), opt_state)
+    # Params and state are donated to the jitted steps; the caller's arrays may be shared (an
+    # ``nnx.clone`` shares them) and optax may alias one buffer in several leaves: copy.
+    params, opt_state = _owned_copy((params, jax.tree_util.tree_map(jnp.asarray, opt_state)))
     reg_items = _reg_items(regularization, lamb)
     lamb = jnp.asarray(_lamb(regularization, lamb) if reg_items else 0.0, jnp.result_type(float))
     return graphdef, params, rest, opt_state, bool(lbfgs), reg_items, lamb
+
+
+@quick_jit
+def _owned_copy(tree):
+    """Fresh buffers for every leaf of ``tree`` (one compiled program). The explicit dtype drops
+    weak types, which would otherwise retrace (and recompile) a loop after its first call."""
+    return jax.tree_util.tree_map(lambda a: jnp.array(a, dtype=a.dtype, copy=True), tree)
 
 
 def precompile(
