@@ -210,9 +210,9 @@ class KANLayer(nnx.Module):
         if not edges:
             return
         ii, jj = np.array([e[0] for e in edges]), np.array([e[1] for e in edges])
-        self.sym_affine.set_value(self.sym_affine[...].at[ii, jj].set(p))
-        self.sym_mask.set_value(self.sym_mask[...].at[ii, jj].set(1))
-        self.mask.set_value(self.mask[...].at[ii, jj].set(0))
+        _set_edges(self.sym_affine, ii, jj, np.asarray(p))
+        _set_edges(self.sym_mask, ii, jj, 1)
+        _set_edges(self.mask, ii, jj, 0)
         self.sym_names = SE.set_names(self.sym_names, edges, [f.name for f in funcs])
         by_name = {f.name: f for f in self.sym_funcs}
         by_name.update({f.name: f for f in funcs})
@@ -227,8 +227,8 @@ class KANLayer(nnx.Module):
         if not edges:
             return
         ii, jj = np.array([e[0] for e in edges]), np.array([e[1] for e in edges])
-        self.sym_mask.set_value(self.sym_mask[...].at[ii, jj].set(0))
-        self.mask.set_value(self.mask[...].at[ii, jj].set(1))
+        _set_edges(self.sym_mask, ii, jj, 0)
+        _set_edges(self.mask, ii, jj, 1)
         self.sym_names = SE.set_names(self.sym_names, edges, [None] * len(edges))
         used = {nm for row in self.sym_names for nm in row if nm is not None}
         self.sym_funcs = tuple(f for f in self.sym_funcs if f.name in used)
@@ -254,6 +254,13 @@ class KANLayer(nnx.Module):
         )
         self._set_params(params)
         self.grid.set_value(grid)
+
+
+def _set_edges(var, ii, jj, value) -> None:
+    """``var[ii, jj] = value`` on the host (a structural edit: no XLA compile per shape)."""
+    a = np.array(var[...])
+    a[ii, jj] = value
+    var.set_value(jnp.asarray(a))
 
 
 class KAN(nnx.Module):

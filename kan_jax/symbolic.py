@@ -32,12 +32,16 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import sympy
+from flax import nnx
 
 from kan_jax import functional as F
+from kan_jax.compilation import quick_jit
 from kan_jax.symbolic_fit import (
     SYMBOLIC_LIB,
     SymbolicCandidate,
@@ -103,11 +107,23 @@ def edge_samples(model, x: jax.Array, layers: Sequence[int] | None = None) -> di
     """Samples of the spline edges: ``{layer: (inputs (batch, n_l), phi (batch, n_l, n_{l+1}))}``.
 
     The inputs are those reaching each layer when the network runs on ``x (batch, widths[0])``;
-    ``phi`` is each edge's spline function on them (mask not applied).
+    ``phi`` is each edge's spline function on them (mask not applied). One quick-compiled
+    program per network structure computes every layer's (``kan_jax.compilation``).
     """
-    inputs = model.layer_inputs(jnp.asarray(x))
+    graphdef, state = nnx.split(model)
+    samples = _edge_samples_fn(graphdef)(state, jnp.asarray(x))
     layers = range(len(model.layers)) if layers is None else layers
-    return {l: (inputs[l], _spline_phi(model.layers[l], inputs[l])) for l in layers}
+    return {l: samples[l] for l in layers}
+
+
+@functools.lru_cache(maxsize=32)
+def _edge_samples_fn(graphdef):
+    def run(state, x):
+        model = nnx.merge(graphdef, state)
+        inputs = model.layer_inputs(x)
+        return [(inputs[l], _spline_phi(lay, inputs[l])) for l, lay in enumerate(model.layers)]
+
+    return quick_jit(run)
 
 
 def suggest_symbolic(
@@ -236,8 +252,8 @@ def auto_symbolic(
         if active.size == 0:
             continue
         ii, jj = active[:, 0], active[:, 1]
-        xs = jnp.asarray(xin)[:, ii].T  # (E, N)
-        ys = phi[:, ii, jj].T
+        xs = np.asarray(xin)[:, ii].T  # (E, N), gathered on the host (no compile per shape)
+        ys = np.asarray(phi)[:, ii, jj].T
         cands = suggest_symbolic_batch(xs, ys, lib=lib, topk=1, weight_simple=weight_simple, r2_threshold=r2_threshold, **fit_kwargs)
         edges, funcs, params = [], [], []
         for (i, j), c in zip(active.tolist(), cands):

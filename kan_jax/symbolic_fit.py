@@ -66,7 +66,8 @@ def _canonical(params: jax.Array, canonical) -> jax.Array:
     """``params (..., 4)`` in the function's canonical form (unchanged without one)."""
     if canonical is None:
         return params
-    return jnp.asarray(canonical(np.asarray(params, np.float64)), params.dtype)
+    out = canonical(np.asarray(params, np.float64)).astype(params.dtype)
+    return out if isinstance(params, np.ndarray) else jnp.asarray(out)
 
 
 # ---------------------------------------------------------------------------
@@ -338,8 +339,8 @@ def fit_affine_all(
       ``(params, r2)`` of shapes ``(E, F, 4)`` and ``(E, F)`` (params canonical as in
       :func:`fit_affine`).
     """
-    x = jnp.asarray(x)
-    y = jnp.asarray(y)
+    # Padding and the results' post-processing run on the host: no XLA compile per shape.
+    x, y = np.asarray(x), np.asarray(y)
     if x.shape != y.shape or x.ndim != 2:
         raise ValueError(f"x and y must both be (E, N); got {x.shape}, {y.shape}")
     resolved, static = _fit_all_static(lib, a_range=a_range, b_range=b_range, grid_number=grid_number,
@@ -347,12 +348,12 @@ def fit_affine_all(
     e = x.shape[0]
     pad = _padded_edges(e) - e
     if pad > 0:
-        x = jnp.concatenate([x, jnp.broadcast_to(x[:1], (pad,) + x.shape[1:])])
-        y = jnp.concatenate([y, jnp.broadcast_to(y[:1], (pad,) + y.shape[1:])])
-    params, r2 = _fit_affine_all_jit(x, y, **static)
-    params, r2 = params[:e], r2[:e]
-    params = jnp.stack([_canonical(params[:, k], c) for k, (_, _, c) in enumerate(resolved)], axis=1)
-    return params, r2
+        x = np.concatenate([x, np.broadcast_to(x[:1], (pad,) + x.shape[1:])])
+        y = np.concatenate([y, np.broadcast_to(y[:1], (pad,) + y.shape[1:])])
+    params, r2 = _fit_affine_all_jit(jnp.asarray(x), jnp.asarray(y), **static)
+    params, r2 = np.asarray(params)[:e], np.asarray(r2)[:e]
+    params = np.stack([_canonical(params[:, k], c) for k, (_, _, c) in enumerate(resolved)], axis=1)
+    return jnp.asarray(params), jnp.asarray(r2)
 
 
 def _padded_edges(e: int) -> int:
