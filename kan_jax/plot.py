@@ -15,10 +15,14 @@ object API (no pyplot state), so ``plot_kan`` is safe in threads and never opens
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
+
+from kan_jax.compilation import quick_jit
 
 __all__ = ["plot_kan", "symbolic_label", "EDGE_LABEL_PREFIX"]
 
@@ -99,7 +103,7 @@ _PAD_PROBE_MAX = 65536  # larger sample batches are not used to pad the probe po
 
 def _probe_curves(model, x, n_points: int):
     """Per layer ``(xs (m, n), phi (m, n, o))``: each input's own sample range, evaluated per edge."""
-    inputs = model.layer_inputs(jnp.asarray(x))[:-1]
+    inputs = _layer_inputs_fn(nnx.graphdef(model))(nnx.state(model), jnp.asarray(x))[:-1]
     out = []
     for layer, a in zip(model.layers, inputs):
         dtype = a.dtype
@@ -114,6 +118,12 @@ def _probe_curves(model, x, n_points: int):
         phi = np.asarray(layer.edge_activations(jnp.asarray(padded, dtype)), dtype=np.float64)[:n_points]
         out.append((xs, phi))
     return out
+
+
+@functools.lru_cache(maxsize=16)
+def _layer_inputs_fn(graphdef):
+    """``model.layer_inputs`` as one quick-compiled program per network structure."""
+    return quick_jit(lambda state, x: nnx.merge(graphdef, state).layer_inputs(x))
 
 
 def plot_kan(

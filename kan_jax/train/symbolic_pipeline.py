@@ -8,7 +8,11 @@ Stages (``config.symbolic.*``, all optional; defaults in brackets):
    ``symbolic.prune_measure`` ``"std"``], then ``symbolic.prune_steps`` [50] steps
    without regularization; with ``symbolic.prune_search`` [False], the narrowest hidden widths
    whose retrained train RMSE stays within ``symbolic.prune_search_tol`` [2] times that or
-   below ``symbolic.prune_search_rtol`` [1e-2] times the target's std (``_narrowest``);
+   below ``symbolic.prune_search_rtol`` [1e-2] times the target's std (``_narrowest``).
+   Pruning masks the removed nodes (``masked=True``: the same function at the same shapes), so
+   these stages run the first stage's compiled training loop (the penalty weight is data,
+   ``fit(lamb=0)``); the network is then compacted to its live nodes (``kan_jax.prune.compact``)
+   and ``pruned_widths`` are its widths;
 3. ``refine``: grid extension to ``symbolic.refine_grid`` [10] and ``symbolic.refine_steps`` [50]
    steps (skipped if ``refine_grid`` is 0/None);
 4. ``plots/kan_before.png`` (the diagram), then ``auto_symbolic`` on the training inputs (``symbolic.lib``: list of library names or None for
@@ -49,6 +53,10 @@ chunk of its steps left the loss bit-equal and no grid update is left (``loop.fi
 then has ``stalled: true`` and ``steps`` counts the steps that ran.
 
 No mid-run checkpoints: a rerun restarts (the whole pipeline is minutes on a CPU).
+
+Compiling is most of a cold run on a CPU (docs/PERFORMANCE.md): once pruning has decided the
+widths, the refine stage's programs (``loop.precompile``) and ``auto_symbolic``'s fitting
+program compile in background threads while the prune stages train.
 """
 
 from __future__ import annotations
@@ -257,7 +265,9 @@ def _attempt(config, ds, seed: int, metrics, step0: int) -> dict:
         model = kprune.prune(model, x_train, node_threshold=float(_get(config, "node_threshold", 1e-2)),
                              edge_threshold=float(_get(config, "edge_threshold", 3e-2)), measure=measure, masked=True)
         if refine_grid:  # (speculative with prune_search: it may narrow the network further)
-            precompile(refined(kprune.compact(model)), refine_steps)
+            ahead = refined(kprune.compact(model))
+            precompile(ahead, refine_steps)
+            _precompile_edge_samples(ahead, x_train)
         model = train(model, int(_get(config, "prune_steps", 50)), "prune", **no_penalty)
         if _get(config, "prune_search", False):
             floor = float(_get(config, "prune_search_rtol", 1e-2)) * float(np.std(ds.y_train))
@@ -335,6 +345,14 @@ def _attempt(config, ds, seed: int, metrics, step0: int) -> dict:
     return {"model": model, "model_spline": model_spline, "model_before": model_before, "stages": stages,
             "pruned": pruned, "results_formula": results_formula, "formula_train_rmse": formula_train_rmse,
             "steps": step0, "seed": seed}
+
+
+def _precompile_edge_samples(model, x) -> None:
+    """Compiles ``auto_symbolic``'s edge-sample program for ``model``'s structure in the background."""
+    from kan_jax import symbolic as S
+
+    graphdef, state = nnx.split(nnx.clone(model))
+    loop.in_background(lambda: S._edge_samples_fn(graphdef).lower(state, jnp.asarray(x)).compile())
 
 
 def _precompile_symbolic_fit(model, x, lib) -> None:
