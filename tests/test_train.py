@@ -366,3 +366,25 @@ def test_quick_jit_equals_jit_and_inlines_under_a_trace():
     g = jax.grad(lambda a: jnp.sum(q(a, b)))(a)
     np.testing.assert_allclose(np.asarray(g), np.asarray(jax.grad(lambda a: jnp.sum(f(a, b)))(a)), rtol=1e-13)
     assert q.lower(a, b).compile() is not None
+
+
+def test_quick_evaluation_forward_turns_optimized_once_it_has_cost_its_budget(small_ds, monkeypatch):
+    """``predict(quick=True)`` compiles quickly, and switches a structure to the optimized
+    forward once the quick one's runs (the compiling first call not counted) used the budget."""
+    c = _toy_quick()
+    c.model.widths = [2, 3, 1]
+    c.model.grid_size = 9  # a structure no other test evaluates
+    model = train.make_model(c, dtype="float64")
+    flags = []
+    orig = loop._forward_fn
+
+    def spy(graphdef, quick):
+        flags.append(quick)
+        return orig(graphdef, quick)
+
+    monkeypatch.setattr(loop, "_forward_fn", spy)
+    monkeypatch.setattr(loop, "QUICK_FORWARD_BUDGET_S", 1e-9)
+    x = np.asarray(small_ds.x_train)
+    outs = [loop.predict(model, x, quick=True) for _ in range(3)]
+    assert flags == [True, True, False]
+    np.testing.assert_allclose(outs[2], outs[0], rtol=1e-12, atol=1e-12)
