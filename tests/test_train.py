@@ -368,23 +368,34 @@ def test_quick_jit_equals_jit_and_inlines_under_a_trace():
     assert q.lower(a, b).compile() is not None
 
 
-def test_quick_evaluation_forward_turns_optimized_once_it_has_cost_its_budget(small_ds, monkeypatch):
-    """``predict(quick=True)`` compiles quickly, and switches a structure to the optimized
-    forward once the quick one's runs (the compiling first call not counted) used the budget."""
-    c = _toy_quick()
-    c.model.widths = [2, 3, 1]
-    c.model.grid_size = 9  # a structure no other test evaluates
-    model = train.make_model(c, dtype="float64")
+def test_quick_jit_compiles_optimized_for_large_inputs(monkeypatch):
+    from kan_jax import compilation
+
+    monkeypatch.setattr(compilation, "QUICK_MAX_INPUT_ELEMENTS", 8)
+    options = []
+    orig = jax.jit
+
+    def spy(fun, compiler_options=None, **kw):
+        options.append(compiler_options)
+        return orig(fun, compiler_options=compiler_options, **kw)
+
+    monkeypatch.setattr(compilation.jax, "jit", spy)
+    q = compilation.quick_jit(lambda a: a * 2.0)
+    np.testing.assert_allclose(np.asarray(q(jnp.ones(16))), 2.0)  # large: optimized
+    np.testing.assert_allclose(np.asarray(q(jnp.ones(4))), 2.0)  # small: quick
+    assert options == [None, compilation.QUICK_CPU_OPTIONS]
+
+
+def test_evaluation_forward_is_quick_only_for_small_work(small_ds, monkeypatch):
+    """``predict(quick=True)`` compiles quickly while rows x parameters is small: a decision on
+    shapes only (never on timings), so resumed runs log bitwise the same metrics."""
+    model = train.make_model(_toy_quick(), dtype="float64")
     flags = []
     orig = loop._forward_fn
-
-    def spy(graphdef, quick):
-        flags.append(quick)
-        return orig(graphdef, quick)
-
-    monkeypatch.setattr(loop, "_forward_fn", spy)
-    monkeypatch.setattr(loop, "QUICK_FORWARD_BUDGET_S", 1e-9)
+    monkeypatch.setattr(loop, "_forward_fn", lambda graphdef, quick: flags.append(quick) or orig(graphdef, quick))
     x = np.asarray(small_ds.x_train)
-    outs = [loop.predict(model, x, quick=True) for _ in range(3)]
-    assert flags == [True, True, False]
-    np.testing.assert_allclose(outs[2], outs[0], rtol=1e-12, atol=1e-12)
+    small = loop.predict(model, x, quick=True)
+    monkeypatch.setattr(loop, "QUICK_FORWARD_MAX_WORK", 1)
+    large = loop.predict(model, x, quick=True)
+    assert flags == [True, False]
+    np.testing.assert_allclose(large, small, rtol=1e-12, atol=1e-12)

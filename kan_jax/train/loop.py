@@ -15,7 +15,6 @@ import concurrent.futures
 import dataclasses
 import functools
 import math
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -431,39 +430,28 @@ def precompile(
     return in_background(work)
 
 
-# A quick-compiled forward runs slower than an optimized one (docs/PERFORMANCE.md: 1.5-3x on CPU);
-# once its runs (first calls, which compile, not counted) have cost this much for one network
-# structure, that structure's forward is compiled optimized: about what the optimized compile
-# costs, so a forward evaluated often (many logged evaluations of a large grid) stops paying.
-QUICK_FORWARD_BUDGET_S = 0.25
+# ``predict(quick=True)`` compiles quickly while rows x parameters stay at most this (the
+# forward's work): above it a quick forward evaluated at every log costs more than the compile it
+# saves (toy at G = 50, 1000 rows, 60 logged evaluations per stage: warm run 25.7 -> 34.2 s).
+QUICK_FORWARD_MAX_WORK = 1 << 18
 
 
 def predict(model: nnx.Module, x, *, batch: int = 65536, quick: bool = False) -> np.ndarray:
     """``model(x)`` in batches of ``batch`` rows, as numpy (one jit per model structure).
 
-    ``quick``: compile with ``kan_jax.compilation.quick_options`` while the structure's quick
-    forward has run for less than ``QUICK_FORWARD_BUDGET_S`` (the training loop's evaluations:
-    a few calls on small data), optimized after that.
+    ``quick``: compile with ``kan_jax.compilation.quick_jit`` when rows x parameters is at most
+    ``QUICK_FORWARD_MAX_WORK`` (the training loop's evaluations of small networks).
     """
     graphdef, state = nnx.split(model)
+    quick = quick and min(len(x), batch) * _param_count(state) <= QUICK_FORWARD_MAX_WORK
+    fn = _forward_fn(graphdef, bool(quick))
     x = jnp.asarray(x)
-    use = _quick_use(graphdef) if quick else None
-    quick = use is not None and use["spent"] < QUICK_FORWARD_BUDGET_S
-    fn = _forward_fn(graphdef, quick)
-    t0 = time.perf_counter()
-    out = np.concatenate([np.asarray(fn(state, x[i : i + batch])) for i in range(0, x.shape[0], batch)], axis=0)
-    if quick:
-        shape = (x.shape, str(x.dtype))
-        if shape in use["seen"]:
-            use["spent"] += time.perf_counter() - t0
-        use["seen"].add(shape)
-    return out
+    return np.concatenate([np.asarray(fn(state, x[i : i + batch])) for i in range(0, x.shape[0], batch)], axis=0)
 
 
-@functools.lru_cache(maxsize=32)
-def _quick_use(graphdef) -> dict:
-    """Run time spent in a structure's quick forward, and the input shapes it has compiled for."""
-    return {"spent": 0.0, "seen": set()}
+def _param_count(state) -> int:
+    """Elements of the ``nnx.Param`` leaves of a model state."""
+    return int(sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(nnx.filter_state(state, nnx.Param))))
 
 
 @functools.lru_cache(maxsize=32)
