@@ -9,8 +9,8 @@ classic elemental emitters instead of the MLIR fusion emitters, 2-4x faster to c
 1.5-3x slower to run. Hot programs (the layer forward, the training loop) keep XLA's defaults.
 On other backends ``quick_jit`` is plain ``jax.jit``.
 
-Calls on large inputs (``QUICK_MAX_INPUT_ELEMENTS`` elements in all) use the optimized program
-from the start: their runs, not the compile, dominate. The choice depends only on the input
+Calls whose inputs hold more than ``QUICK_MAX_INPUT_ELEMENTS`` elements in all use the
+optimized program: their runs, not the compile, dominate. The choice depends only on the input
 shapes, never on timings or call counts, so a resumed run computes bitwise what an
 uninterrupted one does.
 

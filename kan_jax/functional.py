@@ -15,6 +15,10 @@ State of one layer:
 ``apply`` is the fused path (basis computed once per input, a single contraction over
 ``(input, basis)`` with the base branch folded in as one extra basis column); ``edge_apply`` is
 the reference written as a scalar edge function vmapped over every edge. They agree (tests).
+
+``apply`` (the hot path) compiles with XLA's defaults; parameter init, ``update_grid`` and
+``edge_values``, which run rarely, compile quickly on CPU for small inputs
+(``kan_jax.compilation.quick_jit``); inside a caller's ``jax.jit`` all of them are inlined.
 """
 
 from __future__ import annotations
