@@ -46,7 +46,8 @@ def quick_jit(fun: Callable | None = None, **jit_kwargs) -> Callable:
     """``jax.jit(fun, **jit_kwargs)`` compiled with ``quick_options()`` unless the inputs are large.
 
     Decorator or call. The backend is read at the first call (not at import), so importing never
-    initializes JAX. ``.lower(...)`` lowers the quick program (for compiling ahead).
+    initializes JAX. ``.lower(...)`` lowers the program a call with those arguments runs (for
+    compiling ahead).
     """
     if fun is None:
         return functools.partial(quick_jit, **jit_kwargs)
@@ -59,17 +60,19 @@ def quick_jit(fun: Callable | None = None, **jit_kwargs) -> Callable:
             f = jitted[(backend, quick)] = jax.jit(fun, compiler_options=options, **jit_kwargs)
         return f
 
-    @functools.wraps(fun)
-    def call(*args, **kwargs):
+    def pick(args, kwargs):
         leaves = jax.tree_util.tree_leaves((args, kwargs))
         # Under a trace (inside another jit, vmap, grad, eval_shape) the call is inlined into the
         # outer program, which JAX only allows for a jit without compiler options.
         if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
-            return get("traced", False)(*args, **kwargs)
+            return get("traced", False)
         backend = jax.default_backend()
         size = sum(int(getattr(leaf, "size", 0) or 0) for leaf in leaves if hasattr(leaf, "dtype"))
-        quick = quick_options(backend) is not None and size <= QUICK_MAX_INPUT_ELEMENTS
-        return get(backend, quick)(*args, **kwargs)
+        return get(backend, quick_options(backend) is not None and size <= QUICK_MAX_INPUT_ELEMENTS)
 
-    call.lower = lambda *args, **kwargs: get(jax.default_backend(), True).lower(*args, **kwargs)
+    @functools.wraps(fun)
+    def call(*args, **kwargs):
+        return pick(args, kwargs)(*args, **kwargs)
+
+    call.lower = lambda *args, **kwargs: pick(args, kwargs).lower(*args, **kwargs)  # the program a call runs
     return call

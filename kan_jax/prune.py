@@ -282,16 +282,7 @@ def mask_nodes(model: KAN, keep: Sequence[Sequence[int]], bias_shifts: Sequence 
     for l, layer in enumerate(new.layers):
         live = np.zeros((layer.in_features, layer.out_features), bool)
         live[np.ix_(keep[l], keep[l + 1])] = True
-        mask = np.asarray(layer.mask[...])
-        layer.mask.set_value(jnp.asarray(np.where(live, mask, 0), mask.dtype))
-        if getattr(layer, "sym_names", None) is not None:
-            sym = np.asarray(layer.sym_mask[...])
-            layer.sym_mask.set_value(jnp.asarray(np.where(live, sym, 0), sym.dtype))
-            layer.sym_names = tuple(
-                tuple(nm if live[i, j] else None for j, nm in enumerate(row)) for i, row in enumerate(layer.sym_names)
-            )
-            used = {nm for row in layer.sym_names for nm in row if nm is not None}
-            layer.sym_funcs = tuple(f for f in layer.sym_funcs if f.name in used)
+        _mask_edges(layer, ~live)
         if bias_shifts is not None:
             bias = np.array(layer.bias[...])
             bias[keep[l + 1]] += np.asarray(bias_shifts[l], bias.dtype)
@@ -367,17 +358,23 @@ def prune_edges(
         if fold_constants and newly.any():
             shift = np.sum(np.where(newly[None], a, 0.0).mean(axis=0), axis=0)
             layer.bias.set_value(jnp.asarray(np.asarray(layer.bias[...], np.float64) + shift, layer.bias[...].dtype))
-        mask = np.asarray(layer.mask[...])
-        layer.mask.set_value(jnp.asarray(np.where(drop, 0, mask), mask.dtype))
-        if getattr(layer, "sym_names", None) is not None:
-            sym = np.asarray(layer.sym_mask[...])
-            layer.sym_mask.set_value(jnp.asarray(np.where(drop, 0, sym), sym.dtype))
-            layer.sym_names = tuple(
-                tuple(None if drop[i, j] else nm for j, nm in enumerate(row)) for i, row in enumerate(layer.sym_names)
-            )
-            used = {nm for row in layer.sym_names for nm in row if nm is not None}
-            layer.sym_funcs = tuple(f for f in layer.sym_funcs if f.name in used)
+        _mask_edges(layer, drop)
     return new
+
+
+def _mask_edges(layer: KANLayer, drop: np.ndarray) -> None:
+    """Masks the edges where ``drop (n, o)`` is True: spline ``mask = 0`` and, for symbolic
+    edges, ``sym_mask = 0`` and no name (the layer keeps only the functions still used)."""
+    mask = np.asarray(layer.mask[...])
+    layer.mask.set_value(jnp.asarray(np.where(drop, 0, mask), mask.dtype))
+    if getattr(layer, "sym_names", None) is not None:
+        sym = np.asarray(layer.sym_mask[...])
+        layer.sym_mask.set_value(jnp.asarray(np.where(drop, 0, sym), sym.dtype))
+        layer.sym_names = tuple(
+            tuple(None if drop[i, j] else nm for j, nm in enumerate(row)) for i, row in enumerate(layer.sym_names)
+        )
+        used = {nm for row in layer.sym_names for nm in row if nm is not None}
+        layer.sym_funcs = tuple(f for f in layer.sym_funcs if f.name in used)
 
 
 def _removal_shifts(acts, keep) -> list[np.ndarray]:

@@ -47,6 +47,7 @@ from kan_jax.symbolic_fit import (
     SymbolicCandidate,
     SymbolicFunction,
     fit_affine,
+    precompile_fit_affine_all,
     round_constants,
     suggest_symbolic_batch,
 )
@@ -54,6 +55,7 @@ from kan_jax.symbolic_fit import (
 __all__ = [
     "NotSymbolicError",
     "edge_samples",
+    "precompile_auto_symbolic",
     "suggest_symbolic",
     "fix_symbolic",
     "unfix_symbolic",
@@ -114,6 +116,20 @@ def edge_samples(model, x: jax.Array, layers: Sequence[int] | None = None) -> di
     samples = _edge_samples_fn(graphdef)(state, jnp.asarray(x))
     layers = range(len(model.layers)) if layers is None else layers
     return {l: samples[l] for l in layers}
+
+
+def precompile_auto_symbolic(model, x: jax.Array, *, lib: Mapping[str, SymbolicFunction] | None = None, **fit_kwargs) -> None:
+    """Compiles, in the calling thread, the programs ``auto_symbolic(model, x, lib=lib,
+    **fit_kwargs)`` runs: the edge samples of ``model``'s structure and the library fit for each
+    layer's count of active spline edges. Only shapes and dtypes matter, not ``model``'s values:
+    a pipeline that knows the network early calls it in a background thread."""
+    graphdef, state = nnx.split(model)
+    lowered = _edge_samples_fn(graphdef).lower(state, jnp.asarray(x))
+    lowered.compile()
+    counts = [int((np.asarray(lay.mask[...]) > 0).sum()) for lay in model.layers]  # as auto_symbolic selects
+    shapes = {(e, xin.shape[0], str(xin.dtype)) for e, (xin, _) in zip(counts, lowered.out_info) if e}
+    for n_edges, n_samples, dtype in sorted(shapes):
+        precompile_fit_affine_all(n_edges, n_samples, dtype=dtype, lib=lib, **fit_kwargs)
 
 
 @functools.lru_cache(maxsize=32)

@@ -27,6 +27,7 @@ Every function that needs a library takes it as the keyword ``lib``.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -381,9 +382,8 @@ def precompile_fit_affine_all(n_edges: int, n_samples: int, *, dtype, lib=None, 
     """Compiles (in the calling thread) the program ``fit_affine_all`` runs on ``(n_edges,
     n_samples)`` inputs of ``dtype`` with ``lib`` and ``fit_kwargs`` (defaults as there). A
     pipeline that knows the edge count ahead calls it in a background thread."""
-    kw = {"a_range": (-10.0, 10.0), "b_range": (-10.0, 10.0), "grid_number": 101, "iterations": 3, "chunk_size": 128,
-          "search_samples": 128, **fit_kwargs}
-    _, static = _fit_all_static(lib, **kw)
+    defaults = {k: p.default for k, p in inspect.signature(fit_affine_all).parameters.items() if p.kind is p.KEYWORD_ONLY}
+    _, static = _fit_all_static(lib, **{**defaults, **fit_kwargs})
     x = jnp.asarray(np.zeros((_padded_edges(int(n_edges)), int(n_samples)), jnp.dtype(dtype)))  # as a real call's
     _fit_affine_all_jit.lower(x, x, **static).compile()
 

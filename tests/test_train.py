@@ -399,3 +399,14 @@ def test_evaluation_forward_is_quick_only_for_small_work(small_ds, monkeypatch):
     large = loop.predict(model, x, quick=True)
     assert flags == [True, False]
     np.testing.assert_allclose(large, small, rtol=1e-12, atol=1e-12)
+
+
+def test_fit_on_a_clone_leaves_the_original_usable(small_ds):
+    """``nnx.clone`` shares arrays and ``fit`` donates its params to the loop: it copies them
+    first, so the original model still evaluates (and is unchanged) after a fit of its clone."""
+    c = _lbfgs_config()
+    model = train.make_model(c, dtype="float64")
+    x = np.asarray(small_ds.x_train)
+    before = np.asarray(model(jnp.asarray(x)))
+    train.fit(nnx.clone(model), small_ds, steps=5, optimizer=train.make_optimizer(c.optimizer, 5), chunk_size=5)
+    np.testing.assert_array_equal(np.asarray(model(jnp.asarray(x))), before)

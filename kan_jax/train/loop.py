@@ -26,6 +26,7 @@ from flax import nnx
 from jax.flatten_util import ravel_pytree
 
 from kan_jax.compilation import quick_jit
+from kan_jax.train.models import count_params
 
 __all__ = ["fit", "precompile", "in_background", "evaluate", "predict", "make_loss_fn", "init_opt_state", "FitState", "chunk_boundaries"]
 
@@ -217,7 +218,7 @@ def _compile_ahead(fn, *args) -> concurrent.futures.Future:
     The executable lands in JAX's compilation cache, so the first real call ``fn(*args)`` (same
     shapes and dtypes) does not compile again. Nothing is run and no buffer is consumed.
     """
-    return _COMPILER.submit(lambda: fn.lower(*args).compile())
+    return in_background(lambda: fn.lower(*args).compile())
 
 
 def _wait(future) -> None:
@@ -424,8 +425,9 @@ def precompile(
         fn = _make_chunk_fn(graphdef, optimizer, lb, reg_items, batch_size, chunk_size)
         fn.lower(params, rest, opt_state, x, y, jax.random.PRNGKey(0), step, step, lamb_).compile()
         fgraph, state = nnx.split(model)
-        for split in ("train", "test"):
-            _forward_fn(fgraph, True).lower(state, jnp.asarray(getattr(dataset, f"x_{split}"))).compile()
+        for split in ("train", "test"):  # what ``evaluate`` runs
+            xs = jnp.asarray(getattr(dataset, f"x_{split}"))
+            _forward_fn(fgraph, _quick_forward(model, len(xs))).lower(state, xs).compile()
 
     return in_background(work)
 
@@ -443,15 +445,14 @@ def predict(model: nnx.Module, x, *, batch: int = 65536, quick: bool = False) ->
     ``QUICK_FORWARD_MAX_WORK`` (the training loop's evaluations of small networks).
     """
     graphdef, state = nnx.split(model)
-    quick = quick and min(len(x), batch) * _param_count(state) <= QUICK_FORWARD_MAX_WORK
-    fn = _forward_fn(graphdef, bool(quick))
+    fn = _forward_fn(graphdef, quick and _quick_forward(model, min(len(x), batch)))
     x = jnp.asarray(x)
     return np.concatenate([np.asarray(fn(state, x[i : i + batch])) for i in range(0, x.shape[0], batch)], axis=0)
 
 
-def _param_count(state) -> int:
-    """Elements of the ``nnx.Param`` leaves of a model state."""
-    return int(sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(nnx.filter_state(state, nnx.Param))))
+def _quick_forward(model, rows: int) -> bool:
+    """Whether ``predict(quick=True)`` on ``rows`` rows compiles quickly (``QUICK_FORWARD_MAX_WORK``)."""
+    return rows * count_params(model) <= QUICK_FORWARD_MAX_WORK
 
 
 @functools.lru_cache(maxsize=32)

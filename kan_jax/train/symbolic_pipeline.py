@@ -259,15 +259,25 @@ def _attempt(config, ds, seed: int, metrics, step0: int) -> dict:
         model.refine(int(refine_grid), x_train)
         return model
 
+    names = _get(config, "lib", None)
+    lib = None if not names else {k: SYMBOLIC_LIB[k] for k in names}
+
+    def symbolic_ahead(net):
+        """Compiles auto_symbolic's programs for ``net`` (its structure, not its values) in the background."""
+        loop.in_background(functools.partial(S.precompile_auto_symbolic, net, x_train, lib=lib))
+
     pruned = None
     if _get(config, "prune", True):
         measure = str(_get(config, "prune_measure", "std"))
         model = kprune.prune(model, x_train, node_threshold=float(_get(config, "node_threshold", 1e-2)),
                              edge_threshold=float(_get(config, "edge_threshold", 3e-2)), measure=measure, masked=True)
-        if refine_grid:  # (speculative with prune_search: it may narrow the network further)
-            ahead = refined(kprune.compact(model))
+        # The later stages' networks, known now up to their values (speculative with prune_search:
+        # it may narrow the network further).
+        ahead = kprune.compact(model)
+        if refine_grid:
+            ahead = refined(ahead)
             precompile(ahead, refine_steps)
-            _precompile_edge_samples(ahead, x_train)
+        symbolic_ahead(ahead)
         model = train(model, int(_get(config, "prune_steps", 50)), "prune", **no_penalty)
         if _get(config, "prune_search", False):
             floor = float(_get(config, "prune_search_rtol", 1e-2)) * float(np.std(ds.y_train))
@@ -277,10 +287,9 @@ def _attempt(config, ds, seed: int, metrics, step0: int) -> dict:
                                steps=int(_get(config, "prune_steps", 50)), measure=measure)
         model = kprune.compact(model)
         pruned = _widths(model)
+    else:
+        symbolic_ahead(refined(nnx.clone(model)) if refine_grid else nnx.clone(model))
 
-    names = _get(config, "lib", None)
-    lib = None if not names else {k: SYMBOLIC_LIB[k] for k in names}
-    _precompile_symbolic_fit(model, x_train, lib)
     if refine_grid:
         model = train(refined(model), refine_steps, "refine")
 
@@ -345,25 +354,6 @@ def _attempt(config, ds, seed: int, metrics, step0: int) -> dict:
     return {"model": model, "model_spline": model_spline, "model_before": model_before, "stages": stages,
             "pruned": pruned, "results_formula": results_formula, "formula_train_rmse": formula_train_rmse,
             "steps": step0, "seed": seed}
-
-
-def _precompile_edge_samples(model, x) -> None:
-    """Compiles ``auto_symbolic``'s edge-sample program for ``model``'s structure in the background."""
-    from kan_jax import symbolic as S
-
-    graphdef, state = nnx.split(nnx.clone(model))
-    loop.in_background(lambda: S._edge_samples_fn(graphdef).lower(state, jnp.asarray(x)).compile())
-
-
-def _precompile_symbolic_fit(model, x, lib) -> None:
-    """Compiles ``auto_symbolic``'s fitting program for each layer's edge count in the background
-    (while the refine stage trains): the network's widths and edges are final once compacted."""
-    from kan_jax.symbolic_fit import _padded_edges, precompile_fit_affine_all
-
-    dtype = jnp.result_type(jnp.asarray(x).dtype, model.layers[0].coef[...].dtype)
-    counts = {_padded_edges(int((np.asarray(lay.mask[...]) > 0).sum())) for lay in model.layers}
-    for e in sorted(counts):
-        loop.in_background(functools.partial(precompile_fit_affine_all, e, int(x.shape[0]), dtype=dtype, lib=lib))
 
 
 def _best_until_exact(runs, exact: float) -> tuple[dict, list[dict]]:
