@@ -55,8 +55,9 @@ then has ``stalled: true`` and ``steps`` counts the steps that ran.
 No mid-run checkpoints: a rerun restarts (the whole pipeline is minutes on a CPU).
 
 Compiling is most of a cold run on a CPU (docs/PERFORMANCE.md): once pruning has decided the
-widths, the refine stage's programs (``loop.precompile``) and ``auto_symbolic``'s fitting
-program compile in background threads while the prune stages train.
+widths, the refine stage's programs (``loop.precompile``) and ``auto_symbolic``'s
+(``symbolic.precompile_auto_symbolic``) compile in background threads while the prune stages
+train.
 """
 
 from __future__ import annotations
@@ -212,11 +213,12 @@ def _attempt(config, ds, seed: int, metrics, step0: int) -> dict:
         return {"optimizer": optimizers[opt_key], "lbfgs": lbfgs, "batch_size": int(tr.get("batch_size", 0) or 0),
                 "regularization": regularization, "lamb": lamb, "chunk_size": int(tr.get("chunk_size", 100) or 100)}
 
-    def precompile(model, steps, *, regularization=None, lamb=None, grid_update=True):
-        """Compiles a later stage's programs in the background (``loop.precompile``)."""
+    def precompile(model, steps):
+        """Compiles the programs of a later stage like ``train(model, steps, ...)`` (no penalty,
+        grid updates on) in the background (``loop.precompile``)."""
         if steps > 0:
-            loop.precompile(model, cur["ds"], grid_updates=grid_update and int(tr.get("grid_update_every", 0) or 0) > 0,
-                            **fit_kwargs(steps, regularization=regularization, lamb=lamb))
+            loop.precompile(model, cur["ds"], grid_updates=int(tr.get("grid_update_every", 0) or 0) > 0,
+                            **fit_kwargs(steps))
 
     def train(model, steps, name, *, regularization=None, lamb=None, grid_update=True):
         nonlocal step0
