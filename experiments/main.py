@@ -81,14 +81,18 @@ def main(argv):
 def _exit_without_teardown(code) -> None:
     """Ends the process the way ``sys.exit(code)`` would, minus the interpreter's teardown.
 
-    The exit handlers still run (logging, absl and orbax flush and close; nothing is written
-    after them), then ``os._exit`` skips freeing every module and compiled XLA program one by
-    one: ~0.7 s of a ~20 s hellokan run on 2 CPU cores (docs/PERFORMANCE.md). Every workdir
-    file is closed before ``main`` returns.
+    Background compiles finish first (``kan_jax.train.loop.wait_background``: one cut off would
+    leave a truncated persistent-cache entry) and the exit handlers still run (logging, absl and
+    orbax flush and close; nothing is written after them); then ``os._exit`` skips freeing every
+    module and compiled XLA program one by one: ~0.7 s of a ~20 s hellokan run on 2 CPU cores
+    (docs/PERFORMANCE.md). Every workdir file is closed before ``main`` returns.
     """
     import atexit
     import os
 
+    loop = sys.modules.get("kan_jax.train.loop")
+    if loop is not None:
+        loop.wait_background()
     if code is None:
         code = 0
     elif not isinstance(code, int):  # sys.exit("message") prints it and exits with 1

@@ -352,6 +352,24 @@ def test_precompile_leaves_nothing_for_fit_to_compile(small_ds, caplog):
     assert np.all(np.isfinite(hist["train_loss"]))
 
 
+def test_wait_background_waits_for_every_started_task():
+    import threading
+    import time
+
+    release, done = threading.Event(), []
+
+    def slow(k):
+        release.wait(10)
+        time.sleep(0.05)
+        done.append(k)
+
+    futures = [loop.in_background(slow, k) for k in range(3)]  # 2 workers: one task queued
+    release.set()
+    loop.wait_background()
+    assert sorted(done) == [0, 1, 2] and all(f.done() for f in futures)
+    loop.wait_background()  # nothing pending: returns at once
+
+
 def test_quick_jit_equals_jit_and_inlines_under_a_trace():
     from kan_jax import compilation
 

@@ -28,7 +28,7 @@ from jax.flatten_util import ravel_pytree
 from kan_jax.compilation import quick_jit
 from kan_jax.train.models import count_params
 
-__all__ = ["fit", "precompile", "in_background", "evaluate", "predict", "make_loss_fn", "init_opt_state", "FitState", "chunk_boundaries"]
+__all__ = ["fit", "precompile", "in_background", "wait_background", "evaluate", "predict", "make_loss_fn", "init_opt_state", "FitState", "chunk_boundaries"]
 
 
 @dataclasses.dataclass
@@ -206,10 +206,23 @@ def _lbfgs_start_fn(graphdef, reg_items):
 _COMPILER = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="kan_jax_compile")
 
 
+_PENDING: set[concurrent.futures.Future] = set()
+
+
 def in_background(fn: Callable, *args) -> concurrent.futures.Future:
     """Runs ``fn(*args)`` in the training loop's compile threads (for compiling ahead: XLA
     releases the GIL while it compiles); the future's ``result()`` re-raises a failure."""
-    return _COMPILER.submit(fn, *args)
+    future = _COMPILER.submit(fn, *args)
+    _PENDING.add(future)
+    future.add_done_callback(_PENDING.discard)
+    return future
+
+
+def wait_background() -> None:
+    """Waits until the work started by ``in_background`` so far has finished (its failures stay
+    in its futures). A process that ends without the interpreter's teardown calls it first, so no
+    compile is cut off while it writes the persistent compilation cache."""
+    concurrent.futures.wait(list(_PENDING))
 
 
 def _compile_ahead(fn, *args) -> concurrent.futures.Future:
