@@ -15,6 +15,7 @@ import concurrent.futures
 import dataclasses
 import functools
 import math
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -206,23 +207,32 @@ def _lbfgs_start_fn(graphdef, reg_items):
 _COMPILER = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="kan_jax_compile")
 
 
-_PENDING: set[concurrent.futures.Future] = set()
+_PENDING: set[concurrent.futures.Future] = set()  # submitted and not done (guarded by _PENDING_LOCK)
+_PENDING_LOCK = threading.Lock()
 
 
 def in_background(fn: Callable, *args) -> concurrent.futures.Future:
     """Runs ``fn(*args)`` in the training loop's compile threads (for compiling ahead: XLA
     releases the GIL while it compiles); the future's ``result()`` re-raises a failure."""
     future = _COMPILER.submit(fn, *args)
-    _PENDING.add(future)
-    future.add_done_callback(_PENDING.discard)
+    with _PENDING_LOCK:
+        _PENDING.add(future)
+    future.add_done_callback(_forget)
     return future
+
+
+def _forget(future) -> None:
+    with _PENDING_LOCK:
+        _PENDING.discard(future)
 
 
 def wait_background() -> None:
     """Waits until the work started by ``in_background`` so far has finished (its failures stay
     in its futures). A process that ends without the interpreter's teardown calls it first, so no
     compile is cut off while it writes the persistent compilation cache."""
-    concurrent.futures.wait(list(_PENDING))
+    with _PENDING_LOCK:
+        pending = list(_PENDING)
+    concurrent.futures.wait(pending)
 
 
 def _compile_ahead(fn, *args) -> concurrent.futures.Future:
