@@ -26,13 +26,12 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import signal
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
-
-import functools
 
 import jax
 import jax.numpy as jnp
