@@ -372,6 +372,26 @@ def test_wait_background_waits_for_every_started_task():
     loop.wait_background()  # nothing pending: returns at once
 
 
+def test_fit_compiles_beside_busy_background_workers(small_ds):
+    """A fit's own loop compiles in a thread of its own: it never waits behind work for later
+    stages (``in_background``) that keeps both background workers busy."""
+    import threading
+
+    release = threading.Event()
+    blockers = [loop.in_background(release.wait, 120) for _ in range(2)]
+    try:
+        c = _lbfgs_config()
+        c.model.widths = [2, 3, 1]
+        c.model.grid_size = 4  # a shape no other test compiles: the fit must compile its loop
+        model = train.make_model(c, dtype="float64")
+        _, hist = train.fit(model, small_ds, steps=10, optimizer=train.make_optimizer(c.optimizer, 10), chunk_size=10)
+        assert not any(b.done() for b in blockers)  # the fit finished while both workers were held
+        assert np.all(np.isfinite(hist["train_loss"]))
+    finally:
+        release.set()
+    loop.wait_background()
+
+
 def test_quick_jit_equals_jit_and_inlines_under_a_trace():
     from kan_jax import compilation
 

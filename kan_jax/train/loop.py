@@ -203,8 +203,11 @@ def _lbfgs_start_fn(graphdef, reg_items):
     return quick_jit(start)
 
 
-# Two workers: a ``precompile`` of a later stage must not hold up the current stage's own compile.
+# Work for later stages (``in_background``: ``precompile``, compiling ahead for auto_symbolic) runs
+# in two workers; the running ``fit``'s own loop compiles in a third, so it never waits in a queue
+# behind a later stage's programs.
 _COMPILER = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="kan_jax_compile")
+_FIT_COMPILER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kan_jax_compile_fit")
 
 
 _PENDING: set[concurrent.futures.Future] = set()  # submitted and not done (guarded by _PENDING_LOCK)
@@ -214,7 +217,11 @@ _PENDING_LOCK = threading.Lock()
 def in_background(fn: Callable, *args) -> concurrent.futures.Future:
     """Runs ``fn(*args)`` in the training loop's compile threads (for compiling ahead: XLA
     releases the GIL while it compiles); the future's ``result()`` re-raises a failure."""
-    future = _COMPILER.submit(fn, *args)
+    return _submit(_COMPILER, fn, *args)
+
+
+def _submit(executor, fn: Callable, *args) -> concurrent.futures.Future:
+    future = executor.submit(fn, *args)
     with _PENDING_LOCK:
         _PENDING.add(future)
     future.add_done_callback(_forget)
@@ -227,8 +234,8 @@ def _forget(future) -> None:
 
 
 def wait_background() -> None:
-    """Waits until the work started by ``in_background`` so far has finished (its failures stay
-    in its futures). A process that ends without the interpreter's teardown calls it first, so no
+    """Waits until the work started by ``in_background`` (and ``fit``'s own compiles ahead) so far
+    has finished (its failures stay in its futures). A process that ends without the interpreter's teardown calls it first, so no
     compile is cut off while it writes the persistent compilation cache."""
     with _PENDING_LOCK:
         pending = list(_PENDING)
@@ -236,12 +243,12 @@ def wait_background() -> None:
 
 
 def _compile_ahead(fn, *args) -> concurrent.futures.Future:
-    """Compiles the jitted ``fn`` for ``args`` in a background thread (XLA releases the GIL).
+    """Compiles the jitted ``fn`` for ``args`` in ``fit``'s compile thread (XLA releases the GIL).
 
     The executable lands in JAX's compilation cache, so the first real call ``fn(*args)`` (same
     shapes and dtypes) does not compile again. Nothing is run and no buffer is consumed.
     """
-    return in_background(lambda: fn.lower(*args).compile())
+    return _submit(_FIT_COMPILER, lambda: fn.lower(*args).compile())
 
 
 def _wait(future) -> None:
