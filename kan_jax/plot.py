@@ -143,7 +143,7 @@ def plot_kan(
     Args:
       model: a ``kan_jax.KAN``.
       x: ``(batch, widths[0])`` samples: they set each edge's plotted range and the scores.
-      path: where to save the PNG (optional).
+      path: where to save the PNG (optional): a file path or a binary file object.
       input_names: names of the inputs (default ``x_1, x_2, ...``).
       output_names: names of the outputs (default ``y_1, ...``, or ``y`` for one output).
       title: figure title.

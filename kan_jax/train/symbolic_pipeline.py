@@ -55,15 +55,18 @@ then has ``stalled: true`` and ``steps`` counts the steps that ran.
 No mid-run checkpoints: a rerun restarts (the whole pipeline is minutes on a CPU).
 
 Compiling is most of a cold run on a CPU (docs/PERFORMANCE.md): once pruning has decided the
-widths, the refine stage's programs (``loop.precompile``) and ``auto_symbolic``'s
-(``symbolic.precompile_auto_symbolic``) compile in background threads while the prune stages
-train.
+widths (with the prune search: its first candidate, ``pruned_guess``), the refine stage's programs
+(``loop.precompile``) and ``auto_symbolic``'s (``symbolic.precompile_auto_symbolic``) compile in
+background threads while the prune stages train. The spline network's diagram draws in a thread
+of its own while the symbolic stages run.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
+import io
 import os
 import threading
 import time
@@ -152,8 +155,13 @@ def run_symbolic(config, workdir: str) -> dict:
 
     input_names = list(ds.input_names)
     x_train = jnp.asarray(ds.x_train)
-    _plot(best["model_spline"], x_train, os.path.join(workdir, "plots", "kan_before.png"), input_names, "before auto_symbolic")
-    _plot(best["model"], x_train, os.path.join(workdir, "plots", "kan.png"), input_names, "after auto_symbolic + retrain")
+    for att in done:  # each attempt drew its spline network in the background: keep the best's
+        png = att["plot_before"].result()
+        if att is best and png is not None:
+            _write_png(png, os.path.join(workdir, "plots", "kan_before.png"))
+    png = _draw(best["model"], x_train, input_names, "after auto_symbolic + retrain").result()
+    if png is not None:
+        _write_png(png, os.path.join(workdir, "plots", "kan.png"))
     ev = loop.evaluate(best["model"], ds)
     diverged = any(st.get("diverged") for st in best["stages"]) or not np.isfinite(ev["test_rmse"])
     results = {
@@ -273,15 +281,16 @@ def _attempt(config, ds, seed: int, metrics, step0: int) -> dict:
         measure = str(_get(config, "prune_measure", "std"))
         model = kprune.prune(model, x_train, node_threshold=float(_get(config, "node_threshold", 1e-2)),
                              edge_threshold=float(_get(config, "edge_threshold", 3e-2)), measure=measure, masked=True)
-        # The later stages' networks, known now up to their values (speculative with prune_search:
-        # it may narrow the network further).
-        ahead = kprune.compact(model)
+        # The refine stage's programs and auto_symbolic's compile in the background while the
+        # prune stages train, for the network they will most likely end with.
+        search = bool(_get(config, "prune_search", False))
+        ahead = pruned_guess(model, x_train, search=search, measure=measure)
         if refine_grid:
             ahead = refined(ahead)
             precompile(ahead, refine_steps)
         symbolic_ahead(ahead)
         model = train(model, int(_get(config, "prune_steps", 50)), "prune", **no_penalty)
-        if _get(config, "prune_search", False):
+        if search:
             floor = float(_get(config, "prune_search_rtol", 1e-2)) * float(np.std(ds.y_train))
             fresh = lambda widths: models.make_model(config, widths=widths, seed=seed)  # noqa: E731
             model = _narrowest(model, x_train, functools.partial(train, **no_penalty), stages, fresh,
@@ -300,6 +309,8 @@ def _attempt(config, ds, seed: int, metrics, step0: int) -> dict:
     cur.update(ds=ds, scale=1.0)
     model_before = loop.evaluate(model, ds)
     model_spline = nnx.clone(model)
+    # Its diagram (plots/kan_before.png if this attempt is kept) draws while the symbolic stages run.
+    plot_before = _draw(nnx.clone(model_spline), x_train, list(ds.input_names), "before auto_symbolic")
     exact = _exact_level(config, ds)
 
     def symbolic_pass(model, weight_simple):
@@ -353,7 +364,7 @@ def _attempt(config, ds, seed: int, metrics, step0: int) -> dict:
     model, results_formula, formula_train_rmse = best["model"], best["results_formula"], best["formula_train_rmse"]
     results_formula["symbolic_passes"] = [{"weight_simple": p["weight_simple"], "formula": p["results_formula"]["formula"],
                                            "formula_train_rmse": p["formula_train_rmse"]} for p in done]
-    return {"model": model, "model_spline": model_spline, "model_before": model_before, "stages": stages,
+    return {"model": model, "model_spline": model_spline, "plot_before": plot_before, "model_before": model_before, "stages": stages,
             "pruned": pruned, "results_formula": results_formula, "formula_train_rmse": formula_train_rmse,
             "steps": step0, "seed": seed}
 
@@ -522,6 +533,24 @@ def _narrowest(model, x, train, stages, fresh, *, tol: float, floor: float, step
     return model
 
 
+def pruned_guess(model, x, *, search: bool, measure: str = "std"):
+    """The network the prune stages most likely end with, compacted (``kan_jax.prune.compact``).
+
+    What the pipeline compiles the refine stage's programs for while the prune stages train: only
+    the structure matters, not the values. ``model`` is the thresholded network with its removed
+    nodes masked. Without the prune search that is the result. With it (``search``), the guess is
+    the search's first candidate, one node kept in the first hidden layer wider than one
+    (``kan_jax.prune.keep_top_nodes``), which the search accepts unless the function needs more
+    nodes there; a wrong guess costs a compile, the refine stage then compiles its own.
+    """
+    from kan_jax import prune as kprune
+
+    wide = [l for l, w in enumerate(_widths(model)[1:-1], start=1) if w > 1] if search else []
+    if wide:
+        model = kprune.keep_top_nodes(model, x, layer=wide[0], k=1, measure=measure, masked=True)
+    return kprune.compact(model)
+
+
 def _standardized(ds, mu: float, sigma: float):
     """``ds`` with targets ``(y - mu) / sigma`` (``ds`` itself when that is the identity)."""
     if mu == 0.0 and sigma == 1.0:
@@ -561,15 +590,34 @@ def _import_plotting_ahead() -> None:
     threading.Thread(target=run, name="kan_jax_import_plotting", daemon=True).start()
 
 
-def _plot(model, x, path, input_names, title):
-    """The KAN diagram (``kan_jax.plot.plot_kan``) to ``path``; a plotting failure only warns."""
-    try:
-        from kan_jax import plot as kplot
+# Diagrams draw one at a time (matplotlib is not thread-safe) in a thread of their own, so the
+# spline network's diagram draws while the symbolic stages compile and train.
+_DRAWER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kan_jax_plot")
 
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        kplot.plot_kan(model, x, path, input_names=input_names, title=title)
-    except Exception as err:  # noqa: BLE001 - a diagram must never fail the run
-        logging.warning("plot_kan(%s) failed: %s", path, err)
+
+def _draw(model, x, input_names, title) -> concurrent.futures.Future:
+    """Draws the KAN diagram of ``model`` (``kan_jax.plot.plot_kan``) in the background; the
+    future's result is the PNG's bytes, or None when plotting failed (logged as a warning: a
+    diagram must never fail the run)."""
+
+    def run():
+        try:
+            from kan_jax import plot as kplot
+
+            buf = io.BytesIO()
+            kplot.plot_kan(model, x, buf, input_names=input_names, title=title)
+            return buf.getvalue()
+        except Exception as err:  # noqa: BLE001
+            logging.warning("plot_kan (%s) failed: %s", title, err)
+            return None
+
+    return _DRAWER.submit(run)
+
+
+def _write_png(png: bytes, path: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(png)
 
 
 def _widths(model) -> list[int]:
