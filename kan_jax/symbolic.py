@@ -117,18 +117,50 @@ def edge_samples(model, x: jax.Array, layers: Sequence[int] | None = None) -> di
     return {l: samples[l] for l in layers}
 
 
-def precompile_auto_symbolic(model, x: jax.Array, *, lib: Mapping[str, SymbolicFunction] | None = None, **fit_kwargs) -> None:
-    """Compiles, in the calling thread, the programs ``auto_symbolic(model, x, lib=lib,
-    **fit_kwargs)`` runs: the edge samples of ``model``'s structure and the library fit for each
-    layer's count of active spline edges. Only shapes and dtypes matter, not ``model``'s values:
-    a pipeline that knows the network early calls it in a background thread."""
+def precompile_auto_symbolic(
+    model, x: jax.Array, *, lib: Mapping[str, SymbolicFunction] | None = None, calls: Sequence[Sequence[int] | None] = (None,),
+    **fit_kwargs,
+) -> None:
+    """Compiles, in the calling thread, the programs that ``auto_symbolic(model, x, lib=lib,
+    layers=layers, **fit_kwargs)`` runs for each ``layers`` in ``calls`` (default: one call on
+    every layer): the edge samples of ``model``'s structure and the library fits for the counts
+    of active spline edges. Only shapes and dtypes matter, not ``model``'s values: a pipeline
+    that knows the network early calls it in a background thread."""
     graphdef, state = nnx.split(model)
     lowered = _edge_samples_fn(graphdef).lower(state, jnp.asarray(x))
     lowered.compile()
     counts = [int((np.asarray(lay.mask[...]) > 0).sum()) for lay in model.layers]  # as auto_symbolic selects
-    shapes = {(e, xin.shape[0], str(xin.dtype)) for e, (xin, _) in zip(counts, lowered.out_info) if e}
+    xin0 = lowered.out_info[0][0]
+    shapes = set()
+    for layers in calls:
+        layers = range(len(model.layers)) if layers is None else layers
+        for group in _fit_groups({l: counts[l] for l in layers}):
+            shapes.add((sum(counts[l] for l in group), xin0.shape[0], str(xin0.dtype)))
     for n_edges, n_samples, dtype in sorted(shapes):
         precompile_fit_affine_all(n_edges, n_samples, dtype=dtype, lib=lib, **fit_kwargs)
+
+
+# ``auto_symbolic`` fits the edges of several layers in one call while they are at most this many
+# in all (one program run instead of one per layer); larger layers are fitted one at a time, so
+# the fit's memory stays that of the largest layer.
+FIT_BATCH_EDGES = 256
+
+
+def _fit_groups(counts: Mapping[int, int]) -> list[list[int]]:
+    """The layers ``auto_symbolic`` fits together: ``counts`` maps each layer to its active edge
+    count (layers without any are left out); consecutive layers share a call while their total is
+    at most ``FIT_BATCH_EDGES``."""
+    groups, total = [], 0
+    for l, n in counts.items():
+        if n <= 0:
+            continue
+        if groups and total + n <= FIT_BATCH_EDGES:
+            groups[-1].append(l)
+            total += n
+        else:
+            groups.append([l])
+            total = n
+    return groups
 
 
 @functools.lru_cache(maxsize=32)
@@ -237,8 +269,9 @@ def auto_symbolic(
 ) -> list[dict[str, Any]]:
     """Fixes every active spline edge (``mask = 1``) to its best library function, in place.
 
-    Per layer, all active edges are fitted against the whole library in one batched, chunked
-    computation (``symbolic_fit.suggest_symbolic_batch``); each edge takes its best-scoring
+    All active edges are fitted against the whole library in one batched, chunked computation
+    (``symbolic_fit.suggest_symbolic_batch``; layers together up to ``FIT_BATCH_EDGES`` edges in
+    all, larger layers one at a time); each edge takes its best-scoring
     candidate with ``r2 >= r2_threshold`` and keeps its spline otherwise (pykan's
     ``auto_symbolic``). The samples are the spline edge values on the inputs reaching each layer
     when the network (as it was before this call) runs on ``x``. Pruned edges (``mask = 0``,
@@ -260,31 +293,31 @@ def auto_symbolic(
     """
     lib = _lib(lib)
     samples = edge_samples(model, x, layers)
+    active = {l: np.argwhere(np.asarray(model.layers[l].mask[...]) > 0) for l in samples}  # (E_l, 2), row-major (i, j)
     report = []
-    for l, (xin, phi) in samples.items():
-        lay = model.layers[l]
-        active = np.argwhere(np.asarray(lay.mask[...]) > 0)  # (E, 2), row-major (i, j)
-        if active.size == 0:
-            continue
-        ii, jj = active[:, 0], active[:, 1]
-        xs = np.asarray(xin)[:, ii].T  # (E, N), gathered on the host (no compile per shape)
-        ys = np.asarray(phi)[:, ii, jj].T
-        cands = suggest_symbolic_batch(xs, ys, lib=lib, topk=1, weight_simple=weight_simple, r2_threshold=r2_threshold, **fit_kwargs)
-        edges, funcs, params = [], [], []
-        for (i, j), c in zip(active.tolist(), cands):
-            best = c[0] if c else None
-            rec = {"layer": l, "i": i, "j": j, "name": best.name if best else None,
-                   "params": best.params.tolist() if best else None, "r2": best.r2 if best else None,
-                   "fixed": best is not None}
-            report.append(rec)
-            if verbose:
-                print(f"layer {l} edge ({i},{j}): " + (f"{best.name} r2={best.r2:.6f}" if best else "kept spline (below r2_threshold)"))
-            if best is not None:
-                edges.append((i, j))
-                funcs.append(lib[best.name])
-                params.append(best.params)
-        if edges:
-            lay.set_symbolic(edges, funcs, np.stack(params))
+    for group in _fit_groups({l: len(a) for l, a in active.items()}):
+        # Gathered on the host (no compile per shape): (E, N) inputs and spline values.
+        xs = np.concatenate([np.asarray(samples[l][0])[:, active[l][:, 0]].T for l in group])
+        ys = np.concatenate([np.asarray(samples[l][1])[:, active[l][:, 0], active[l][:, 1]].T for l in group])
+        cands = iter(suggest_symbolic_batch(xs, ys, lib=lib, topk=1, weight_simple=weight_simple,
+                                            r2_threshold=r2_threshold, **fit_kwargs))
+        for l in group:
+            edges, funcs, params = [], [], []
+            for i, j in active[l].tolist():
+                c = next(cands)
+                best = c[0] if c else None
+                rec = {"layer": l, "i": i, "j": j, "name": best.name if best else None,
+                       "params": best.params.tolist() if best else None, "r2": best.r2 if best else None,
+                       "fixed": best is not None}
+                report.append(rec)
+                if verbose:
+                    print(f"layer {l} edge ({i},{j}): " + (f"{best.name} r2={best.r2:.6f}" if best else "kept spline (below r2_threshold)"))
+                if best is not None:
+                    edges.append((i, j))
+                    funcs.append(lib[best.name])
+                    params.append(best.params)
+            if edges:
+                model.layers[l].set_symbolic(edges, funcs, np.stack(params))
     return report
 
 

@@ -135,6 +135,55 @@ def test_auto_symbolic_recovers_functions_and_formula():
     assert S.formula_rmse([expr], ["x_1", "x_2"], xt, truth) == pytest.approx(chk["formula_rmse"])
 
 
+def test_auto_symbolic_fits_layers_together_as_one_at_a_time(monkeypatch):
+    """Layers fitted in one batched call choose what layer-by-layer calls choose (params to
+    rounding); past ``FIT_BATCH_EDGES`` edges in all, the layers go one call each."""
+    from kan_jax import symbolic_fit
+
+    x = _x(400)
+    together, apart = _hellokan_network(), _hellokan_network()
+    sizes = []
+    real = symbolic_fit.suggest_symbolic_batch
+    monkeypatch.setattr(S, "suggest_symbolic_batch", lambda xs, ys, **kw: sizes.append(len(xs)) or real(xs, ys, **kw))
+    rep = S.auto_symbolic(together, x, lib=LIB, **FIT)
+    assert sizes == [3]  # 2 + 1 edges, one call
+    sizes.clear()
+    rep_apart = S.auto_symbolic(apart, x, lib=LIB, layers=[0], **FIT) + S.auto_symbolic(apart, x, lib=LIB, layers=[1], **FIT)
+    assert sizes == [2, 1]
+    assert [(r["layer"], r["i"], r["j"], r["name"]) for r in rep] == [(r["layer"], r["i"], r["j"], r["name"]) for r in rep_apart][:2] + [(1, 0, 0, "exp")]
+    for a, b in zip(rep[:2], rep_apart[:2]):
+        np.testing.assert_allclose(a["params"], b["params"], rtol=1e-9, atol=1e-12)
+    assert S._fit_groups({0: 2, 1: 1}) == [[0, 1]]
+    assert S._fit_groups({0: 200, 1: 56, 2: 1}) == [[0, 1], [2]]
+    assert S._fit_groups({0: 300, 1: 0, 2: 4, 3: 5}) == [[0], [2, 3]]
+
+
+def test_precompile_auto_symbolic_compiles_what_auto_symbolic_runs(caplog):
+    """After ``precompile_auto_symbolic`` (one call on every layer, or one per layer) the matching
+    ``auto_symbolic`` calls compile no library fit, and the first call not its edge samples (a
+    later call samples a network whose fixed edges changed its structure)."""
+    import logging
+
+    lib = {k: SYMBOLIC_LIB[k] for k in ("x", "x^2", "sin", "exp", "tanh")}  # a library no other test fits
+    x = _x(96)
+    for calls in ([None], [[0], [1]]):
+        m = kan_jax.KAN([2, 3, 1], grid_size=4, rngs=nnx.Rngs(len(calls)), param_dtype=F64)
+        S.precompile_auto_symbolic(m, x, lib=lib, calls=calls, grid_number=21, iterations=2)
+        jax.config.update("jax_log_compiles", True)
+        try:
+            with caplog.at_level(logging.WARNING):
+                caplog.clear()
+                for layers in calls:
+                    S.auto_symbolic(m, x, lib=lib, layers=layers, grid_number=21, iterations=2)
+                jax.jit(lambda v: v * 5.0 - 2.0)(jnp.ones(17 + len(calls)))  # a control compile
+        finally:
+            jax.config.update("jax_log_compiles", False)
+        logged = [r.getMessage() for r in caplog.records if "XLA compilation of" in r.getMessage()]
+        assert any("<lambda>" in m_ for m_ in logged), "compile log not captured"
+        assert not any("_fit_affine_all_jit" in m_ for m_ in logged), (calls, logged)
+        assert len([m_ for m_ in logged if "jit(run)" in m_]) == len(calls) - 1, (calls, logged)
+
+
 def test_symbolic_formula_exact_constants():
     """Given exact affine params, the composed, simplified formula is the true one (sympy-equal)."""
     m = _hellokan_network()

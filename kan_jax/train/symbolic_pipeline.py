@@ -273,8 +273,11 @@ def _attempt(config, ds, seed: int, metrics, step0: int) -> dict:
     lib = None if not names else {k: SYMBOLIC_LIB[k] for k in names}
 
     def symbolic_ahead(net):
-        """Compiles auto_symbolic's programs for ``net`` (its structure, not its values) in the background."""
-        loop.in_background(functools.partial(S.precompile_auto_symbolic, net, x_train, lib=lib))
+        """Compiles auto_symbolic's programs for ``net`` (its structure, not its values) in the
+        background: one call per layer (progressive) or one on every layer."""
+        progressive = _get(config, "progressive", False) and len(net.layers) > 1
+        calls = [[l] for l in range(len(net.layers))] if progressive else [None]
+        loop.in_background(functools.partial(S.precompile_auto_symbolic, net, x_train, lib=lib, calls=calls))
 
     pruned = None
     if _get(config, "prune", True):
