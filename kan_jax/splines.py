@@ -25,6 +25,7 @@ import numpy as np
 
 __all__ = [
     "uniform_knots",
+    "uniform_knots_np",
     "bspline_basis",
     "spline_eval",
     "fit_coef",
@@ -67,10 +68,18 @@ def uniform_knots(grid_size: int, order: int, grid_range: Sequence[float] = (-1.
     Returns:
       Knots of shape ``(G + 2k + 1,)``.
     """
+    return jnp.asarray(uniform_knots_np(grid_size, order, grid_range, dtype=dtype))
+
+
+def uniform_knots_np(grid_size: int, order: int, grid_range: Sequence[float] = (-1.0, 1.0), *, dtype=None) -> np.ndarray:
+    """``uniform_knots`` as a numpy array, computed on the host: no XLA program is compiled for
+    it (nor for moving it to a device). float32 and float64 knots are computed in that dtype (the
+    values jnp gives); narrower dtypes are rounded once from float64."""
     lo, hi = validate_grid_args(grid_size=grid_size, spline_order=order, grid_range=grid_range)
     h = (hi - lo) / grid_size
-    idx = jnp.arange(-order, grid_size + order + 1, dtype=dtype or jnp.result_type(float))
-    return lo + idx * h
+    dtype = np.dtype(dtype or jnp.result_type(float))
+    work = dtype if dtype in (np.dtype(np.float32), np.dtype(np.float64)) else np.dtype(np.float64)
+    return (lo + np.arange(-order, grid_size + order + 1, dtype=work) * h).astype(dtype)
 
 
 def _safe_inv(d):

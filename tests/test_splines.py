@@ -65,6 +65,18 @@ def test_uniform_knots():
     np.testing.assert_allclose(np.asarray(t), -1.0 + 0.4 * np.arange(-3, 9))
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+@pytest.mark.parametrize("grid_size,order,grid_range", [(5, 3, (-1.0, 1.0)), (7, 2, (-2.5, 0.3)), (100, 3, (0.0, 1.0)), (13, 4, (-3.0, 7.1))])
+def test_uniform_knots_host_values_equal_jnp(dtype, grid_size, order, grid_range):
+    """Built on the host (no compile) with the values jnp's ``lo + arange * h`` gives, bit for bit."""
+    lo, hi = grid_range
+    ref = np.asarray(lo + jnp.arange(-order, grid_size + order + 1, dtype=dtype) * ((hi - lo) / grid_size))
+    for got in (splines.uniform_knots_np(grid_size, order, grid_range, dtype=dtype),
+                np.asarray(splines.uniform_knots(grid_size, order, grid_range, dtype=dtype))):
+        assert got.dtype == ref.dtype
+        np.testing.assert_array_equal(got, ref)
+
+
 @pytest.mark.parametrize("k", [0, 1, 2, 3, 5])
 def test_partition_of_unity_and_zero_outside(k):
     t = np.sort(np.random.default_rng(k).uniform(-1, 1, 14))
