@@ -58,7 +58,7 @@ Compiling is most of a cold run on a CPU (docs/PERFORMANCE.md): once pruning has
 widths (with the prune search: its first candidate, ``pruned_guess``), the refine stage's programs
 (``loop.precompile``) and ``auto_symbolic``'s (``symbolic.precompile_auto_symbolic``) compile in
 background threads while the prune stages train. The spline network's diagram draws in a thread
-of its own while the symbolic stages run.
+of its own while the retrain stage compiles.
 """
 
 from __future__ import annotations
@@ -312,8 +312,7 @@ def _attempt(config, ds, seed: int, metrics, step0: int) -> dict:
     cur.update(ds=ds, scale=1.0)
     model_before = loop.evaluate(model, ds)
     model_spline = nnx.clone(model)
-    # Its diagram (plots/kan_before.png if this attempt is kept) draws while the symbolic stages run.
-    plot_before = _draw(nnx.clone(model_spline), x_train, list(ds.input_names), "before auto_symbolic")
+    plot_before = []  # its diagram (plots/kan_before.png if this attempt is kept), drawn once
     exact = _exact_level(config, ds)
 
     def symbolic_pass(model, weight_simple):
@@ -339,6 +338,10 @@ def _attempt(config, ds, seed: int, metrics, step0: int) -> dict:
         stages.append({"stage": "auto_symbolic", "steps": 0, "weight_simple": weight_simple, "train_rmse": ev_sym["train_rmse"],
                        "test_rmse": ev_sym["test_rmse"],
                        "edges": [{k: r[k] for k in ("layer", "i", "j", "name", "r2")} for r in report]})
+        if not plot_before:
+            # Drawn in the background while the retrain stage compiles (the main thread waits
+            # then; drawn earlier, it would compete with auto_symbolic's host work).
+            plot_before.append(_draw(nnx.clone(model_spline), x_train, list(ds.input_names), "before auto_symbolic"))
         model = train(model, int(_get(config, "retrain_steps", 50)), "retrain", grid_update=False)
         sym_train = stages[-1]["train_rmse"]
         if _diverged(sym_train, model_before["train_rmse"], float(np.std(ds.y_train))):
@@ -367,7 +370,7 @@ def _attempt(config, ds, seed: int, metrics, step0: int) -> dict:
     model, results_formula, formula_train_rmse = best["model"], best["results_formula"], best["formula_train_rmse"]
     results_formula["symbolic_passes"] = [{"weight_simple": p["weight_simple"], "formula": p["results_formula"]["formula"],
                                            "formula_train_rmse": p["formula_train_rmse"]} for p in done]
-    return {"model": model, "model_spline": model_spline, "plot_before": plot_before, "model_before": model_before, "stages": stages,
+    return {"model": model, "model_spline": model_spline, "plot_before": plot_before[0], "model_before": model_before, "stages": stages,
             "pruned": pruned, "results_formula": results_formula, "formula_train_rmse": formula_train_rmse,
             "steps": step0, "seed": seed}
 
