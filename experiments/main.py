@@ -84,7 +84,7 @@ def _exit_without_teardown(code) -> None:
     Background compiles finish first (``kan_jax.train.loop.wait_background``: one cut off would
     leave a truncated persistent-cache entry) and the exit handlers still run (logging, absl and
     orbax flush and close; nothing is written after them); then ``os._exit`` skips freeing every
-    module and compiled XLA program one by one: ~0.85 s of a ~17 s hellokan run on 2 CPU cores
+    module and compiled XLA program one by one: ~0.85 s of a ~15 s hellokan run on 2 CPU cores
     (docs/PERFORMANCE.md). Every workdir file is closed before ``main`` returns.
     """
     import atexit

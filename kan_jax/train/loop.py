@@ -235,8 +235,9 @@ def _forget(future) -> None:
 
 def wait_background() -> None:
     """Waits until the work started by ``in_background`` (and ``fit``'s own compiles ahead) so far
-    has finished (its failures stay in its futures). A process that ends without the interpreter's teardown calls it first, so no
-    compile is cut off while it writes the persistent compilation cache."""
+    has finished (its failures stay in its futures). A process that ends without the
+    interpreter's teardown calls it first, so no compile is cut off while it writes the
+    persistent compilation cache."""
     with _PENDING_LOCK:
         pending = list(_PENDING)
     concurrent.futures.wait(pending)

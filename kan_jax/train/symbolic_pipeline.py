@@ -597,7 +597,7 @@ def _import_plotting_ahead() -> None:
 
 
 # Diagrams draw one at a time (matplotlib is not thread-safe) in a thread of their own, so the
-# spline network's diagram draws while the symbolic stages compile and train.
+# spline network's diagram draws while the retrain stage compiles.
 _DRAWER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kan_jax_plot")
 
 
