@@ -408,10 +408,10 @@ def test_quick_jit_equals_jit_and_inlines_under_a_trace():
     assert q.lower(a, b).compile() is not None
 
 
-def test_quick_jit_compiles_optimized_for_large_inputs(monkeypatch):
+def _spy_compiler_options(monkeypatch) -> list:
+    """The ``compiler_options`` of every ``jax.jit`` that ``kan_jax.compilation`` creates, in order."""
     from kan_jax import compilation
 
-    monkeypatch.setattr(compilation, "QUICK_MAX_INPUT_ELEMENTS", 8)
     options = []
     orig = jax.jit
 
@@ -420,6 +420,14 @@ def test_quick_jit_compiles_optimized_for_large_inputs(monkeypatch):
         return orig(fun, compiler_options=compiler_options, **kw)
 
     monkeypatch.setattr(compilation.jax, "jit", spy)
+    return options
+
+
+def test_quick_jit_compiles_optimized_for_large_inputs(monkeypatch):
+    from kan_jax import compilation
+
+    monkeypatch.setattr(compilation, "QUICK_MAX_INPUT_ELEMENTS", 8)
+    options = _spy_compiler_options(monkeypatch)
     q = compilation.quick_jit(lambda a: a * 2.0)
     np.testing.assert_allclose(np.asarray(q(jnp.ones(16))), 2.0)  # large: optimized
     np.testing.assert_allclose(np.asarray(q(jnp.ones(4))), 2.0)  # small: quick
@@ -429,14 +437,7 @@ def test_quick_jit_compiles_optimized_for_large_inputs(monkeypatch):
 def test_classic_emitter_jit_equals_jit_with_its_cpu_options(monkeypatch):
     from kan_jax import compilation
 
-    options = []
-    orig = jax.jit
-
-    def spy(fun, compiler_options=None, **kw):
-        options.append(compiler_options)
-        return orig(fun, compiler_options=compiler_options, **kw)
-
-    monkeypatch.setattr(compilation.jax, "jit", spy)
+    options = _spy_compiler_options(monkeypatch)
     f = lambda a, n: jnp.exp(jnp.sin(a) * n)  # noqa: E731
     c = compilation.classic_emitter_jit(f, static_argnames=("n",))
     a = jnp.linspace(-2.0, 2.0, 65)
