@@ -63,7 +63,7 @@ def main(argv):
         _die("--config is required, e.g. --config=configs/toy.py")
     import jax
 
-    if _COORD.value or _NPROC.value is not None or _PID.value is not None:
+    if _distributed():
         jax.distributed.initialize(
             coordinator_address=_COORD.value, num_processes=_NPROC.value, process_id=_PID.value
         )
@@ -76,6 +76,11 @@ def main(argv):
         _die(str(err))
     if jax.process_index() == 0:
         print(summary_line(results, _WORKDIR.value))
+
+
+def _distributed() -> bool:
+    """Whether the flags ask for ``jax.distributed`` (several processes)."""
+    return bool(_COORD.value) or _NPROC.value is not None or _PID.value is not None
 
 
 def _exit_without_teardown(code) -> None:
@@ -98,14 +103,13 @@ def _exit_without_teardown(code) -> None:
     elif not isinstance(code, int):  # sys.exit("message") prints it and exits with 1
         sys.stderr.write(f"{code}\n")
         code = 1
-    jax = sys.modules.get("jax")
     clean_up = getattr(sys.modules.get("jax._src.api"), "clean_up", None)
-    if clean_up is not None and jax.process_count() == 1:
-        # JAX's exit handler frees every backend and compiled program (~0.15 s), then shuts
-        # jax.distributed down: a single process ending here needs only the shutdown (several
-        # processes keep JAX's own order).
+    if clean_up is not None and not (flags.FLAGS.is_parsed() and _distributed()):
+        # JAX's exit handler frees every backend and compiled program (~0.15 s) and shuts
+        # jax.distributed down, which a single process never started (several processes keep
+        # JAX's own order). Asking JAX for the process count here would start a backend on an
+        # error exit, and its log line would follow the one-line error.
         atexit.unregister(clean_up)
-        jax.distributed.shutdown()
     atexit._run_exitfuncs()  # noqa: SLF001 - what the interpreter runs at exit, in its order
     sys.stdout.flush()
     sys.stderr.flush()

@@ -47,8 +47,11 @@ def test_config_quick_runs_end_to_end(name, tmp_path):
     assert (tmp_path / "config.json").exists() and (tmp_path / "metrics.jsonl").exists()
 
 
-def _cli(*args, cwd=ROOT):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", KAN_JAX_COMPILATION_CACHE="", JAX_DISABLE_MOST_OPTIMIZATIONS="1")
+def _cli(*args, cwd=ROOT, platforms="cpu"):
+    env = dict(os.environ, KAN_JAX_COMPILATION_CACHE="", JAX_DISABLE_MOST_OPTIMIZATIONS="1")
+    env.pop("JAX_PLATFORMS", None)
+    if platforms:
+        env["JAX_PLATFORMS"] = platforms
     return subprocess.run([sys.executable, "-m", "experiments.main", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -72,6 +75,13 @@ def test_cli_unknown_config_file(tmp_path):
 def test_cli_bad_config_value(tmp_path):
     _assert_one_line_error(_cli("--config=configs/toy.py:quick", f"--workdir={tmp_path}", "--config.optimizer.name=sgd"), "optimizer.name")
     assert not (tmp_path / "results.json").exists()
+
+
+def test_cli_bad_config_value_is_one_line_without_jax_platforms(tmp_path):
+    """As a user runs it (JAX picks its backends itself): the exit starts no backend, whose
+    probing would log after the error line."""
+    proc = _cli("--config=configs/hellokan.py", f"--workdir={tmp_path}", "--config.optimizer.learning_rate=-1", platforms=None)
+    _assert_one_line_error(proc, "optimizer.learning_rate")
 
 
 @pytest.mark.parametrize("args,needle", [
