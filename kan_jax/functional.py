@@ -132,10 +132,11 @@ def init_layer(
     n_basis = family.n_basis(grid_size, spline_order)
     params = _init_params(key, in_features, out_features, n_basis, float(noise_scale / grid_size),
                           float(base_scale / np.sqrt(in_features)), jnp.dtype(param_dtype))
-    # Built on the host and moved to the device: eager jnp ops would each compile a small program.
+    # Built on the host and moved with device_put: eager jnp ops (jnp.asarray included) would each
+    # compile a small program.
     knots = splines.uniform_knots_np(grid_size, spline_order, (lo, hi), dtype=param_dtype)
-    grid = jnp.asarray(np.broadcast_to(knots, (in_features, knots.shape[0])))
-    mask = jnp.asarray(np.ones((in_features, out_features), knots.dtype))
+    grid = jax.device_put(np.broadcast_to(knots, (in_features, knots.shape[0])))
+    mask = jax.device_put(np.ones((in_features, out_features), knots.dtype))
     return params, grid, mask
 
 

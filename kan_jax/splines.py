@@ -68,12 +68,12 @@ def uniform_knots(grid_size: int, order: int, grid_range: Sequence[float] = (-1.
     Returns:
       Knots of shape ``(G + 2k + 1,)``.
     """
-    return jnp.asarray(uniform_knots_np(grid_size, order, grid_range, dtype=dtype))
+    return jax.device_put(uniform_knots_np(grid_size, order, grid_range, dtype=dtype))
 
 
 def uniform_knots_np(grid_size: int, order: int, grid_range: Sequence[float] = (-1.0, 1.0), *, dtype=None) -> np.ndarray:
     """``uniform_knots`` as a numpy array, computed on the host: no XLA program is compiled for
-    it (nor for moving it to a device). float32 and float64 knots are computed in that dtype (the
+    it (nor for moving it to a device with ``jax.device_put``). float32 and float64 knots are computed in that dtype (the
     values jnp gives); narrower dtypes are rounded once from float64."""
     lo, hi = validate_grid_args(grid_size=grid_size, spline_order=order, grid_range=grid_range)
     h = (hi - lo) / grid_size
