@@ -272,11 +272,14 @@ def _attempt(config, ds, seed: int, metrics, step0: int) -> dict:
     names = _get(config, "lib", None)
     lib = None if not names else {k: SYMBOLIC_LIB[k] for k in names}
 
+    def progressive(n_layers):
+        """Whether auto_symbolic fixes one layer at a time (``symbolic.progressive``)."""
+        return bool(_get(config, "progressive", False)) and n_layers > 1
+
     def symbolic_ahead(net):
         """Compiles auto_symbolic's programs for ``net`` (its structure, not its values) in the
         background: one call per layer (progressive) or one on every layer."""
-        progressive = _get(config, "progressive", False) and len(net.layers) > 1
-        calls = [[l] for l in range(len(net.layers))] if progressive else [None]
+        calls = [[l] for l in range(len(net.layers))] if progressive(len(net.layers)) else [None]
         loop.in_background(functools.partial(S.precompile_auto_symbolic, net, x_train, lib=lib, calls=calls))
 
     pruned = None
@@ -320,7 +323,7 @@ def _attempt(config, ds, seed: int, metrics, step0: int) -> dict:
         first = len(stages)
         sym_kw = {"lib": lib, "r2_threshold": float(_get(config, "r2_threshold", 0.0)), "weight_simple": weight_simple}
         n_layers = len(model.layers)
-        if _get(config, "progressive", False) and n_layers > 1:
+        if progressive(n_layers):
             # Layer by layer: fix one layer's edges, retrain the rest (splines and affine params) so
             # the later layers absorb what the fixed functions changed, then fit the next layer.
             report = []
