@@ -13,10 +13,10 @@ Paths (all exact: same values as ``splines.bspline_basis`` to float rounding):
 * **general** (dense): Cox-de Boor recursion with per-input reciprocal knot spacings precomputed
   once (no divisions in the batch loop), for any increasing knots (adaptive grids).
 * **local** (uniform or general): only the ``k + 1`` non-zero bases per input; the contraction
-  gathers the ``k + 1`` matching rows of ``W`` (forward) and scatter-adds into them (backward).
-  Its flops do not grow with ``G``, but on XLA CPU the gathers/scatters are far slower than a
-  matmul and the gathered rows get materialized, so it is never chosen automatically there
-  (measured up to G=100, docs/PERFORMANCE.md); kept for accelerators and as a tested baseline.
+  gathers, per input, the one window of ``k + 1`` consecutive rows of ``W`` it needs (forward)
+  and scatter-adds into those windows (backward), in batch chunks that stay in cache. Its flops
+  and temporaries do not grow with ``G``; on XLA CPU a gathered element costs about 15 times a
+  matmul multiply-add, so it wins from about ``G = 100`` (``choose_path``, docs/PERFORMANCE.md).
 
 Every path is wrapped in a ``jax.custom_vjp`` whose backward recomputes the basis and its
 derivative (``dB_m^k/dx = k/(t_{m+k}-t_m) B_m^{k-1} - k/(t_{m+k+1}-t_{m+1}) B_{m+1}^{k-1}``)
@@ -329,47 +329,51 @@ def _dense_fwd(x, grid, w, order, base_activation, path, acc, extrapolate):
     return _dense_contract_impl(x, grid, w, order, base_activation, path, acc, extrapolate), (x, grid, w)
 
 
-# The dense backward is run in batch chunks once one chunk's feature tensor would exceed this many
-# elements, so its temporaries (features, their derivative, the feature cotangent) stay a fraction
-# of one full (batch, n, 1 + M) tensor (docs/PERFORMANCE.md, memory).
-BWD_CHUNK_ELEMENTS = 1 << 22
+# Large batches run in chunks of the batch, each with at most this many elements in its largest
+# temporary: the dense backward's ``(chunk, n, 1 + M)`` features, the local path's gathered
+# ``(chunk, n, k + 1, o)`` weight rows (a smaller budget: gathers run fastest when the chunk stays
+# in cache). Temporaries then stay a fraction of one basis tensor and do not grow with the batch
+# (docs/PERFORMANCE.md, memory).
+CHUNK_ELEMENTS = 1 << 22
+LOCAL_CHUNK_ELEMENTS = 1 << 20
 
 
-def _bwd_chunks(batch: int, row: int) -> int:
-    """Number of equal batch chunks for the backward (a divisor of ``batch``; 1 when small)."""
-    want = -(-batch * row // BWD_CHUNK_ELEMENTS)
-    if want <= 1:
-        return 1
-    for c in range(want, batch + 1):
-        if batch % c == 0:
-            return c
-    return 1
+def _chunks(batch: int, row: int, budget: int) -> tuple[int, int]:
+    """``(number of chunks, rows per chunk)`` for ``row`` temporary elements per batch row."""
+    want = max(1, -(-batch * row // budget))
+    size = -(-batch // want)
+    return -(-batch // size), size
+
+
+def _scan_batch(step, carry, arrays, row: int, budget: int):
+    """``step(carry, *chunks) -> (carry, out)`` over batch chunks of ``arrays`` (leading axis batch).
+
+    The batch is padded with zero rows to a whole number of chunks; ``out`` (leading axis batch)
+    is cut back. Callers make zero rows contribute nothing to ``carry`` (zero cotangents).
+    """
+    batch = arrays[0].shape[0]
+    n_chunks, size = _chunks(batch, row, budget)
+    if n_chunks == 1:
+        return step(carry, *arrays)
+    pad = n_chunks * size - batch
+    xs = tuple(jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1)).reshape((n_chunks, size) + a.shape[1:]) for a in arrays)
+    carry, out = jax.lax.scan(lambda c, a: step(c, *a), carry, xs)
+    return carry, out.reshape((n_chunks * size,) + out.shape[2:])[:batch]
 
 
 def _dense_bwd(order, base_activation, path, acc, extrapolate, res, g):
     x, grid, w = res
     n, m1, o = w.shape
-    xf = x.reshape(-1, n)
-    gf = g.reshape(-1, o).astype(w.dtype)
     w2t = w.reshape(n * m1, o).T
 
-    def part(xc, gc):
+    def step(dw_acc, xc, gc):
         f, df = features(xc, grid, order, base_activation, path, deriv=True, extrapolate=extrapolate)
         dw = jnp.dot(f.reshape(-1, n * m1).astype(w.dtype).T, gc, preferred_element_type=acc)
         dfeat = jnp.dot(gc, w2t, preferred_element_type=acc).reshape(xc.shape + (m1,))
-        return dw, jnp.sum(dfeat * df.astype(dfeat.dtype), axis=-1)
+        return dw_acc + dw, jnp.sum(dfeat * df.astype(dfeat.dtype), axis=-1)
 
-    chunks = _bwd_chunks(xf.shape[0], n * m1)
-    if chunks == 1:
-        dw, dx = part(xf, gf)
-    else:
-        def step(dw_acc, inputs):
-            dw_c, dx_c = part(*inputs)
-            return dw_acc + dw_c, dx_c
-
-        xs = xf.reshape(chunks, -1, n)
-        gs = gf.reshape(chunks, -1, o)
-        dw, dx = jax.lax.scan(step, jnp.zeros((n * m1, o), acc), (xs, gs))
+    arrays = (x.reshape(-1, n), g.reshape(-1, o).astype(w.dtype))
+    dw, dx = _scan_batch(step, jnp.zeros((n * m1, o), acc), arrays, n * m1, CHUNK_ELEMENTS)
     dw = dw.reshape(w.shape).astype(w.dtype)
     return dx.reshape(x.shape).astype(x.dtype), jnp.zeros_like(grid), dw
 
@@ -377,59 +381,77 @@ def _dense_bwd(order, base_activation, path, acc, extrapolate, res, g):
 _dense_contract.defvjp(_dense_fwd, _dense_bwd)
 
 
-# Local-support contraction: y[b, o] = sum_n (w[n, 0, o] b(x) + sum_r v_r W[n, 1 + j - k + r, o]).
+# Local-support contraction:
+#   y[b, o] = sum_n (b(x_bn) w[n, 0, o] + sum_r v_r(x_bn) w[n, 1 + j_bn - k + r, o]).
+# The k + 1 rows an input needs are consecutive, so each input gathers one contiguous window of
+# the spline rows, padded with k zero rows per side; local values of basis indices outside
+# [0, M) (inputs beyond the grid) are zeroed as well.
 
 
 def _local_parts(x, grid, order, path, deriv, extrapolate):
+    """Window starts ``(..., n)`` into ``_spline_rows``, values and derivatives ``(..., n, k + 1)``."""
     k = order
-    n_knots = grid.shape[-1]
+    n_basis = grid.shape[-1] - k - 1
     if path == "local_uniform":
         t0, h = _uniform_params(grid)
-        res = uniform_local(x, t0, h, k, deriv=deriv, n_basis=n_knots - k - 1 if extrapolate else None)
-        j = res[0]
-        # Rows m = j - k + r outside [0, M) must contribute 0: clamp the index and zero the value.
-        start = jnp.clip(j - k, -k - 1, n_knots)  # basis index of r = 0
-        vals, dvals = res[1], (res[2] if deriv else None)
+        res = uniform_local(x, t0, h, k, deriv=deriv, n_basis=n_basis if extrapolate else None)
     else:
         res = general_local(x, grid, k, deriv=deriv, extrapolate=extrapolate)
-        start = jnp.clip(res[0] - k, -k - 1, n_knots)
-        vals, dvals = res[1], (res[2] if deriv else None)
+    m = res[0][..., None] + jnp.arange(-k, 1, dtype=jnp.int32)  # basis index of each local value
+    valid = (m >= 0) & (m < n_basis)
+    start = jnp.clip(res[0], 0, n_basis + k - 1)  # basis j - k sits at padded row j
+    vals = jnp.where(valid, jnp.stack(res[1], axis=-1), 0.0)
+    dvals = jnp.where(valid, jnp.stack(res[2], axis=-1), 0.0) if deriv else None
     return start, vals, dvals
 
 
-def _local_rows(start, n_basis, order):
-    """Row indices into the padded weight table and validity masks of the k + 1 local bases."""
-    rows, valid = [], []
-    for r in range(order + 1):
-        m = start + r
-        valid.append((m >= 0) & (m < n_basis))
-        rows.append(jnp.clip(m, -1, n_basis) + 2)  # padded table: rows 0, 1 are base col / zero
-    return rows, valid
+def _spline_rows(w, order):
+    """``(n, M + 2k, o)``: the spline rows ``w[:, 1:]`` with ``k`` zero rows on each side."""
+    z = jnp.zeros((w.shape[0], order, w.shape[2]), w.dtype)
+    return jnp.concatenate([z, w[:, 1:], z], axis=1)
 
 
-def _padded_table(w):
-    # w (n, 1 + M, o) -> (n, M + 4, o): [base, zero, B_0..B_{M-1}, zero, zero-guard]
-    n, m1, o = w.shape
-    z = jnp.zeros((n, 1, o), w.dtype)
-    return jnp.concatenate([w[:, :1], z, w[:, 1:], z, z], axis=1)
+def _window_indices(start):
+    """Gather/scatter indices ``(B, n, 2)`` and dimension numbers for windows of ``(n, R, o)``."""
+    idx = jnp.stack([start, jnp.zeros_like(start)], axis=-1)
+    gather = jax.lax.GatherDimensionNumbers(
+        offset_dims=(2, 3), collapsed_slice_dims=(), start_index_map=(1, 2), operand_batching_dims=(0,),
+        start_indices_batching_dims=(1,),
+    )
+    scatter = jax.lax.ScatterDimensionNumbers(
+        update_window_dims=(2, 3), inserted_window_dims=(), scatter_dims_to_operand_dims=(1, 2),
+        operand_batching_dims=(0,), scatter_indices_batching_dims=(1,),
+    )
+    return idx, gather, scatter
+
+
+def _windows(rows, start, order):
+    """``rows[n, start[b, n] + r, :]`` for ``r = 0..k``: ``(B, n, k + 1, o)``."""
+    idx, dnums, _ = _window_indices(start)
+    return jax.lax.gather(rows, idx, dnums, (1, order + 1, rows.shape[-1]), mode="clip")
+
+
+def _add_windows(acc_rows, start, updates):
+    """``acc_rows[n, start[b, n] + r, :] += updates[b, n, r, :]`` (transpose of ``_windows``)."""
+    idx, _, dnums = _window_indices(start)
+    return jax.lax.scatter_add(acc_rows, idx, updates, dnums, mode="clip")
 
 
 def _local_contract_impl(x, grid, w, order, base_activation, path, acc, extrapolate):
-    n, m1, o = w.shape
-    n_basis = m1 - 1
+    n, _, o = w.shape
     base, _ = _base_value_and_grad(base_activation)
-    start, vals, _ = _local_parts(x, grid, order, path, False, extrapolate)
-    rows, valid = _local_rows(start, n_basis, order)
-    table = _padded_table(w)  # (n, M + 4, o)
-    lead = x.shape[:-1]
-    xf = x.reshape(-1, n)
-    y = jnp.dot(base(xf).astype(w.dtype), w[:, 0], preferred_element_type=acc)
-    n_idx = jnp.arange(n, dtype=jnp.int32)
-    for r in range(order + 1):
-        v = jnp.where(valid[r], vals[r], 0.0).reshape(-1, n).astype(w.dtype)
-        gathered = table[n_idx, rows[r].reshape(-1, n)]  # (B, n, o)
-        y = y + jnp.einsum("bn,bno->bo", v, gathered, preferred_element_type=acc)
-    return y.reshape(lead + (o,))
+    rows = _spline_rows(w, order)
+
+    def step(_, xc):
+        start, vals, _ = _local_parts(xc, grid, order, path, False, extrapolate)
+        y = jnp.dot(base(xc).astype(w.dtype), w[:, 0], preferred_element_type=acc)
+        # Products in the accumulation dtype, as the dense path's dot (features rounded to w.dtype).
+        v = vals.astype(w.dtype).astype(acc)
+        y = y + jnp.sum(v[..., None] * _windows(rows, start, order).astype(acc), axis=(1, 2))
+        return None, y
+
+    _, y = _scan_batch(step, None, (x.reshape(-1, n),), n * (order + 1) * o, LOCAL_CHUNK_ELEMENTS)
+    return y.reshape(x.shape[:-1] + (o,))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6, 7))
@@ -444,26 +466,25 @@ def _local_fwd(x, grid, w, order, base_activation, path, acc, extrapolate):
 def _local_bwd(order, base_activation, path, acc, extrapolate, res, g):
     x, grid, w = res
     n, m1, o = w.shape
-    n_basis = m1 - 1
+    k = order
     base, base_grad = _base_value_and_grad(base_activation)
-    xf = x.reshape(-1, n)
-    g2 = g.reshape(-1, o).astype(w.dtype)
-    start, vals, dvals = _local_parts(xf, grid, order, path, True, extrapolate)
-    rows, valid = _local_rows(start, n_basis, order)
-    table = _padded_table(w)
-    n_idx = jnp.arange(n, dtype=jnp.int32)
-    # d/dx: sum_r dv_r * <g, W[row_r]> + b'(x) <g, W[n, 0]>
-    dx = base_grad(xf) * jnp.dot(g2, w[:, 0].T, preferred_element_type=acc)
-    dtable = jnp.zeros(table.shape, acc)
-    dbase = jnp.dot(base(xf).astype(w.dtype).T, g2, preferred_element_type=acc)  # (n, o)
-    for r in range(order + 1):
-        v = jnp.where(valid[r], vals[r], 0.0).astype(w.dtype)
-        dv = jnp.where(valid[r], dvals[r], 0.0)
-        gathered = table[n_idx, rows[r]]  # (B, n, o)
-        dx = dx + dv * jnp.einsum("bo,bno->bn", g2, gathered, preferred_element_type=acc)
-        contrib = v[..., None] * g2[:, None, :]  # (B, n, o)
-        dtable = dtable.at[n_idx[None, :], rows[r]].add(contrib.astype(acc))
-    dw = jnp.concatenate([dbase[:, None], dtable[:, 2 : 2 + n_basis]], axis=1).astype(w.dtype)
+    rows = _spline_rows(w, k)
+
+    def step(carry, xc, gc):
+        dbase, drows = carry
+        start, vals, dvals = _local_parts(xc, grid, k, path, True, extrapolate)
+        # d/dx: b'(x) <g, w[n, 0]> + sum_r dv_r <g, row_r>
+        dx = base_grad(xc) * jnp.dot(gc, w[:, 0].T, preferred_element_type=acc)
+        ga = gc.astype(acc)
+        dx = dx + jnp.sum(dvals * jnp.sum(ga[:, None, None, :] * _windows(rows, start, k).astype(acc), -1), -1)
+        dbase = dbase + jnp.dot(base(xc).astype(w.dtype).T, gc, preferred_element_type=acc)
+        drows = _add_windows(drows, start, vals.astype(w.dtype).astype(acc)[..., None] * ga[:, None, None, :])
+        return (dbase, drows), dx
+
+    arrays = (x.reshape(-1, n), g.reshape(-1, o).astype(w.dtype))
+    carry = (jnp.zeros((n, o), acc), jnp.zeros(rows.shape, acc))
+    (dbase, drows), dx = _scan_batch(step, carry, arrays, n * (k + 1) * o, LOCAL_CHUNK_ELEMENTS)
+    dw = jnp.concatenate([dbase[:, None], drows[:, k : k + m1 - 1]], axis=1).astype(w.dtype)
     return dx.reshape(x.shape).astype(x.dtype), jnp.zeros_like(grid), dw
 
 
@@ -471,15 +492,20 @@ _local_contract.defvjp(_local_fwd, _local_bwd)
 
 
 def choose_path(grid_size: int, order: int, uniform: bool, *, batch: int | None = None) -> str:
-    """Automatic path choice (measured crossovers, docs/PERFORMANCE.md)."""
+    """Automatic path choice: dense below ``LOCAL_MIN_GRID``, local support from there.
+
+    Measured on XLA CPU (docs/PERFORMANCE.md): at G = 100 the local path is faster than the dense
+    one in the forward and both backwards from 8 -> 8 to 256 -> 256 layers (one exception: px at
+    256 -> 256, 9% slower); at G = 50 it is slower in the forward and px for widths >= 64.
+    """
     del order, batch
     if grid_size >= LOCAL_MIN_GRID:
         return "local_uniform" if uniform else "local_general"
     return "uniform" if uniform else "general"
 
 
-# Smallest grid size where the local-support path is chosen automatically (see PERFORMANCE.md).
-LOCAL_MIN_GRID = 1 << 30
+# Smallest grid size where the local-support path is chosen automatically (choose_path).
+LOCAL_MIN_GRID = 100
 
 
 def contract(x, grid, w, *, order: int, base_activation: str, path: str, acc=None, extrapolate: bool = False):

@@ -145,3 +145,22 @@ def test_batch_dims_bfloat16_and_jit_only():
     assert float(jnp.abs(gg).max()) == 0.0
     yv = jax.vmap(lambda xx: F.apply(params, knots, mask, xx, order=3))(x3)
     np.testing.assert_allclose(yv, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_auto_path_is_local_for_large_grids(adaptive):
+    """From LOCAL_MIN_GRID on, "auto" runs the local-support path; values and gradients stay exact."""
+    g = K.LOCAL_MIN_GRID
+    assert K.choose_path(g, 3, not adaptive) == ("local_general" if adaptive else "local_uniform")
+    assert K.choose_path(g - 1, 3, not adaptive) == ("general" if adaptive else "uniform")
+    params, knots, mask, x = _layer(n=2, o=3, grid=g, adaptive=adaptive)
+    ref = F.apply(params, knots, mask, x, order=3, path="reference")
+    np.testing.assert_allclose(F.apply(params, knots, mask, x, order=3, uniform=not adaptive), ref, atol=1e-12)
+
+    def loss(p, x, path):
+        return jnp.sum(jnp.sin(F.apply(p, knots, mask, x, order=3, path=path, uniform=not adaptive)))
+
+    got = jax.grad(loss, argnums=(0, 1))(params, x, "auto")
+    want = jax.grad(loss, argnums=(0, 1))(params, x, "reference")
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(a, b, atol=1e-10)

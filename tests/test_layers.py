@@ -276,21 +276,26 @@ def test_extrapolation_continues_end_pieces_and_refine_stays_exact():
     np.testing.assert_allclose(model(x_out), before, atol=1e-10)
 
 
-@pytest.mark.parametrize("path", ["general", "uniform"])
-def test_chunked_backward_matches_reference(monkeypatch, path):
-    """Large batches run the custom backward in batch chunks; same gradients as autodiff."""
+@pytest.mark.parametrize("path", ["general", "uniform", "local_general", "local_uniform"])
+def test_chunked_batch_matches_reference(monkeypatch, path):
+    """Large batches run in batch chunks (padded to whole chunks); same values and gradients."""
     from kan_jax import kernels
 
-    monkeypatch.setattr(kernels, "BWD_CHUNK_ELEMENTS", 64)
-    n, o, batch = 3, 2, 42  # shapes used by no other test (jit caches are keyed on shapes)
-    assert kernels._bwd_chunks(batch, n * (1 + 4 + 3)) > 1
+    monkeypatch.setattr(kernels, "CHUNK_ELEMENTS", 64)
+    monkeypatch.setattr(kernels, "LOCAL_CHUNK_ELEMENTS", 64)
+    n, o, batch = 3, 2, 43  # shapes used by no other test (jit caches are keyed on shapes)
+    n_chunks, size = kernels._chunks(batch, n * (1 + 4 + 3), 64)
+    assert n_chunks > 1 and n_chunks * size > batch  # several chunks, the last one padded
     layer = _randomize(kan_jax.KANLayer(n, o, grid_size=4, rngs=nnx.Rngs(0), param_dtype=jnp.float64), dtype=jnp.float64)
     p, g, m = layer.params(), layer.grid[...], layer.mask[...]
-    x = _x((batch, n), seed=7, dtype=jnp.float64)
+    x = _x((batch, n), seed=7, dtype=jnp.float64, scale=1.5)  # some inputs beyond the grid
 
     def loss(p, x, path):
         return jnp.sum(jnp.sin(F.apply(p, g, m, x, order=3, path=path, uniform=True)))
 
+    np.testing.assert_allclose(
+        F.apply(p, g, m, x, order=3, path=path, uniform=True), F.apply(p, g, m, x, order=3, path="reference"), atol=1e-12
+    )
     got = jax.grad(loss, argnums=(0, 1))(p, x, path)
     want = jax.grad(loss, argnums=(0, 1))(p, x, "reference")
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
