@@ -335,7 +335,12 @@ def _dense_fwd(x, grid, w, order, base_activation, path, acc, extrapolate):
 # in cache). Temporaries then stay a fraction of one basis tensor and do not grow with the batch
 # (docs/PERFORMANCE.md, memory).
 CHUNK_ELEMENTS = 1 << 22
-LOCAL_CHUNK_ELEMENTS = 1 << 20
+LOCAL_CHUNK_ELEMENTS = {"cpu": 1 << 20}  # per backend; others use the default below
+LOCAL_CHUNK_ELEMENTS_DEFAULT = 1 << 26  # accelerators: fewer, larger steps (not measured yet)
+
+
+def _local_budget() -> int:
+    return LOCAL_CHUNK_ELEMENTS.get(jax.default_backend(), LOCAL_CHUNK_ELEMENTS_DEFAULT)
 
 
 def _chunks(batch: int, row: int, budget: int) -> tuple[int, int]:
@@ -450,7 +455,7 @@ def _local_contract_impl(x, grid, w, order, base_activation, path, acc, extrapol
         y = y + jnp.sum(v[..., None] * _windows(rows, start, order).astype(acc), axis=(1, 2))
         return None, y
 
-    _, y = _scan_batch(step, None, (x.reshape(-1, n),), n * (order + 1) * o, LOCAL_CHUNK_ELEMENTS)
+    _, y = _scan_batch(step, None, (x.reshape(-1, n),), n * (order + 1) * o, _local_budget())
     return y.reshape(x.shape[:-1] + (o,))
 
 
@@ -483,7 +488,7 @@ def _local_bwd(order, base_activation, path, acc, extrapolate, res, g):
 
     arrays = (x.reshape(-1, n), g.reshape(-1, o).astype(w.dtype))
     carry = (jnp.zeros((n, o), acc), jnp.zeros(rows.shape, acc))
-    (dbase, drows), dx = _scan_batch(step, carry, arrays, n * (k + 1) * o, LOCAL_CHUNK_ELEMENTS)
+    (dbase, drows), dx = _scan_batch(step, carry, arrays, n * (k + 1) * o, _local_budget())
     dw = jnp.concatenate([dbase[:, None], drows[:, k : k + m1 - 1]], axis=1).astype(w.dtype)
     return dx.reshape(x.shape).astype(x.dtype), jnp.zeros_like(grid), dw
 

@@ -212,9 +212,11 @@ def run_config(args, batch, n, o, grid, dtype_name):
         except ImportError:
             emit(kind="skip", peer="jaxkan", reason="not installed")
     base = dict(batch=batch, n_in=n, n_out=o, grid=grid, order=order, dtype=dtype_name)
+    times = {}
     for mode in args.modes.split(","):
         cands = {name: steps[mode] for name, steps in cases.items()}
         best = time_interleaved(cands, args.rounds, args.min_time)
+        times.update({(name, mode): t for name, t in best.items()})
         for name, t in best.items():
             mem = temp_bytes(*cands[name]) if args.memory else None
             emit(kind="time", impl=name, mode=mode, ms=round(t * 1e3, 4), temp_bytes=mem, **base,
@@ -229,6 +231,7 @@ def run_config(args, batch, n, o, grid, dtype_name):
         else:
             for mode, t in ek.items():
                 emit(kind="time", impl="efficient-kan", mode=mode, ms=round(t * 1e3, 4), **base)
+    return times
 
 
 def memory_config(args, batch, n, o, grid, dtype_name):
@@ -269,8 +272,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--min-time", type=float, default=0.05, help="seconds per candidate per round")
     ap.add_argument("--memory", action="store_true", help="also report temp memory of every timed case")
-    ap.add_argument("--memory-case", default="8192,256,10",
-                    help="batch,width,grid of the training-step memory check ('' to skip)")
+    ap.add_argument("--memory-case", default="8192,256,10,50",
+                    help="batch,width,grid[,grid...] of the training-step memory check ('' to skip)")
+    ap.add_argument("--memory-only", action="store_true", help="only the training-step memory check")
     ap.add_argument("--peers", action="store_true")
     ap.add_argument("--quick", action="store_true", help="acceptance case only, fewer rounds")
     args = ap.parse_args()
@@ -279,14 +283,20 @@ def main():
     emit(kind="env", jax=jax.__version__, backend=jax.default_backend(), devices=[str(d) for d in jax.devices()],
          platform=platform.platform(), cpu=_cpu_model(), n_cpu=os.cpu_count(), argv=sys.argv[1:])
     for dtype_name in args.dtype.split(","):
-        for batch in map(int, args.batch.split(",")):
+        for batch in ([] if args.memory_only else map(int, args.batch.split(","))):
             for n in map(int, args.width.split(",")):
-                for grid in map(int, args.grid.split(",")):
-                    run_config(args, batch, n, n, grid, dtype_name)
+                grids = sorted(map(int, args.grid.split(",")))
+                times = {grid: run_config(args, batch, n, n, grid, dtype_name) for grid in grids}
+                # Grid scaling: time at each larger G over time at the smallest, same impl and mode.
+                for grid in grids[1:]:
+                    for key, t in times[grid].items():
+                        if key in times[grids[0]]:
+                            emit(kind="ratio", impl=key[0], mode=key[1], vs=f"grid={grids[0]}", ratio=round(t / times[grids[0]][key], 3),
+                                 batch=batch, n_in=n, n_out=n, grid=grid, order=args.order, dtype=dtype_name)
         if args.memory_case:
-            b, w, g = map(int, args.memory_case.split(","))
-            memory_config(args, b, w, w, g, dtype_name)
-            memory_config(args, b, w, w, 5 * g, dtype_name)
+            b, w, *grids = map(int, args.memory_case.split(","))
+            for g in grids:
+                memory_config(args, b, w, w, g, dtype_name)
 
 
 def _cpu_model():

@@ -31,7 +31,7 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 cat "$OUT/env.txt"
 
 # 1. G = 5 at every size (the acceptance case is batch 1024, 64 -> 64), both dtypes, memory too;
-#    the local-support path only where its (batch, n, k+1, o) gather fits (it is 80x the basis).
+#    the local-support path (it gathers batch * n * (k+1) * o elements) only in step 2.
 timeout 300 python3 scripts/bench_layer.py --batch=1024,"$BIG_BATCH" --width=64,"$BIG_WIDTH" --grid=5 \
     --dtype=float32,bfloat16 --paths=auto,uniform,general --rounds=5 --memory --memory-case= \
     > "$OUT/bench_layer_g5.jsonl" 2> "$OUT/bench_layer_g5.err"
@@ -39,7 +39,7 @@ echo "bench G=5: exit $?, $(grep -c '"kind": "time"' "$OUT/bench_layer_g5.jsonl"
 # 2. G = 100 against G = 5 (the time(G=100) / time(G=5) criterion) and the local path's crossover,
 #    at widths where the dense basis (batch * n * (G + k) values) stays a few GB.
 timeout 150 python3 scripts/bench_layer.py --batch="$GRID_BATCH" --width="$GRID_WIDTH" --grid=5,20,100 \
-    --dtype=float32 --paths=auto,general,local_general --rounds=5 --memory-case=8192,256,10 \
+    --dtype=float32 --paths=auto,general,local_general --rounds=5 --memory-case=8192,256,10,50 \
     > "$OUT/bench_layer_grid.jsonl" 2> "$OUT/bench_layer_grid.err"
 echo "bench G: exit $?, $(grep -c '"kind": "time"' "$OUT/bench_layer_grid.jsonl") timings"
 # 3. A short training run end to end (float64 L-BFGS as configured; wall time and stages in results.json).

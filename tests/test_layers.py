@@ -282,7 +282,7 @@ def test_chunked_batch_matches_reference(monkeypatch, path):
     from kan_jax import kernels
 
     monkeypatch.setattr(kernels, "CHUNK_ELEMENTS", 64)
-    monkeypatch.setattr(kernels, "LOCAL_CHUNK_ELEMENTS", 64)
+    monkeypatch.setattr(kernels, "LOCAL_CHUNK_ELEMENTS", {jax.default_backend(): 64})
     n, o, batch = 3, 2, 43  # shapes used by no other test (jit caches are keyed on shapes)
     n_chunks, size = kernels._chunks(batch, n * (1 + 4 + 3), 64)
     assert n_chunks > 1 and n_chunks * size > batch  # several chunks, the last one padded
