@@ -27,6 +27,7 @@ instead of keeping the recursion's intermediates: the residuals are just ``x``, 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 
 import jax
@@ -38,6 +39,7 @@ __all__ = [
     "uniform_basis",
     "general_basis",
     "general_local",
+    "knot_interval",
     "features",
     "dense_features",
     "contract",
@@ -217,16 +219,42 @@ def general_basis(x, grid, order: int, *, deriv: bool = False, extrapolate: bool
     return b, db
 
 
-def general_local(x, grid, order: int, *, deriv: bool = False, extrapolate: bool = False):
+def knot_interval(x, t):
+    """Index ``(..., n)`` int32 of the last knot ``t[n, j] <= x[..., n]`` (-1 below ``t[n, 0]`` or NaN).
+
+    Binary search over each input's increasing knot row ``t (n, K)``: ``ceil(log2(K + 1))`` steps
+    of one small gather each, instead of ``K`` comparisons per input (the local path's cost must
+    not grow with ``G``). Equals ``np.searchsorted(t[n], x, side="right") - 1``.
+    """
+    n_knots = t.shape[-1]
+    flat = t.reshape(-1)
+    row = jnp.arange(t.shape[0], dtype=jnp.int32) * n_knots
+    # Invariant: t[lo] <= x < t[hi], with t[-1] = -inf and t[K] = +inf.
+    lo = jnp.full(x.shape, -1, jnp.int32)
+    hi = jnp.full(x.shape, n_knots, jnp.int32)
+    for _ in range(max(1, math.ceil(math.log2(n_knots + 1)))):
+        mid = (lo + hi) // 2
+        active = hi - lo > 1  # then lo < mid < hi, a real knot
+        right = active & (x >= flat[row + jnp.clip(mid, 0, n_knots - 1)])
+        left = active & ~right
+        lo = jnp.where(right, mid, lo)
+        hi = jnp.where(left, mid, hi)
+        # Materialize each step: fused, XLA would recompute the chain in every consumer.
+        lo, hi = jax.lax.optimization_barrier((lo, hi))
+    return lo
+
+
+def general_local(x, grid, order: int, *, deriv: bool = False, extrapolate: bool = False, interval=None):
     """Local values for any increasing knots: same outputs as ``uniform_local``.
 
-    The interval is found by counting knots ``<= x``; the ``2k`` knots around it are gathered and
-    de Boor's triangle (with divisions) gives the ``k + 1`` non-zero values.
+    The interval is found by binary search (``knot_interval``; pass it as ``interval`` when
+    already known); the ``2k`` knots around it are gathered and de Boor's triangle (with
+    divisions) gives the ``k + 1`` non-zero values.
     """
     k = order
     t = grid
     n_knots = t.shape[-1]
-    j = jnp.sum((x[..., None] >= t).astype(jnp.int32), axis=-1) - 1  # (..., n), -1 .. K-1
+    j = knot_interval(x, t) if interval is None else interval  # (..., n), -1 .. K-1
     if extrapolate:  # base intervals only; their pieces are evaluated at x
         j = jnp.clip(j, k, n_knots - k - 2)
     inside = (j >= 0) & (j < n_knots - 1)
@@ -240,7 +268,8 @@ def general_local(x, grid, order: int, *, deriv: bool = False, extrapolate: bool
         )
         offs = jnp.arange(1, 2 * k + 1, dtype=jnp.int32)  # t_{j-k+1+q} = tp[j + 1 + q]
         idx = jnp.clip(j, 0, n_knots - 2)[..., None] + offs
-        win = jnp.take_along_axis(jnp.broadcast_to(tp, x.shape + (tp.shape[-1],)), idx, axis=-1)
+        row = jnp.arange(t.shape[0], dtype=jnp.int32)[:, None] * tp.shape[-1]
+        win = tp.reshape(-1)[row + idx]  # (..., n, 2k): a gather from the small knot table
     vals = [inside.astype(x.dtype)]
     lower = None
     for d in range(1, k + 1):
@@ -393,7 +422,7 @@ _dense_contract.defvjp(_dense_fwd, _dense_bwd)
 # [0, M) (inputs beyond the grid) are zeroed as well.
 
 
-def _local_parts(x, grid, order, path, deriv, extrapolate):
+def _local_parts(x, grid, order, path, deriv, extrapolate, interval=None):
     """Window starts ``(..., n)`` into ``_spline_rows``, values and derivatives ``(..., n, k + 1)``."""
     k = order
     n_basis = grid.shape[-1] - k - 1
@@ -401,13 +430,22 @@ def _local_parts(x, grid, order, path, deriv, extrapolate):
         t0, h = _uniform_params(grid)
         res = uniform_local(x, t0, h, k, deriv=deriv, n_basis=n_basis if extrapolate else None)
     else:
-        res = general_local(x, grid, k, deriv=deriv, extrapolate=extrapolate)
+        res = general_local(x, grid, k, deriv=deriv, extrapolate=extrapolate, interval=interval)
     m = res[0][..., None] + jnp.arange(-k, 1, dtype=jnp.int32)  # basis index of each local value
     valid = (m >= 0) & (m < n_basis)
     start = jnp.clip(res[0], 0, n_basis + k - 1)  # basis j - k sits at padded row j
     vals = jnp.where(valid, jnp.stack(res[1], axis=-1), 0.0)
     dvals = jnp.where(valid, jnp.stack(res[2], axis=-1), 0.0) if deriv else None
     return start, vals, dvals
+
+
+def _local_inputs(x, grid, path):
+    """Per-row inputs of the chunked local steps: ``(x,)``, and the knot intervals on general grids.
+
+    The binary search runs once over the whole batch: per chunk, its small steps would cost more
+    in overhead than in work.
+    """
+    return (x,) if path == "local_uniform" else (x, knot_interval(x, grid))
 
 
 def _spline_rows(w, order):
@@ -447,15 +485,15 @@ def _local_contract_impl(x, grid, w, order, base_activation, path, acc, extrapol
     base, _ = _base_value_and_grad(base_activation)
     rows = _spline_rows(w, order)
 
-    def step(_, xc):
-        start, vals, _ = _local_parts(xc, grid, order, path, False, extrapolate)
+    def step(_, xc, *jc):
+        start, vals, _ = _local_parts(xc, grid, order, path, False, extrapolate, *jc)
         y = jnp.dot(base(xc).astype(w.dtype), w[:, 0], preferred_element_type=acc)
         # Products in the accumulation dtype, as the dense path's dot (features rounded to w.dtype).
         v = vals.astype(w.dtype).astype(acc)
         y = y + jnp.sum(v[..., None] * _windows(rows, start, order).astype(acc), axis=(1, 2))
         return None, y
 
-    _, y = _scan_batch(step, None, (x.reshape(-1, n),), n * (order + 1) * o, _local_budget())
+    _, y = _scan_batch(step, None, _local_inputs(x.reshape(-1, n), grid, path), n * (order + 1) * o, _local_budget())
     return y.reshape(x.shape[:-1] + (o,))
 
 
@@ -475,9 +513,9 @@ def _local_bwd(order, base_activation, path, acc, extrapolate, res, g):
     base, base_grad = _base_value_and_grad(base_activation)
     rows = _spline_rows(w, k)
 
-    def step(carry, xc, gc):
+    def step(carry, gc, xc, *jc):
         dbase, drows = carry
-        start, vals, dvals = _local_parts(xc, grid, k, path, True, extrapolate)
+        start, vals, dvals = _local_parts(xc, grid, k, path, True, extrapolate, *jc)
         # d/dx: b'(x) <g, w[n, 0]> + sum_r dv_r <g, row_r>
         dx = base_grad(xc) * jnp.dot(gc, w[:, 0].T, preferred_element_type=acc)
         ga = gc.astype(acc)
@@ -486,7 +524,7 @@ def _local_bwd(order, base_activation, path, acc, extrapolate, res, g):
         drows = _add_windows(drows, start, vals.astype(w.dtype).astype(acc)[..., None] * ga[:, None, None, :])
         return (dbase, drows), dx
 
-    arrays = (x.reshape(-1, n), g.reshape(-1, o).astype(w.dtype))
+    arrays = (g.reshape(-1, o).astype(w.dtype),) + _local_inputs(x.reshape(-1, n), grid, path)
     carry = (jnp.zeros((n, o), acc), jnp.zeros(rows.shape, acc))
     (dbase, drows), dx = _scan_batch(step, carry, arrays, n * (k + 1) * o, _local_budget())
     dw = jnp.concatenate([dbase[:, None], drows[:, k : k + m1 - 1]], axis=1).astype(w.dtype)

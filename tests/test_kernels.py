@@ -164,3 +164,20 @@ def test_auto_path_is_local_for_large_grids(adaptive):
     want = jax.grad(loss, argnums=(0, 1))(params, x, "reference")
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         np.testing.assert_allclose(a, b, atol=1e-10)
+
+
+def test_knot_interval_equals_searchsorted():
+    """Binary search for the knot interval: np.searchsorted(side="right") - 1, ties and edges too."""
+    rng = np.random.default_rng(3)
+    for n_knots in (1, 2, 3, 8, 12, 107):
+        t = np.sort(rng.normal(size=(4, n_knots)), axis=1)
+        if n_knots > 3:
+            t[1, 2] = t[1, 3]  # a repeated knot
+        x = rng.normal(size=(50, 4)) * 1.5
+        x[:4, :] = t[:, 0]  # exactly on knots, first and last
+        x[4:8, :] = t[:, -1]
+        x[8, 0] = np.nan
+        got = np.asarray(K.knot_interval(jnp.asarray(x), jnp.asarray(t)))
+        want = np.stack([np.searchsorted(t[i], x[:, i], side="right") - 1 for i in range(4)], axis=1)
+        want[8, 0] = -1  # NaN: below every knot, as the dense paths treat it (no basis is non-zero)
+        np.testing.assert_array_equal(got, want, err_msg=f"K={n_knots}")
