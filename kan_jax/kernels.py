@@ -538,8 +538,9 @@ def choose_path(grid_size: int, order: int, uniform: bool, *, batch: int | None 
     """Automatic path choice: dense below ``LOCAL_MIN_GRID``, local support from there.
 
     Measured on XLA CPU (docs/PERFORMANCE.md): at G = 100 the local path is faster than the dense
-    one in the forward and both backwards from 8 -> 8 to 256 -> 256 layers (one exception: px at
-    256 -> 256, 9% slower); at G = 50 it is slower in the forward and px for widths >= 64.
+    one in p at every measured size (8 -> 8 to 256 -> 256) and in the forward and px up to
+    128 -> 128 (at 256 -> 256 it won in one run and lost in another); at G = 50 its forward is
+    slower from width 64 up. Not measured on accelerators yet.
     """
     del order, batch
     if grid_size >= LOCAL_MIN_GRID:
