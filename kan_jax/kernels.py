@@ -373,10 +373,14 @@ def _local_budget() -> int:
 
 
 def _chunks(batch: int, row: int, budget: int) -> tuple[int, int]:
-    """``(number of chunks, rows per chunk)`` for ``row`` temporary elements per batch row."""
-    want = max(1, -(-batch * row // budget))
-    size = -(-batch // want)
-    return -(-batch // size), size
+    """``(number of chunks, rows per chunk)`` for ``row`` temporary elements per batch row.
+
+    As few chunks as keep ``rows * row <= budget`` (at least one row each), then rows spread
+    evenly over them, so padding stays below one row per chunk.
+    """
+    size = max(1, min(batch, budget // max(row, 1)))
+    n_chunks = -(-batch // size)
+    return n_chunks, -(-batch // n_chunks)
 
 
 def _scan_batch(step, carry, arrays, row: int, budget: int):
