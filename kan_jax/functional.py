@@ -216,12 +216,12 @@ def apply(
         return kernels.contract(xb, gb, w, order=order, base_activation=base_activation, path=p, acc=acc, extrapolate=extrapolate)
 
     if path == "check":
-        pu, pg = kernels.choose_path(grid_size, order, True), kernels.choose_path(grid_size, order, False)
+        pu, pg = kernels.choose_path(grid_size, True), kernels.choose_path(grid_size, False)
         y = jax.lax.cond(kernels.is_uniform(grid), lambda: run(pu), lambda: run(pg))
     elif path != "auto":
         y = run(path)
     else:
-        y = run(kernels.choose_path(grid_size, order, bool(uniform)))
+        y = run(kernels.choose_path(grid_size, bool(uniform)))
     return (y + params["bias"].astype(acc)).astype(cdt)
 
 

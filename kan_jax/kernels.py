@@ -219,6 +219,13 @@ def general_basis(x, grid, order: int, *, deriv: bool = False, extrapolate: bool
     return b, db
 
 
+def _take_per_input(table, idx, *, trailing: int = 0):
+    """``table[n, idx]`` for a small per-input table ``(n, K)`` and ``idx (..., n, *trailing dims)``:
+    one gather from the flat table, without broadcasting the table to ``idx``'s shape."""
+    row = jnp.arange(table.shape[0], dtype=jnp.int32) * table.shape[1]
+    return table.reshape(-1)[row.reshape(row.shape + (1,) * trailing) + idx]
+
+
 def knot_interval(x, t):
     """Index ``(..., n)`` int32 of the last knot ``t[n, j] <= x[..., n]`` (-1 below ``t[n, 0]`` or NaN).
 
@@ -227,15 +234,13 @@ def knot_interval(x, t):
     not grow with ``G``). Equals ``np.searchsorted(t[n], x, side="right") - 1``.
     """
     n_knots = t.shape[-1]
-    flat = t.reshape(-1)
-    row = jnp.arange(t.shape[0], dtype=jnp.int32) * n_knots
     # Invariant: t[lo] <= x < t[hi], with t[-1] = -inf and t[K] = +inf.
     lo = jnp.full(x.shape, -1, jnp.int32)
     hi = jnp.full(x.shape, n_knots, jnp.int32)
     for _ in range(max(1, math.ceil(math.log2(n_knots + 1)))):
         mid = (lo + hi) // 2
         active = hi - lo > 1  # then lo < mid < hi, a real knot
-        right = active & (x >= flat[row + jnp.clip(mid, 0, n_knots - 1)])
+        right = active & (x >= _take_per_input(t, jnp.clip(mid, 0, n_knots - 1)))
         left = active & ~right
         lo = jnp.where(right, mid, lo)
         hi = jnp.where(left, mid, hi)
@@ -268,8 +273,7 @@ def general_local(x, grid, order: int, *, deriv: bool = False, extrapolate: bool
         )
         offs = jnp.arange(1, 2 * k + 1, dtype=jnp.int32)  # t_{j-k+1+q} = tp[j + 1 + q]
         idx = jnp.clip(j, 0, n_knots - 2)[..., None] + offs
-        row = jnp.arange(t.shape[0], dtype=jnp.int32)[:, None] * tp.shape[-1]
-        win = tp.reshape(-1)[row + idx]  # (..., n, 2k): a gather from the small knot table
+        win = _take_per_input(tp, idx, trailing=1)  # (..., n, 2k)
     vals = [inside.astype(x.dtype)]
     lower = None
     for d in range(1, k + 1):
@@ -538,15 +542,14 @@ def _local_bwd(order, base_activation, path, acc, extrapolate, res, g):
 _local_contract.defvjp(_local_fwd, _local_bwd)
 
 
-def choose_path(grid_size: int, order: int, uniform: bool, *, batch: int | None = None) -> str:
+def choose_path(grid_size: int, uniform: bool) -> str:
     """Automatic path choice: dense below ``LOCAL_MIN_GRID``, local support from there.
 
     Measured on XLA CPU (docs/PERFORMANCE.md): at G = 100 the local path is faster than the dense
     one in p at every measured size (8 -> 8 to 256 -> 256) and in the forward and px up to
     128 -> 128 (at 256 -> 256 it won in one run and lost in another); at G = 50 its forward is
-    slower from width 64 up. Not measured on accelerators yet.
+    slower from width 64 up (cubic splines; other orders and accelerators not measured yet).
     """
-    del order, batch
     if grid_size >= LOCAL_MIN_GRID:
         return "local_uniform" if uniform else "local_general"
     return "uniform" if uniform else "general"

@@ -151,8 +151,8 @@ def test_batch_dims_bfloat16_and_jit_only():
 def test_auto_path_is_local_for_large_grids(adaptive):
     """From LOCAL_MIN_GRID on, "auto" runs the local-support path; values and gradients stay exact."""
     g = K.LOCAL_MIN_GRID
-    assert K.choose_path(g, 3, not adaptive) == ("local_general" if adaptive else "local_uniform")
-    assert K.choose_path(g - 1, 3, not adaptive) == ("general" if adaptive else "uniform")
+    assert K.choose_path(g, not adaptive) == ("local_general" if adaptive else "local_uniform")
+    assert K.choose_path(g - 1, not adaptive) == ("general" if adaptive else "uniform")
     params, knots, mask, x = _layer(n=2, o=3, grid=g, adaptive=adaptive)
     ref = F.apply(params, knots, mask, x, order=3, path="reference")
     np.testing.assert_allclose(F.apply(params, knots, mask, x, order=3, uniform=not adaptive), ref, atol=1e-12)
