@@ -129,7 +129,7 @@ def precompile_auto_symbolic(
     graphdef, state = nnx.split(model)
     lowered = _edge_samples_fn(graphdef).lower(state, jnp.asarray(x))
     lowered.compile()
-    counts = [int((np.asarray(lay.mask[...]) > 0).sum()) for lay in model.layers]  # as auto_symbolic selects
+    counts = [len(_active_edges(lay)) for lay in model.layers]
     xin0 = lowered.out_info[0][0]
     shapes = set()
     for layers in calls:
@@ -138,6 +138,11 @@ def precompile_auto_symbolic(
             shapes.add((sum(counts[l] for l in group), xin0.shape[0], str(xin0.dtype)))
     for n_edges, n_samples, dtype in sorted(shapes):
         precompile_fit_affine_all(n_edges, n_samples, dtype=dtype, lib=lib, **fit_kwargs)
+
+
+def _active_edges(layer) -> np.ndarray:
+    """``(E, 2)`` row-major ``(i, j)`` of the edges ``auto_symbolic`` fits (``mask > 0``)."""
+    return np.argwhere(np.asarray(layer.mask[...]) > 0)
 
 
 # ``auto_symbolic`` fits the edges of several layers in one call while they are at most this many
@@ -293,7 +298,7 @@ def auto_symbolic(
     """
     lib = _lib(lib)
     samples = edge_samples(model, x, layers)
-    active = {l: np.argwhere(np.asarray(model.layers[l].mask[...]) > 0) for l in samples}  # (E_l, 2), row-major (i, j)
+    active = {l: _active_edges(model.layers[l]) for l in samples}
     report = []
     for group in _fit_groups({l: len(a) for l, a in active.items()}):
         # Gathered on the host (no compile per shape): (E, N) inputs and spline values.
