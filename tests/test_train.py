@@ -1,8 +1,6 @@
 """kan_jax.train: models, optimizers, fit loop, grid stages, checkpoint resume."""
 
-import contextlib
 import json
-import logging
 import os
 
 import jax
@@ -270,7 +268,7 @@ def test_workdir_with_other_config_is_refused(uninterrupted):
         train.train_and_evaluate(c, d)
 
 
-def test_fit_compiles_its_loop_once_with_the_background_compile(small_ds, caplog):
+def test_fit_compiles_its_loop_once_with_the_background_compile(small_ds, compile_log):
     """The training loop compiled ahead in a background thread is the one the first chunk runs:
     one XLA compile of ``chunk`` for a new network shape, grid updates and several chunks included."""
     c = _toy_quick()
@@ -278,34 +276,12 @@ def test_fit_compiles_its_loop_once_with_the_background_compile(small_ds, caplog
     c.model.grid_size = 4  # a shape no other test compiles
     model = train.make_model(c, dtype="float64")
     opt = train.make_optimizer(c.optimizer, 30)
-    with _logging_compiles(caplog):
+    with compile_log.capture():
         model, hist = train.fit(model, small_ds, steps=30, optimizer=opt, chunk_size=10, grid_update_every=10,
                                 stop_grid_update_step=20)
-    compiles = _compiles(caplog, "chunk")
+    compiles = compile_log.compiles("chunk")
     assert len(compiles) == 1, compiles
     assert len(hist["train_loss"]) == 30 and np.all(np.isfinite(hist["train_loss"]))
-
-
-def _compiles(caplog, name):
-    return [r.getMessage() for r in caplog.records if f"XLA compilation of jit({name})" in r.getMessage()]
-
-
-@contextlib.contextmanager
-def _logging_compiles(caplog):
-    """JAX's compile log into ``caplog`` for the block, then a check that the capture works: a
-    fresh control program must show up, so "no compile of X" cannot pass because nothing was logged."""
-    jax.config.update("jax_log_compiles", True)
-    try:
-        with caplog.at_level(logging.WARNING):
-            yield
-
-            def _capture_control(v):
-                return v * 3.0 + 1.0
-
-            jax.jit(_capture_control)(jnp.ones(len(caplog.records) + 13))  # a new function, a new shape
-    finally:
-        jax.config.update("jax_log_compiles", False)
-    assert _compiles(caplog, "_capture_control"), "compile log not captured"
 
 
 def _lbfgs_config():
@@ -314,7 +290,7 @@ def _lbfgs_config():
     return c
 
 
-def test_lamb_is_data_zero_reuses_the_regularized_loop(small_ds, caplog):
+def test_lamb_is_data_zero_reuses_the_regularized_loop(small_ds, compile_log):
     """A stage with ``lamb=0`` and the same ``regularization`` runs the regularized stage's
     compiled loop (no new compile) and trains on the plain MSE: its first loss equals the
     unregularized fit's first loss."""
@@ -326,17 +302,17 @@ def test_lamb_is_data_zero_reuses_the_regularized_loop(small_ds, caplog):
     model = train.make_model(c, dtype="float64")
     model, hist_reg = train.fit(model, small_ds, steps=20, optimizer=opt, regularization=reg, chunk_size=10)
     start = nnx.clone(model)
-    with _logging_compiles(caplog):
+    with compile_log.capture():
         _, hist0 = train.fit(nnx.clone(start), small_ds, steps=20, optimizer=opt, regularization=reg, lamb=0.0,
                              chunk_size=10)
-    assert _compiles(caplog, "chunk") == []
+    assert compile_log.compiles("chunk") == []
     _, plain = train.fit(nnx.clone(start), small_ds, steps=20, optimizer=opt, chunk_size=10)
     # The first step's loss is the MSE at the start (no penalty): both fits agree.
     np.testing.assert_allclose(hist0["train_loss"][0], plain["train_loss"][0], rtol=1e-9)
     assert hist0["train_loss"][-1] < hist_reg["train_loss"][-1]  # the penalty is gone
 
 
-def test_precompile_leaves_nothing_for_fit_to_compile(small_ds, caplog):
+def test_precompile_leaves_nothing_for_fit_to_compile(small_ds, compile_log):
     """``loop.precompile`` compiles the loop, the L-BFGS start, the grid update and the
     evaluation forward of a network shape; the fit that follows compiles none of them."""
     c = _lbfgs_config()
@@ -345,12 +321,12 @@ def test_precompile_leaves_nothing_for_fit_to_compile(small_ds, caplog):
     opt = train.make_optimizer(c.optimizer, 20)
     model = train.make_model(c, dtype="float64")
     loop.precompile(model, small_ds, optimizer=opt, chunk_size=10).result()
-    with _logging_compiles(caplog):
+    with compile_log.capture():
         model, hist = train.fit(model, small_ds, steps=20, optimizer=opt, chunk_size=10, grid_update_every=5,
                                 stop_grid_update_step=10)
         train.evaluate(model, small_ds)
     for name in ("chunk", "start", "run", "<lambda>"):
-        assert _compiles(caplog, name) == [], name
+        assert compile_log.compiles(name) == [], name
     assert np.all(np.isfinite(hist["train_loss"]))
 
 
