@@ -128,13 +128,19 @@ def jaxkan_case(batch, n, o, grid, order, dtype, seed=0):
 
 
 def efficient_kan_subprocess(batch, n, o, grid, order, rounds):
-    """efficient-kan (PyTorch) timings in a subprocess, or None when not installed."""
+    """efficient-kan (PyTorch) timings in a subprocess, on CUDA when torch sees a GPU.
+
+    Returns ``(best seconds per mode, torch device)``, or ``(None, reason)`` when efficient-kan is
+    not importable or the run failed.
+    """
     code = f"""
 import json, time, torch
 from efficient_kan import KANLinear
+dev = 'cuda' if torch.cuda.is_available() else 'cpu'
+sync = torch.cuda.synchronize if dev == 'cuda' else (lambda: None)
 torch.manual_seed(0)
-layer = KANLinear({n}, {o}, grid_size={grid}, spline_order={order})
-x0 = torch.tanh(torch.randn({batch}, {n})); c = torch.randn({batch}, {o})
+layer = KANLinear({n}, {o}, grid_size={grid}, spline_order={order}).to(dev)
+x0 = torch.tanh(torch.randn({batch}, {n}, device=dev)); c = torch.randn({batch}, {o}, device=dev)
 def step(mode):
     x = x0.clone().requires_grad_(mode == 'px')
     layer.zero_grad(set_to_none=True)
@@ -144,22 +150,21 @@ def step(mode):
         (layer(x) * c).sum().backward()
 best = {{}}
 for m in ('fwd', 'p', 'px'): step(m); step(m)
+sync()
 for r in range({rounds}):
     for m in ('fwd', 'p', 'px'):
-        t = time.perf_counter(); [step(m) for _ in range(5)]; dt = (time.perf_counter() - t) / 5
+        t = time.perf_counter(); [step(m) for _ in range(5)]; sync(); dt = (time.perf_counter() - t) / 5
         best[m] = min(best.get(m, 1e9), dt)
-print(json.dumps(best))
+print(json.dumps({{"best": best, "device": dev}}))
 """
     try:
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
-    except Exception:  # noqa: BLE001
-        return None
+    except Exception as e:  # noqa: BLE001
+        return None, repr(e)
     if out.returncode != 0:
-        return None
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-# --------------------------------------------------------------------------- timing
+        return None, (out.stderr.strip().splitlines() or ["exit %d" % out.returncode])[-1]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    return res["best"], res["device"]
 
 
 def temp_bytes(fn, args):
@@ -225,12 +230,15 @@ def run_config(args, batch, n, o, grid, dtype_name):
             if name.startswith("kan/") or name == "jaxkan":
                 emit(kind="ratio", impl=name, mode=mode, vs="dense", ratio=round(t / best["dense"], 3), **base)
     if args.peers and dtype_name == "float32":
-        ek = efficient_kan_subprocess(batch, n, o, grid, order, args.rounds)
+        ek, where = efficient_kan_subprocess(batch, n, o, grid, order, args.rounds)
         if ek is None:
-            emit(kind="skip", peer="efficient-kan", reason="not installed or failed")
+            emit(kind="skip", peer="efficient-kan", reason=where)
         else:
             for mode, t in ek.items():
-                emit(kind="time", impl="efficient-kan", mode=mode, ms=round(t * 1e3, 4), **base)
+                emit(kind="time", impl="efficient-kan", mode=mode, ms=round(t * 1e3, 4), torch_device=where, **base)
+                if ("kan/uniform/auto", mode) in times:
+                    emit(kind="ratio", impl="kan/uniform/auto", mode=mode, vs="efficient-kan",
+                         ratio=round(times[("kan/uniform/auto", mode)] / t, 3), **base)
     return times
 
 

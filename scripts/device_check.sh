@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The prepared accelerator run of issue 5 (one call of the device tool, about 5-8 minutes on an H200):
+# The prepared accelerator run (one call of the device tool, about 5-8 minutes on an H200):
 # the layer benchmark in float32 and bfloat16 up to batch 65536 and width 1024, compiled memory
-# included, then a short configs/toy.py run. JSON lines and logs go to $OUT (./device_out when
+# included, next to efficient-kan (PyTorch, on the same GPU) when its source is carried in
+# .peers/src, then a short configs/toy.py run. JSON lines and logs go to $OUT (./device_out when
 # unset), to be recorded in docs/PERFORMANCE.md with the machine line of env.txt.
 #
 # The device image has jax, flax, optax, orbax, chex, absl, sympy, scipy and matplotlib but not
@@ -9,8 +10,10 @@
 #
 #   echo /.whl/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: -d .whl ml_collections==1.1.0
+#   echo /.peers/ >> .git/info/exclude   # efficient-kan has no registry package: its source,
+#   mkdir -p .peers && git -C <efficient-kan snapshot> archive HEAD src | tar -x -C .peers
 #
-# then run `bash scripts/device_check.sh` there with carry=[".whl"] and timeout_s=600.
+# then run `bash scripts/device_check.sh` there with carry=[".whl", ".peers"] and timeout_s=600.
 # Sizes can be shrunk for a dry run on a CPU:
 #   BIG_BATCH=512 BIG_WIDTH=32 GRID_BATCH=256 GRID_WIDTH=16 OUT=/tmp/dev bash scripts/device_check.sh
 set -uo pipefail
@@ -26,6 +29,7 @@ if compgen -G ".whl/*.whl" > /dev/null; then
         && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+[ -d .peers/src ] && export PYTHONPATH=$PYTHONPATH:$PWD/.peers/src
 { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
   python3 -c "import jax; print('jax', jax.__version__, jax.devices())"; } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
@@ -33,9 +37,10 @@ cat "$OUT/env.txt"
 # 1. G = 5 at every size (the acceptance case is batch 1024, 64 -> 64), both dtypes, memory too;
 #    the local-support path (it gathers batch * n * (k+1) * o elements) only in step 2.
 timeout 300 python3 scripts/bench_layer.py --batch=1024,"$BIG_BATCH" --width=64,"$BIG_WIDTH" --grid=5 \
-    --dtype=float32,bfloat16 --paths=auto,uniform,general --rounds=5 --memory --memory-case= \
+    --dtype=float32,bfloat16 --paths=auto,uniform,general --rounds=5 --memory --memory-case= --peers \
     > "$OUT/bench_layer_g5.jsonl" 2> "$OUT/bench_layer_g5.err"
 echo "bench G=5: exit $?, $(grep -c '"kind": "time"' "$OUT/bench_layer_g5.jsonl") timings"
+grep '"efficient-kan"' "$OUT/bench_layer_g5.jsonl" | head -3
 # 2. G = 100 against G = 5 (the time(G=100) / time(G=5) criterion) and the local path's crossover,
 #    at widths where the dense basis (batch * n * (G + k) values) stays a few GB.
 timeout 150 python3 scripts/bench_layer.py --batch="$GRID_BATCH" --width="$GRID_WIDTH" --grid=5,20,100 \
