@@ -83,41 +83,5 @@ def _distributed() -> bool:
     return bool(_COORD.value) or _NPROC.value is not None or _PID.value is not None
 
 
-def _exit_without_teardown(code) -> None:
-    """Ends the process the way ``sys.exit(code)`` would, minus the interpreter's teardown.
-
-    Background compiles finish first (``kan_jax.train.loop.wait_background``: one cut off would
-    leave a truncated persistent-cache entry) and the exit handlers still run (logging, absl and
-    orbax flush and close; nothing is written after them); then ``os._exit`` skips freeing every
-    module and compiled XLA program one by one: ~0.85 s of a ~15 s hellokan run on 2 CPU cores
-    (docs/PERFORMANCE.md). Every workdir file is closed before ``main`` returns.
-    """
-    import atexit
-    import os
-
-    loop = sys.modules.get("kan_jax.train.loop")
-    if loop is not None:
-        loop.wait_background()
-    if code is None:
-        code = 0
-    elif not isinstance(code, int):  # sys.exit("message") prints it and exits with 1
-        sys.stderr.write(f"{code}\n")
-        code = 1
-    clean_up = getattr(sys.modules.get("jax._src.api"), "clean_up", None)
-    if clean_up is not None and not (flags.FLAGS.is_parsed() and _distributed()):
-        # JAX's exit handler frees every backend and compiled program (~0.15 s) and shuts
-        # jax.distributed down, which a single process never started (several processes keep
-        # JAX's own order). Asking JAX for the process count here would start a backend on an
-        # error exit, and its log line would follow the one-line error.
-        atexit.unregister(clean_up)
-    atexit._run_exitfuncs()  # noqa: SLF001 - what the interpreter runs at exit, in its order
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
 if __name__ == "__main__":
-    try:
-        app.run(main, flags_parser=_parse_flags)
-    except SystemExit as done:  # app.run always ends with sys.exit; an uncaught error propagates
-        _exit_without_teardown(done.code)
+    app.run(main, flags_parser=_parse_flags)

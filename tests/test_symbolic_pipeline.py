@@ -151,31 +151,6 @@ def test_diverged_symbolic_fit_is_recognized():
     assert _diverged(0.7, 1e-3, 0.6)
 
 
-def test_pruned_guess_is_the_prune_searchs_first_candidate():
-    """What the refine stage's programs compile for while the prune stages train: the thresholded
-    network compacted, or with the prune search one node in the first hidden layer wider than one."""
-    import jax.numpy as jnp
-    from flax import nnx
-
-    import kan_jax
-    from kan_jax import prune as kprune
-    from kan_jax.train.symbolic_pipeline import pruned_guess
-
-    model = kan_jax.KAN([2, 3, 4, 1], grid_size=3, rngs=nnx.Rngs(0), param_dtype=jnp.float64)
-    x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (64, 2)))
-    masked = kprune.mask_nodes(model, [[0, 1], [0, 2], [0, 1, 2, 3], [0]])  # node 1 of layer 1 pruned
-    assert kprune.live_widths(masked) == [2, 2, 4, 1]
-    assert kprune.live_widths(pruned_guess(masked, x, search=False)) == [2, 2, 4, 1]
-    guess = pruned_guess(masked, x, search=True)
-    assert list(guess.widths) == [2, 1, 4, 1]
-    # The candidate the search itself trains first, compacted: the same structure.
-    first = kprune.compact(kprune.keep_top_nodes(masked, x, layer=1, k=1, masked=True))
-    assert nnx.graphdef(guess) == nnx.graphdef(first)
-    # A hidden layer already one node wide is skipped: the guess narrows the next wide one.
-    narrow = kprune.mask_nodes(model, [[0, 1], [2], [0, 1, 2, 3], [0]])
-    assert list(pruned_guess(narrow, x, search=True).widths) == [2, 1, 1, 1]
-
-
 def test_symbolic_pipeline_plot_failure_only_warns(tmp_path, monkeypatch, caplog):
     """A diagram that fails to draw (in its background thread) is a warning: the run completes
     with its formula and without the PNGs."""

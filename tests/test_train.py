@@ -312,62 +312,6 @@ def test_lamb_is_data_zero_reuses_the_regularized_loop(small_ds, compile_log):
     assert hist0["train_loss"][-1] < hist_reg["train_loss"][-1]  # the penalty is gone
 
 
-def test_precompile_leaves_nothing_for_fit_to_compile(small_ds, compile_log):
-    """``loop.precompile`` compiles the loop, the L-BFGS start, the grid update and the
-    evaluation forward of a network shape; the fit that follows compiles none of them."""
-    c = _lbfgs_config()
-    c.model.widths = [2, 2, 1]
-    c.model.grid_size = 7  # a shape no other test compiles
-    opt = train.make_optimizer(c.optimizer, 20)
-    model = train.make_model(c, dtype="float64")
-    loop.precompile(model, small_ds, optimizer=opt, chunk_size=10).result()
-    with compile_log.capture():
-        model, hist = train.fit(model, small_ds, steps=20, optimizer=opt, chunk_size=10, grid_update_every=5,
-                                stop_grid_update_step=10)
-        train.evaluate(model, small_ds)
-    for name in ("chunk", "start", "run", "<lambda>"):
-        assert compile_log.compiles(name) == [], name
-    assert np.all(np.isfinite(hist["train_loss"]))
-
-
-def test_wait_background_waits_for_every_started_task():
-    import threading
-    import time
-
-    release, done = threading.Event(), []
-
-    def slow(k):
-        release.wait(10)
-        time.sleep(0.05)
-        done.append(k)
-
-    futures = [loop.in_background(slow, k) for k in range(3)]  # 2 workers: one task queued
-    release.set()
-    loop.wait_background()
-    assert sorted(done) == [0, 1, 2] and all(f.done() for f in futures)
-    loop.wait_background()  # nothing pending: returns at once
-
-
-def test_fit_compiles_beside_busy_background_workers(small_ds):
-    """A fit's own loop compiles in a thread of its own: it never waits behind work for later
-    stages (``in_background``) that keeps both background workers busy."""
-    import threading
-
-    release = threading.Event()
-    blockers = [loop.in_background(release.wait, 120) for _ in range(2)]
-    try:
-        c = _lbfgs_config()
-        c.model.widths = [2, 3, 1]
-        c.model.grid_size = 4  # a shape no other test compiles: the fit must compile its loop
-        model = train.make_model(c, dtype="float64")
-        _, hist = train.fit(model, small_ds, steps=10, optimizer=train.make_optimizer(c.optimizer, 10), chunk_size=10)
-        assert not any(b.done() for b in blockers)  # the fit finished while both workers were held
-        assert np.all(np.isfinite(hist["train_loss"]))
-    finally:
-        release.set()
-    loop.wait_background()
-
-
 def test_quick_jit_equals_jit_and_inlines_under_a_trace():
     from kan_jax import compilation
 

@@ -5,17 +5,14 @@ are pure JAX functions of ``(params, rest, opt_state)``; ``rest`` holds the non-
 edge mask. Steps run ``chunk_size`` at a time inside one jitted ``lax.fori_loop`` (one compile per
 parameter shape, not per chunk length); between chunks the host updates the grid, logs and
 checkpoints. The RNG of step ``s`` is ``fold_in(key, s)`` (minibatch sampling). L-BFGS works on
-the raveled parameter vector (``init_opt_state``). The chunk compiles in a background thread while
-the host runs the first grid update (compiling is most of a small model's cold run time).
+the raveled parameter vector (``init_opt_state``).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import functools
 import math
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -29,7 +26,7 @@ from jax.flatten_util import ravel_pytree
 from kan_jax.compilation import quick_jit
 from kan_jax.train.models import count_params
 
-__all__ = ["fit", "precompile", "in_background", "wait_background", "evaluate", "predict", "make_loss_fn", "init_opt_state", "FitState", "chunk_boundaries"]
+__all__ = ["fit", "evaluate", "predict", "make_loss_fn", "init_opt_state", "FitState", "chunk_boundaries"]
 
 
 @dataclasses.dataclass
@@ -203,63 +200,6 @@ def _lbfgs_start_fn(graphdef, reg_items):
     return quick_jit(start)
 
 
-# Work for later stages (``in_background``: ``precompile``, compiling ahead for auto_symbolic) runs
-# in two workers; the running ``fit``'s own loop compiles in a third, so it never waits in a queue
-# behind a later stage's programs.
-_COMPILER = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="kan_jax_compile")
-_FIT_COMPILER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kan_jax_compile_fit")
-
-
-_PENDING: set[concurrent.futures.Future] = set()  # submitted and not done (guarded by _PENDING_LOCK)
-_PENDING_LOCK = threading.Lock()
-
-
-def in_background(fn: Callable, *args) -> concurrent.futures.Future:
-    """Runs ``fn(*args)`` in the training loop's compile threads (for compiling ahead: XLA
-    releases the GIL while it compiles); the future's ``result()`` re-raises a failure."""
-    return _submit(_COMPILER, fn, *args)
-
-
-def _submit(executor, fn: Callable, *args) -> concurrent.futures.Future:
-    future = executor.submit(fn, *args)
-    with _PENDING_LOCK:
-        _PENDING.add(future)
-    future.add_done_callback(_forget)
-    return future
-
-
-def _forget(future) -> None:
-    with _PENDING_LOCK:
-        _PENDING.discard(future)
-
-
-def wait_background() -> None:
-    """Waits until the work started by ``in_background`` (and ``fit``'s own compiles ahead) so far
-    has finished (its failures stay in its futures). A process that ends without the
-    interpreter's teardown calls it first, so no compile is cut off while it writes the
-    persistent compilation cache."""
-    with _PENDING_LOCK:
-        pending = list(_PENDING)
-    concurrent.futures.wait(pending)
-
-
-def _compile_ahead(fn, *args) -> concurrent.futures.Future:
-    """Compiles the jitted ``fn`` for ``args`` in ``fit``'s compile thread (XLA releases the GIL).
-
-    The executable lands in JAX's compilation cache, so the first real call ``fn(*args)`` (same
-    shapes and dtypes) does not compile again. Nothing is run and no buffer is consumed.
-    """
-    return _submit(_FIT_COMPILER, lambda: fn.lower(*args).compile())
-
-
-def _wait(future) -> None:
-    """Waits for a ``_compile_ahead``; a failure there resurfaces (with its message) at the real call."""
-    try:
-        future.result()
-    except Exception:  # noqa: BLE001 - the call that follows compiles again and raises properly
-        pass
-
-
 def chunk_boundaries(start: int, steps: int, *, every: list[int], grid_update_every: int, stop_grid_update_step: int) -> list[int]:
     """Steps (in ``(start, steps]``) where a chunk ends: multiples of each ``every`` entry, grid updates, the end.
 
@@ -298,13 +238,16 @@ def fit(
     stop_on_nan: bool = True,
     stop_on_stall: bool = False,
 ) -> tuple[nnx.Module, dict]:
-    """Trains ``model`` in place on ``dataset`` for ``steps`` optimizer steps (pykan ``fit`` semantics).
+    """Trains a copy of ``model`` on ``dataset`` for ``steps`` optimizer steps (pykan ``fit`` semantics).
+
+    The trained model is returned; ``model`` itself is left as it was (its arrays are copied before
+    the jitted steps donate them). Always use the returned model.
 
     Grid updates (KAN only): ``model.update_grid(dataset.x_train)`` before step ``s`` for every
     ``s < stop_grid_update_step`` with ``s % grid_update_every == 0`` (pykan: every 5 steps until 50).
 
     Args:
-      model: an NNX model (``kan_jax.KAN`` or ``MLP``); modified in place and returned.
+      model: an NNX model (``kan_jax.KAN`` or ``MLP``); not modified.
       dataset: a ``kan_jax.data.Dataset`` (uses ``x_train``, ``y_train``).
       steps: the step count to reach (steps ``start_step .. steps-1`` run).
       optimizer: from ``make_optimizer``.
@@ -352,22 +295,13 @@ def fit(
     diverged = stalled = False
     last_loss = None  # the loss each chunk starts from is the previous chunk's last (same params)
     step = start_step
-    fn = _make_chunk_fn(graphdef, optimizer, bool(lbfgs), reg_items, batch_size, chunk_size)
-    # The chunk compiles in the background while the host does the first grid update (which
-    # compiles programs of its own): on a multi-core CPU the two overlap.
-    pending = None
-    if bounds:  # same argument types as the first real call below (step0 and n are int scalars)
-        pending = _compile_ahead(fn, params, rest, opt_state, x, y, key, jnp.asarray(step), jnp.asarray(bounds[0] - step), lamb)
     for end in bounds:
         if can_update_grid and step < stop_grid_update_step and step % grid_update_every == 0:
             params, rest = _grid_update_fn(graphdef)(params, rest, x)
         n = end - step
         fn = _make_chunk_fn(graphdef, optimizer, bool(lbfgs), reg_items, batch_size, chunk_size)
-        if lbfgs and batch_size <= 0:  # (compiles, the first time, while the chunk compiles)
+        if lbfgs and batch_size <= 0:
             opt_state = _lbfgs_start_fn(graphdef, reg_items)(params, rest, opt_state, x, y, lamb)
-        if pending is not None:
-            _wait(pending)
-            pending = None
         params, opt_state, losses = fn(params, rest, opt_state, x, y, key, jnp.asarray(step), jnp.asarray(n), lamb)
         losses = np.asarray(losses[:n])
         hist_steps.extend(range(step + 1, end + 1))
@@ -394,7 +328,7 @@ def fit(
 
 
 def _setup(model, optimizer, lbfgs, opt_state, regularization, lamb):
-    """``fit``'s split of ``model``, optimizer state and penalty settings (shared with ``precompile``)."""
+    """``fit``'s split of ``model``, optimizer state and penalty settings."""
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     if lbfgs is None:
         lbfgs = uses_linesearch(opt_state if opt_state is not None else jax.eval_shape(optimizer.init, params))
@@ -413,54 +347,6 @@ def _owned_copy(tree):
     """Fresh buffers for every leaf of ``tree`` (one compiled program). The explicit dtype drops
     weak types, which would otherwise retrace (and recompile) a loop after its first call."""
     return jax.tree_util.tree_map(lambda a: jnp.array(a, dtype=a.dtype, copy=True), tree)
-
-
-def precompile(
-    model: nnx.Module,
-    dataset,
-    *,
-    optimizer: optax.GradientTransformation,
-    lbfgs: bool | None = None,
-    batch_size: int = 0,
-    grid_updates: bool = True,
-    regularization=None,
-    lamb: float | None = None,
-    chunk_size: int = 100,
-) -> concurrent.futures.Future:
-    """Compiles, in a background thread, the programs ``fit`` runs for a network shaped like ``model``.
-
-    A later ``fit(..., optimizer=optimizer, ...)`` with the same arguments (the same optimizer
-    object) on a network of the same structure (``nnx.graphdef``: widths, grid size, symbolic
-    functions, dtypes) and a dataset of the same shapes finds its training loop, grid update,
-    L-BFGS start and evaluation forward compiled. A pipeline that knows its next stage's network
-    early (the symbolic pipeline, once pruning has decided the widths) compiles it while the
-    current stage trains. ``model`` is not modified (a copy is used; its values do not matter).
-
-    Returns:
-      The future of the work; ``result()`` re-raises a failure (``fit`` compiles again then).
-    """
-    model = nnx.clone(model)
-    batch_size = int(batch_size or 0)
-    chunk_size = max(1, int(chunk_size))
-
-    def work():
-        graphdef, params, rest, opt_state, lb, reg_items, lamb_ = _setup(model, optimizer, lbfgs, None, regularization, lamb)
-        x, y = jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train)
-        # In the order ``fit`` needs them: the quick programs first (a fit that gets there before
-        # them compiles them itself, a second time).
-        if grid_updates and hasattr(model, "update_grid"):
-            _grid_update_fn(graphdef).lower(params, rest, x).compile()
-        if lb and batch_size <= 0:
-            _lbfgs_start_fn(graphdef, reg_items).lower(params, rest, opt_state, x, y, lamb_).compile()
-        step = jnp.asarray(0)
-        fn = _make_chunk_fn(graphdef, optimizer, lb, reg_items, batch_size, chunk_size)
-        fn.lower(params, rest, opt_state, x, y, jax.random.PRNGKey(0), step, step, lamb_).compile()
-        fgraph, state = nnx.split(model)
-        for split in ("train", "test"):  # what ``evaluate`` runs
-            xs = jnp.asarray(getattr(dataset, f"x_{split}"))
-            _forward_fn(fgraph, _quick_forward(model, len(xs))).lower(state, xs).compile()
-
-    return in_background(work)
 
 
 # ``predict(quick=True)`` compiles quickly while rows x parameters stay at most this (the

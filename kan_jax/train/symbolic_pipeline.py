@@ -11,8 +11,7 @@ Stages (``config.symbolic.*``, all optional; defaults in brackets):
    below ``symbolic.prune_search_rtol`` [1e-2] times the target's std (``_narrowest``).
    Pruning masks the removed nodes (``masked=True``: the same function at the same shapes), so
    these stages run the first stage's compiled training loop (the penalty weight is data,
-   ``fit(lamb=0)``); the network is then compacted to its live nodes (``kan_jax.prune.compact``)
-   and ``pruned_widths`` are its widths;
+   ``fit(lamb=0)``); ``pruned_widths`` are the live nodes' widths (``kan_jax.prune.live_widths``);
 3. ``refine``: grid extension to ``symbolic.refine_grid`` [10] and ``symbolic.refine_steps`` [50]
    steps (skipped if ``refine_grid`` is 0/None);
 4. ``plots/kan_before.png`` (the diagram), then ``auto_symbolic`` on the training inputs (``symbolic.lib``: list of library names or None for
@@ -54,22 +53,19 @@ then has ``stalled: true`` and ``steps`` counts the steps that ran.
 
 No mid-run checkpoints: a rerun restarts (the whole pipeline is minutes on a CPU).
 
-Compiling is most of a cold run on a CPU (docs/PERFORMANCE.md): once pruning has decided the
-widths (with the prune search: its first candidate, ``pruned_guess``), the refine stage's programs
-(``loop.precompile``) and ``auto_symbolic``'s (``symbolic.precompile_auto_symbolic``) compile in
-background threads while the prune stages train. The spline network's diagram draws in a thread
-of its own while the retrain stage compiles.
+Compiled programs: the network keeps the widths of the first stage to the end (pruning masks
+nodes, the prune search's candidates are masks of the same network, symbolic edges are values in
+``SymbolicEdges``), and the penalty weight is data, so every stage at one grid size runs one
+compiled training loop; the refine stage's new grid size compiles a second (docs/DESIGN.md).
+The diagrams and the node count in results.json use the compacted network (live nodes only).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
-import functools
-import io
 import os
-import threading
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -77,6 +73,8 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
+from kan_jax import prune as kprune
+from kan_jax import symbolic as S
 from kan_jax.train import loop, models, optim
 from kan_jax.train.pipeline import check_number, load_dataset, register_pipeline
 from kan_jax.train.workdir import ConfigError, MetricsWriter, write_json
@@ -95,9 +93,6 @@ def _exact_level(config, ds) -> float:
 def _check_symbolic(config) -> None:
     """The symbolic pipeline's fields, checked before anything runs (``validate_config``):
     ``ConfigError`` naming the field and the allowed values."""
-    from kan_jax import prune as kprune
-    from kan_jax.symbolic_fit import SYMBOLIC_LIB
-
     if config.model.get("kind", None) != "kan":
         raise ConfigError(f"the symbolic pipeline needs model.kind='kan', got {config.model.get('kind', None)!r}")
 
@@ -121,10 +116,10 @@ def _check_symbolic(config) -> None:
         raise ConfigError(f"symbolic.prune_measure must be one of {list(kprune.MEASURES)}, got {measure!r}")
     names = _get(config, "lib", None)
     if names is not None:
-        unknown = [n for n in names if n not in SYMBOLIC_LIB] if isinstance(names, (list, tuple)) else [names]
+        unknown = [n for n in names if n not in S.SYMBOLIC_LIB] if isinstance(names, (list, tuple)) else [names]
         if unknown or not names:
             raise ConfigError(f"symbolic.lib must be None (the whole library) or a non-empty list of names from "
-                              f"{list(SYMBOLIC_LIB)}; unknown: {unknown}")
+                              f"{list(S.SYMBOLIC_LIB)}; unknown: {unknown}")
     _weights_simple(config)
 
 
@@ -132,7 +127,6 @@ def _check_symbolic(config) -> None:
 def run_symbolic(config, workdir: str) -> dict:
     """Runs the symbolic pipeline (with restarts); returns (and writes) the results dict."""
     t0 = time.time()  # config checked by train_and_evaluate (validate_config runs _check_symbolic)
-    _import_plotting_ahead()
     restarts = int(_get(config, "restarts", 1))
     ds = load_dataset(config)
     metrics = MetricsWriter(workdir, resume_step=-1)
@@ -143,32 +137,26 @@ def run_symbolic(config, workdir: str) -> dict:
         for r in range(restarts):
             if r:
                 logging.info("formula not exact (train rmse <= %.3g): restarting with seed %d", exact, int(config.seed) + r)
-            att = _attempt(config, ds, int(config.seed) + r, metrics, step0)
+            att = run_attempt(config, ds, seed=int(config.seed) + r, metrics=metrics, step0=step0)
             step0 = att["steps"]
             yield att
 
     best, done = _best_until_exact(runs(), exact)
     metrics.close()
-    step0 = done[-1]["steps"]
     attempts = [{"seed": a["seed"], "formula": a["results_formula"]["formula"], "formula_train_rmse": a["formula_train_rmse"],
                  "pruned_widths": a["pruned"]} for a in done]
-
-    input_names = list(ds.input_names)
     x_train = jnp.asarray(ds.x_train)
-    for att in done:  # each attempt drew its spline network in the background: keep the best's
-        png = att["plot_before"].result()
-        if att is best and png is not None:
-            _write_png(png, os.path.join(workdir, "plots", "kan_before.png"))
-    png = _draw(best["model"], x_train, input_names, "after auto_symbolic + retrain").result()
-    if png is not None:
-        _write_png(png, os.path.join(workdir, "plots", "kan.png"))
+    names = list(ds.input_names)
+    # The diagrams show the live nodes only (the pipeline trains the pruned network masked).
+    _draw(kprune.compact(best["model_spline"]), x_train, names, "before auto_symbolic", os.path.join(workdir, "plots", "kan_before.png"))
+    _draw(kprune.compact(best["model"]), x_train, names, "after auto_symbolic + retrain", os.path.join(workdir, "plots", "kan.png"))
     ev = loop.evaluate(best["model"], ds)
     diverged = any(st.get("diverged") for st in best["stages"]) or not np.isfinite(ev["test_rmse"])
     results = {
         "status": "diverged" if diverged else "completed",
-        "steps": step0,
+        "steps": done[-1]["steps"],
         "wall_time_s": time.time() - t0,
-        "n_params": models.count_params(best["model"]),
+        "n_params": models.count_params(kprune.compact(best["model"])),
         "n_devices": jax.device_count(),
         **ev,
         "model": "kan",
@@ -187,195 +175,214 @@ def run_symbolic(config, workdir: str) -> dict:
     return results
 
 
-def _attempt(config, ds, seed: int, metrics, step0: int) -> dict:
-    """One run of the pipeline (train .. formula) from ``seed``; ``step0`` numbers its metrics."""
-    from kan_jax import prune as kprune
-    from kan_jax import symbolic as S
-    from kan_jax.symbolic_fit import SYMBOLIC_LIB
+@dataclasses.dataclass
+class Attempt:
+    """What one attempt of the pipeline carries from stage to stage.
 
-    x_train = jnp.asarray(ds.x_train)
-    tr = config.training
-    key = jax.random.PRNGKey(seed)
-    stages = []
-    # symbolic.standardize: the sparsity stages (train, prune, refine) fit (y - mean) / std, so the
-    # regularization weight means the same for any target scale; the trained network is then mapped
-    # back to the original units exactly (last layer's weights and bias) before auto_symbolic.
-    mu, sigma = 0.0, 1.0
+    The stages below are plain functions of this state, run in order by ``run_attempt``. The
+    network keeps its widths from the first stage to the last: pruning masks nodes, symbolic
+    edges are values, so every stage at one grid size runs the same compiled training loop.
+
+    Attributes:
+      config: the run's config.
+      ds: the dataset in its own units.
+      seed: this attempt's seed (``config.seed + restart``).
+      metrics: where ``train`` logs.
+      step0: steps run so far in the whole run (metrics numbering).
+      fit_ds: what the sparsity stages fit: ``ds``, or its targets standardized
+        (``symbolic.standardize``) until ``unstandardize`` maps the network back.
+      mu, sigma: the standardization (0, 1 when none).
+      stages: one record per stage run (results.json ``stages``).
+      optimizers: one optimizer object per step count (L-BFGS: one in all), so compiled loops are shared.
+    """
+
+    config: Any
+    ds: Any
+    seed: int
+    metrics: MetricsWriter
+    step0: int
+    fit_ds: Any = None
+    mu: float = 0.0
+    sigma: float = 1.0
+    stages: list = dataclasses.field(default_factory=list)
+    optimizers: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def x_train(self) -> jax.Array:
+        return jnp.asarray(self.ds.x_train)
+
+    @property
+    def lib(self):
+        """The symbolic library the config names (None: the whole library)."""
+        names = _get(self.config, "lib", None)
+        return None if not names else {k: S.SYMBOLIC_LIB[k] for k in names}
+
+
+def run_attempt(config, ds, *, seed: int, metrics, step0: int) -> dict:
+    """One run of the pipeline from ``seed``: train, prune, refine, symbolic passes, formula."""
+    st = Attempt(config=config, ds=ds, seed=seed, metrics=metrics, step0=step0)
     if _get(config, "standardize", False):
-        mu, sigma = float(np.mean(ds.y_train)), float(np.std(ds.y_train)) or 1.0
-    cur = {"ds": _standardized(ds, mu, sigma), "scale": sigma}
-
-    def evaluate(m):
-        """Train/test RMSE of ``m`` in the original units."""
-        ev = loop.evaluate(m, cur["ds"])
-        return {**ev, "train_rmse": ev["train_rmse"] * cur["scale"], "test_rmse": ev["test_rmse"] * cur["scale"]}
-
-    optimizers = {}  # one optimizer object per step count (L-BFGS: one in all): compiled loops are shared
-
-    def fit_kwargs(steps, *, regularization=None, lamb=None):
-        """What ``loop.fit`` and ``loop.precompile`` get in common for a stage."""
-        lbfgs = optim.is_lbfgs(config.optimizer)
-        opt_key = None if lbfgs else steps
-        if opt_key not in optimizers:
-            optimizers[opt_key] = optim.make_optimizer(config.optimizer, steps)
-        return {"optimizer": optimizers[opt_key], "lbfgs": lbfgs, "batch_size": int(tr.get("batch_size", 0) or 0),
-                "regularization": regularization, "lamb": lamb, "chunk_size": int(tr.get("chunk_size", 100) or 100)}
-
-    def precompile(model, steps):
-        """Compiles the programs of a later stage like ``train(model, steps, ...)`` (no penalty,
-        grid updates on) in the background (``loop.precompile``)."""
-        if steps > 0:
-            loop.precompile(model, cur["ds"], grid_updates=int(tr.get("grid_update_every", 0) or 0) > 0,
-                            **fit_kwargs(steps))
-
-    def train(model, steps, name, *, regularization=None, lamb=None, grid_update=True):
-        nonlocal step0
-        if steps <= 0:
-            return model
-        base = step0
-
-        def log_fn(step, live, info):
-            metrics.write({"step": base + step, "stage": name, "seed": seed, "train_loss": info["train_loss"], **evaluate(live)})
-
-        model, hist = loop.fit(
-            model, cur["ds"], steps=steps,
-            grid_update_every=int(tr.get("grid_update_every", 0) or 0) if grid_update else 0,
-            stop_grid_update_step=int(tr.get("stop_grid_update_step", 0) or 0) if grid_update else 0,
-            key=jax.random.fold_in(key, len(stages)), log_every=int(tr.get("log_every", 0) or 0), log_fn=log_fn,
-            stop_on_stall=bool(tr.get("stop_on_stall", False)), **fit_kwargs(steps, regularization=regularization, lamb=lamb),
-        )
-        ran = int(hist["state"].step)  # fewer than ``steps`` when the stage diverged or stalled
-        step0 += ran
-        ev = evaluate(model)
-        stages.append({"stage": name, "steps": ran, "widths": _widths(model),
-                       "grid_size": int(model.grid_size), "train_rmse": ev["train_rmse"], "test_rmse": ev["test_rmse"],
-                       "diverged": bool(hist["diverged"]), "stalled": bool(hist["stalled"])})
-        logging.info("%s: train_rmse %.3g test_rmse %.3g", name, ev["train_rmse"], ev["test_rmse"])
-        return model
-
-    model = models.make_model(config, seed=seed)
-    reg = config.get("regularization", None)
-    model = train(model, int(tr.steps if not isinstance(tr.steps, (list, tuple)) else tr.steps[0]), "train",
-                  regularization=reg)
-    # Pruning masks nodes (kprune's masked=True) and the prune stages train without the penalty
-    # through the first stage's compiled loop (lamb = 0 as data); the network is then compacted to
-    # its live nodes (the same function: the same results as cutting the nodes out at once). Once
-    # pruning has decided the widths, the refine stage's programs compile in the background.
-    no_penalty = {"regularization": reg, "lamb": 0.0} if reg is not None and float(reg.get("lamb", 0.0) or 0.0) > 0 else {}
-    refine_grid = _get(config, "refine_grid", 10)
-    refine_steps = int(_get(config, "refine_steps", 50))
-
-    def refined(model):
-        model.refine(int(refine_grid), x_train)
-        return model
-
-    names = _get(config, "lib", None)
-    lib = None if not names else {k: SYMBOLIC_LIB[k] for k in names}
-
-    def progressive(n_layers):
-        """Whether auto_symbolic fixes one layer at a time (``symbolic.progressive``)."""
-        return bool(_get(config, "progressive", False)) and n_layers > 1
-
-    def symbolic_ahead(net):
-        """Compiles auto_symbolic's programs for ``net`` (its structure, not its values) in the
-        background: one call per layer (progressive) or one on every layer."""
-        calls = [[l] for l in range(len(net.layers))] if progressive(len(net.layers)) else [None]
-        loop.in_background(functools.partial(S.precompile_auto_symbolic, net, x_train, lib=lib, calls=calls))
-
-    pruned = None
-    if _get(config, "prune", True):
-        measure = str(_get(config, "prune_measure", "std"))
-        model = kprune.prune(model, x_train, node_threshold=float(_get(config, "node_threshold", 1e-2)),
-                             edge_threshold=float(_get(config, "edge_threshold", 3e-2)), measure=measure, masked=True)
-        # The refine stage's programs and auto_symbolic's compile in the background while the
-        # prune stages train, for the network they will most likely end with.
-        search = bool(_get(config, "prune_search", False))
-        ahead = pruned_guess(model, x_train, search=search, measure=measure)
-        if refine_grid:
-            ahead = refined(ahead)
-            precompile(ahead, refine_steps)
-        symbolic_ahead(ahead)
-        model = train(model, int(_get(config, "prune_steps", 50)), "prune", **no_penalty)
-        if search:
-            floor = float(_get(config, "prune_search_rtol", 1e-2)) * float(np.std(ds.y_train))
-            fresh = lambda widths: models.make_model(config, widths=widths, seed=seed)  # noqa: E731
-            model = _narrowest(model, x_train, functools.partial(train, **no_penalty), stages, fresh,
-                               tol=float(_get(config, "prune_search_tol", 2.0)), floor=floor,
-                               steps=int(_get(config, "prune_steps", 50)), measure=measure)
-        model = kprune.compact(model)
-        pruned = _widths(model)
-    else:
-        symbolic_ahead(refined(nnx.clone(model)) if refine_grid else nnx.clone(model))
-
-    if refine_grid:
-        model = train(refined(model), refine_steps, "refine")
-
-    if cur["scale"] != 1.0 or mu != 0.0:
-        _unstandardize_output(model, mu, sigma)
-    cur.update(ds=ds, scale=1.0)
+        st.mu, st.sigma = float(np.mean(ds.y_train)), float(np.std(ds.y_train)) or 1.0
+    st.fit_ds = _standardized(ds, st.mu, st.sigma)
+    model = sparse_stage(st)
+    model, pruned = prune_stage(st, model)
+    model = refine_stage(st, model)
+    unstandardize(st, model)
     model_before = loop.evaluate(model, ds)
-    model_spline = nnx.clone(model)
-    plot_before = []  # its diagram (plots/kan_before.png if this attempt is kept), drawn once
-    exact = _exact_level(config, ds)
-
-    def symbolic_pass(model, weight_simple):
-        """Stages 4-6 on ``model`` (modified): fix symbols, retrain, formula. Returns the pass."""
-        first = len(stages)
-        sym_kw = {"lib": lib, "r2_threshold": float(_get(config, "r2_threshold", 0.0)), "weight_simple": weight_simple}
-        n_layers = len(model.layers)
-        if progressive(n_layers):
-            # Layer by layer: fix one layer's edges, retrain the rest (splines and affine params) so
-            # the later layers absorb what the fixed functions changed, then fit the next layer.
-            report = []
-            for l in range(n_layers - 1):
-                if lib is None or "x" in lib:
-                    for i, j in pass_through_edges(model, l):
-                        p, r2 = S.fix_symbolic(model, l, i, j, "x", x_train, lib=lib)
-                        report.append({"layer": l, "i": i, "j": j, "name": "x", "params": p.tolist(), "r2": r2, "fixed": True})
-                report += S.auto_symbolic(model, x_train, layers=[l], **sym_kw)
-                model = train(model, int(_get(config, "retrain_steps", 50)), f"symbolic_layer{l}")
-            report += S.auto_symbolic(model, x_train, layers=[n_layers - 1], **sym_kw)
-        else:
-            report = S.auto_symbolic(model, x_train, **sym_kw)
-        ev_sym = loop.evaluate(model, ds)
-        stages.append({"stage": "auto_symbolic", "steps": 0, "weight_simple": weight_simple, "train_rmse": ev_sym["train_rmse"],
-                       "test_rmse": ev_sym["test_rmse"],
-                       "edges": [{k: r[k] for k in ("layer", "i", "j", "name", "r2")} for r in report]})
-        if not plot_before:
-            # Drawn in the background while the retrain stage compiles (the main thread waits
-            # then; drawn earlier, it would compete with auto_symbolic's host work).
-            plot_before.append(_draw(nnx.clone(model_spline), x_train, list(ds.input_names), "before auto_symbolic"))
-        model = train(model, int(_get(config, "retrain_steps", 50)), "retrain", grid_update=False)
-        sym_train = stages[-1]["train_rmse"]
-        if _diverged(sym_train, model_before["train_rmse"], float(np.std(ds.y_train))):
-            # Diverged (a fixed function sent the next layer far outside its grid): worse than the
-            # target's mean; its formula is noise with huge constants (and sympy can take GBs on it).
-            results_formula = {"formula": None, "formula_test_rmse": None,
-                               "formula_error": f"symbolic fit diverged: train rmse {sym_train:.3g} "
-                                                f"(spline network {model_before['train_rmse']:.3g})"}
-            formula_train_rmse = float("inf")
-            logging.warning("seed %d, weight_simple %g: %s", seed, weight_simple, results_formula["formula_error"])
-        else:
-            results_formula, formula_train_rmse = _formula(config, model, ds, sym_train, model_before, exact)
-        logging.info("seed %d, weight_simple %g: formula %s (train rmse %.3g)", seed, weight_simple,
-                     results_formula["formula"], formula_train_rmse)
-        pass_stages = stages[first:]
-        del stages[first:]
-        return {"model": model, "stages": pass_stages, "results_formula": results_formula,
-                "formula_train_rmse": formula_train_rmse, "weight_simple": weight_simple}
-
     # The first pass ranks fits with ``weight_simple``; while its formula is not exact on the
     # training data, the same spline network is fixed again with each ``weight_simple_retry``
     # (simpler functions preferred: a hidden edge that is almost linear becomes ``x`` instead of a
     # slightly better-fitting tan, and the retrained next layer then finds the exact form).
-    best, done = _best_until_exact((symbolic_pass(nnx.clone(model_spline), ws) for ws in _weights_simple(config)), exact)
-    stages.extend(best["stages"])
-    model, results_formula, formula_train_rmse = best["model"], best["results_formula"], best["formula_train_rmse"]
-    results_formula["symbolic_passes"] = [{"weight_simple": p["weight_simple"], "formula": p["results_formula"]["formula"],
-                                           "formula_train_rmse": p["formula_train_rmse"]} for p in done]
-    return {"model": model, "model_spline": model_spline, "plot_before": plot_before[0], "model_before": model_before, "stages": stages,
-            "pruned": pruned, "results_formula": results_formula, "formula_train_rmse": formula_train_rmse,
-            "steps": step0, "seed": seed}
+    exact = _exact_level(config, ds)
+    passes = (symbolic_pass(st, nnx.clone(model), ws, model_before) for ws in _weights_simple(config))
+    best, done = _best_until_exact(passes, exact)
+    st.stages.extend(best["stages"])
+    best["results_formula"]["symbolic_passes"] = [
+        {"weight_simple": p["weight_simple"], "formula": p["results_formula"]["formula"],
+         "formula_train_rmse": p["formula_train_rmse"]} for p in done]
+    return {"model": best["model"], "model_spline": model, "model_before": model_before, "stages": st.stages,
+            "pruned": pruned, "results_formula": best["results_formula"], "formula_train_rmse": best["formula_train_rmse"],
+            "steps": st.step0, "seed": seed}
+
+
+def train(st: Attempt, model, steps: int, name: str, *, regularization=None, lamb=None, grid_update: bool = True):
+    """Trains ``model`` ``steps`` steps on ``st.fit_ds`` (``loop.fit``); records stage ``name``."""
+    if steps <= 0:
+        return model
+    tr = st.config.training
+    lbfgs = optim.is_lbfgs(st.config.optimizer)
+    opt_key = None if lbfgs else steps
+    if opt_key not in st.optimizers:
+        st.optimizers[opt_key] = optim.make_optimizer(st.config.optimizer, steps)
+    base = st.step0
+
+    def log_fn(step, live, info):
+        st.metrics.write({"step": base + step, "stage": name, "seed": st.seed, "train_loss": info["train_loss"],
+                          **_evaluate(st, live)})
+
+    every = int(tr.get("grid_update_every", 0) or 0) if grid_update else 0
+    model, hist = loop.fit(
+        model, st.fit_ds, steps=steps, optimizer=st.optimizers[opt_key], lbfgs=lbfgs,
+        batch_size=int(tr.get("batch_size", 0) or 0), chunk_size=int(tr.get("chunk_size", 100) or 100),
+        grid_update_every=every, stop_grid_update_step=int(tr.get("stop_grid_update_step", 0) or 0) if every else 0,
+        regularization=regularization, lamb=lamb, key=jax.random.fold_in(jax.random.PRNGKey(st.seed), len(st.stages)),
+        log_every=int(tr.get("log_every", 0) or 0), log_fn=log_fn, stop_on_stall=bool(tr.get("stop_on_stall", False)),
+    )
+    ran = int(hist["state"].step)  # fewer than ``steps`` when the stage diverged or stalled
+    st.step0 += ran
+    ev = _evaluate(st, model)
+    st.stages.append({"stage": name, "steps": ran, "widths": _widths(model), "grid_size": int(model.grid_size),
+                      "train_rmse": ev["train_rmse"], "test_rmse": ev["test_rmse"],
+                      "diverged": bool(hist["diverged"]), "stalled": bool(hist["stalled"])})
+    logging.info("%s: train_rmse %.3g test_rmse %.3g", name, ev["train_rmse"], ev["test_rmse"])
+    return model
+
+
+def _evaluate(st: Attempt, model) -> dict:
+    """Train/test RMSE of ``model`` on ``st.fit_ds``, in the original units."""
+    ev = loop.evaluate(model, st.fit_ds)
+    return {**ev, "train_rmse": ev["train_rmse"] * st.sigma, "test_rmse": ev["test_rmse"] * st.sigma}
+
+
+def _no_penalty(st: Attempt) -> dict:
+    """``train`` arguments for a stage without the penalty that runs the penalized stage's compiled
+    loop: the same regularization settings with ``lamb = 0`` (the weight is data)."""
+    reg = st.config.get("regularization", None)
+    return {"regularization": reg, "lamb": 0.0} if reg is not None and float(reg.get("lamb", 0.0) or 0.0) > 0 else {}
+
+
+def sparse_stage(st: Attempt):
+    """Stage 1: a fresh network trained ``training.steps`` steps with the sparsity penalty."""
+    tr = st.config.training
+    steps = int(tr.steps[0] if isinstance(tr.steps, (list, tuple)) else tr.steps)
+    model = models.make_model(st.config, seed=st.seed)
+    return train(st, model, steps, "train", regularization=st.config.get("regularization", None))
+
+
+def prune_stage(st: Attempt, model):
+    """Stage 2: prune on attribution scores (masked: same widths), retrain, prune search.
+
+    Returns ``(model, pruned_widths)``; the widths are the live nodes' (None without pruning).
+    """
+    if not _get(st.config, "prune", True):
+        return model, None
+    measure = str(_get(st.config, "prune_measure", "std"))
+    steps = int(_get(st.config, "prune_steps", 50))
+    model = kprune.prune(model, st.x_train, node_threshold=float(_get(st.config, "node_threshold", 1e-2)),
+                         edge_threshold=float(_get(st.config, "edge_threshold", 3e-2)), measure=measure, masked=True)
+    model = train(st, model, steps, "prune", **_no_penalty(st))
+    if _get(st.config, "prune_search", False):
+        floor = float(_get(st.config, "prune_search_rtol", 1e-2)) * float(np.std(st.ds.y_train))
+        model = _narrowest(st, model, tol=float(_get(st.config, "prune_search_tol", 2.0)), floor=floor, steps=steps,
+                           measure=measure)
+    return model, _widths(model)
+
+
+def refine_stage(st: Attempt, model):
+    """Stage 3: grid extension to ``symbolic.refine_grid`` and ``symbolic.refine_steps`` steps."""
+    grid = _get(st.config, "refine_grid", 10)
+    if not grid:
+        return model
+    model.refine(int(grid), st.x_train)
+    return train(st, model, int(_get(st.config, "refine_steps", 50)), "refine")
+
+
+def unstandardize(st: Attempt, model) -> None:
+    """Maps a network fit to standardized targets back to the original units (in place, exact);
+    the later stages fit ``st.ds`` itself."""
+    _unstandardize_output(model, st.mu, st.sigma)
+    st.fit_ds, st.mu, st.sigma = st.ds, 0.0, 1.0
+
+
+def symbolic_pass(st: Attempt, model, weight_simple: float, model_before: dict) -> dict:
+    """Stages 4-6 on ``model`` (modified): fix library functions, retrain, read the formula.
+
+    Returns the pass: ``model``, its ``stages``, ``results_formula``, ``formula_train_rmse``,
+    ``weight_simple``. Its stage records are returned, not left in ``st.stages``.
+    """
+    first = len(st.stages)
+    x = st.x_train
+    lib = st.lib
+    sym_kw = {"lib": lib, "r2_threshold": float(_get(st.config, "r2_threshold", 0.0)), "weight_simple": weight_simple}
+    retrain_steps = int(_get(st.config, "retrain_steps", 50))
+    n_layers = len(model.layers)
+    if bool(_get(st.config, "progressive", False)) and n_layers > 1:
+        # Layer by layer: fix one layer's edges, retrain the rest (splines and affine params) so
+        # the later layers absorb what the fixed functions changed, then fit the next layer.
+        report = []
+        for l in range(n_layers - 1):
+            if lib is None or "x" in lib:
+                for i, j in pass_through_edges(model, l):
+                    p, r2 = S.fix_symbolic(model, l, i, j, "x", x, lib=lib)
+                    report.append({"layer": l, "i": i, "j": j, "name": "x", "params": p.tolist(), "r2": r2, "fixed": True})
+            report += S.auto_symbolic(model, x, layers=[l], **sym_kw)
+            model = train(st, model, retrain_steps, f"symbolic_layer{l}")
+        report += S.auto_symbolic(model, x, layers=[n_layers - 1], **sym_kw)
+    else:
+        report = S.auto_symbolic(model, x, **sym_kw)
+    ev_sym = loop.evaluate(model, st.ds)
+    st.stages.append({"stage": "auto_symbolic", "steps": 0, "weight_simple": weight_simple, "train_rmse": ev_sym["train_rmse"],
+                      "test_rmse": ev_sym["test_rmse"],
+                      "edges": [{k: r[k] for k in ("layer", "i", "j", "name", "r2")} for r in report]})
+    model = train(st, model, retrain_steps, "retrain", grid_update=False)
+    sym_train = st.stages[-1]["train_rmse"]
+    if _diverged(sym_train, model_before["train_rmse"], float(np.std(st.ds.y_train))):
+        # Diverged (a fixed function sent the next layer far outside its grid): worse than the
+        # target's mean; its formula is noise with huge constants (and sympy can take GBs on it).
+        results_formula = {"formula": None, "formula_test_rmse": None,
+                           "formula_error": f"symbolic fit diverged: train rmse {sym_train:.3g} "
+                                            f"(spline network {model_before['train_rmse']:.3g})"}
+        formula_train_rmse = float("inf")
+        logging.warning("seed %d, weight_simple %g: %s", st.seed, weight_simple, results_formula["formula_error"])
+    else:
+        exact = _exact_level(st.config, st.ds)
+        results_formula, formula_train_rmse = _formula(st.config, model, st.ds, sym_train, model_before, exact)
+    logging.info("seed %d, weight_simple %g: formula %s (train rmse %.3g)", st.seed, weight_simple,
+                 results_formula["formula"], formula_train_rmse)
+    pass_stages = st.stages[first:]
+    del st.stages[first:]
+    return {"model": model, "stages": pass_stages, "results_formula": results_formula,
+            "formula_train_rmse": formula_train_rmse, "weight_simple": weight_simple}
 
 
 def _best_until_exact(runs, exact: float) -> tuple[dict, list[dict]]:
@@ -417,8 +424,6 @@ def _formula(config, model, ds, model_train: float, model_before: dict, exact: f
     digits, up to 12. At each ``digits`` the formula is the simplest accurate reading of the
     network (``_best_formula``: simplified or as composed, constants as rounded or refit).
     """
-    from kan_jax import symbolic as S
-
     input_names = list(ds.input_names)
     results_formula = {"formula": None, "formula_test_rmse": None}
     formula_train_rmse = float("inf")
@@ -463,8 +468,6 @@ def _best_formula(model, ds, digits: int, *, good: float, exact: float) -> tuple
     """
     import sympy
 
-    from kan_jax import symbolic as S
-
     names = list(ds.input_names)
     composed = [S.symbolic_formula(model, input_names=names, digits=digits, simplify=simplify) for simplify in (True, False)]
     cands = composed + [S.refit_constants(f, names, ds.x_train, ds.y_train, digits=digits) for f in composed]
@@ -501,63 +504,42 @@ def pass_through_edges(model, layer: int) -> list[tuple[int, int]]:
     return [(int(np.flatnonzero(active[:, j])[0]), int(j)) for j in np.flatnonzero((n_in == 1) & active.any(axis=0))]
 
 
-def _narrowest(model, x, train, stages, fresh, *, tol: float, floor: float, steps: int, measure: str):
+def _narrowest(st: Attempt, model, *, tol: float, floor: float, steps: int, measure: str):
     """The prune search: the narrowest hidden layers whose retrained fit stays good.
 
     Attribution thresholds stop where the sparsity training left a function spread over several
     hidden nodes. For each hidden node layer in turn, tries keeping only its ``k = 1, 2, ...``
-    best-scoring nodes (``kan_jax.prune.keep_top_nodes``), retrains ``steps`` steps and accepts
-    the first ``k`` whose train RMSE is at most ``max(tol * r, floor)``, ``r`` the pruned
-    network's (the last stage's) and ``floor`` an absolute level (the pipeline passes
+    best-scoring live nodes (``kan_jax.prune.keep_top_nodes``, masked), retrains ``steps`` steps
+    and accepts the first ``k`` whose train RMSE is at most ``max(tol * r, floor)``, ``r`` the
+    pruned network's (the last stage's) and ``floor`` an absolute level (the pipeline passes
     ``prune_search_rtol`` times the target's std: a network explaining 99.99% of the variance
     is good enough to carry on to the symbolic fit). A narrow network started from the wide
     one's best nodes can sit in a poor local minimum (the best node of a spread-out function
     carries only part of it), so a rejected width is tried once more from a fresh
-    initialization (``fresh(widths)``, stage ``prune_search_fresh``) before moving on. Each
-    try is a stage in results.json with ``accepted``.
+    initialization with the same live nodes (stage ``prune_search_fresh``) before moving on.
+    Every candidate keeps the network's shapes (masked nodes), so all of them run the prune
+    stage's compiled loop. Each try is a stage in results.json with ``accepted``.
     """
-    from kan_jax import prune as kprune
-
-    ref = max(tol * stages[-1]["train_rmse"], floor)
-    for layer in range(1, len(_widths(model)) - 1):
+    ref = max(tol * st.stages[-1]["train_rmse"], floor)
+    for layer in range(1, len(model.layers)):
         for k in range(1, _widths(model)[layer]):
             ok = False
             for name in ("prune_search", "prune_search_fresh"):
-                if name == "prune_search":
-                    trial = kprune.keep_top_nodes(model, x, layer=layer, k=k, measure=measure, masked=True)
-                else:
-                    widths = _widths(model)
-                    widths[layer] = k
-                    trial = fresh(widths)
-                trial = train(trial, steps, name)
-                ok = bool(np.isfinite(stages[-1]["train_rmse"]) and stages[-1]["train_rmse"] <= ref)
-                stages[-1]["accepted"] = ok
+                trial = kprune.keep_top_nodes(model, st.x_train, layer=layer, k=k, measure=measure, masked=True)
+                if name == "prune_search_fresh":
+                    fresh = models.make_model(st.config, seed=st.seed)
+                    trial = kprune.mask_nodes(fresh, kprune.live_nodes(trial))
+                trial = train(st, trial, steps, name, **_no_penalty(st))
+                ok = bool(np.isfinite(st.stages[-1]["train_rmse"]) and st.stages[-1]["train_rmse"] <= ref)
+                st.stages[-1]["accepted"] = ok
                 logging.info("%s: hidden layer %d at width %d: train_rmse %.3g vs at most %.3g: %s", name,
-                             layer, k, stages[-1]["train_rmse"], ref, "accepted" if ok else "rejected")
+                             layer, k, st.stages[-1]["train_rmse"], ref, "accepted" if ok else "rejected")
                 if ok:
                     break
             if ok:
                 model = trial
                 break
     return model
-
-
-def pruned_guess(model, x, *, search: bool, measure: str = "std"):
-    """The network the prune stages most likely end with, compacted (``kan_jax.prune.compact``).
-
-    What the pipeline compiles the refine stage's programs for while the prune stages train: only
-    the structure matters, not the values. ``model`` is the thresholded network with its removed
-    nodes masked. Without the prune search that is the result. With it (``search``), the guess is
-    the search's first candidate, one node kept in the first hidden layer wider than one
-    (``kan_jax.prune.keep_top_nodes``), which the search accepts unless the function needs more
-    nodes there; a wrong guess costs a compile, the refine stage then compiles its own.
-    """
-    from kan_jax import prune as kprune
-
-    wide = [l for l, w in enumerate(_widths(model)[1:-1], start=1) if w > 1] if search else []
-    if wide:
-        model = kprune.keep_top_nodes(model, x, layer=wide[0], k=1, measure=measure, masked=True)
-    return kprune.compact(model)
 
 
 def _standardized(ds, mu: float, sigma: float):
@@ -579,58 +561,18 @@ def _unstandardize_output(model, mu: float, sigma: float) -> None:
     last.bias.set_value(last.bias[...] * sigma + mu)
 
 
-def _import_plotting_ahead() -> None:
-    """Imports sympy (~0.3 s) and matplotlib (~0.4 s) in a background thread while training
-    compiles (XLA releases the GIL), so the formula and the diagrams at the end do not wait for
-    them. A failure here is silent: the real import reports it."""
+def _draw(model, x, input_names, title: str, path: str) -> None:
+    """Writes the KAN diagram of ``model`` (``kan_jax.plot.plot_kan``) to ``path``; a failure is
+    logged as a warning (a diagram never fails the run)."""
+    try:
+        from kan_jax import plot as kplot
 
-    def run():
-        try:
-            import sympy  # noqa: F401
-
-            from kan_jax import symbolic  # noqa: F401
-            import matplotlib.backends.backend_agg  # noqa: F401
-            import matplotlib.figure  # noqa: F401
-
-            from kan_jax import plot  # noqa: F401
-        except Exception:  # noqa: BLE001
-            pass
-
-    threading.Thread(target=run, name="kan_jax_import_plotting", daemon=True).start()
-
-
-# Diagrams draw one at a time (matplotlib is not thread-safe) in a thread of their own, so the
-# spline network's diagram draws while the retrain stage compiles.
-_DRAWER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kan_jax_plot")
-
-
-def _draw(model, x, input_names, title) -> concurrent.futures.Future:
-    """Draws the KAN diagram of ``model`` (``kan_jax.plot.plot_kan``) in the background; the
-    future's result is the PNG's bytes, or None when plotting failed (logged as a warning: a
-    diagram must never fail the run)."""
-
-    def run():
-        try:
-            from kan_jax import plot as kplot
-
-            buf = io.BytesIO()
-            kplot.plot_kan(model, x, buf, input_names=input_names, title=title)
-            return buf.getvalue()
-        except Exception as err:  # noqa: BLE001
-            logging.warning("plot_kan (%s) failed: %s", title, err)
-            return None
-
-    return _DRAWER.submit(run)
-
-
-def _write_png(png: bytes, path: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(png)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        kplot.plot_kan(model, x, path, input_names=input_names, title=title)
+    except Exception as err:  # noqa: BLE001
+        logging.warning("plot_kan (%s) failed: %s", title, err)
 
 
 def _widths(model) -> list[int]:
     """The widths of ``model``'s live nodes (``kan_jax.prune.live_widths``: masked nodes not counted)."""
-    from kan_jax import prune as kprune
-
     return kprune.live_widths(model)
