@@ -8,14 +8,15 @@ Opacity follows the edge's attribution score (``kan_jax.prune.edge_scores``) rel
 best edge of its layer; masked edges are omitted. Edges the layer marks as symbolic are drawn in
 red and labelled with their function's name.
 
-The training-curve plots live with the runner (``kan_jax.train.plot_loss``).
-matplotlib is imported lazily, so ``import kan_jax`` stays light; figures are built with the
-object API (no pyplot state), so ``plot_kan`` is safe in threads and never opens a window.
+Training curves: ``plot_loss`` (loss and RMSEs against the step) and ``plot_rmse_vs_grid`` (RMSE
+against the grid size, with the G^-4 line). matplotlib is imported lazily, so ``import kan_jax``
+stays light; figures never open a window (Agg).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 
 import jax.numpy as jnp
@@ -24,7 +25,7 @@ from flax import nnx
 
 from kan_jax.compilation import quick_jit
 
-__all__ = ["plot_kan", "symbolic_label", "EDGE_LABEL_PREFIX"]
+__all__ = ["plot_kan", "symbolic_label", "EDGE_LABEL_PREFIX", "plot_loss", "plot_rmse_vs_grid"]
 
 EDGE_LABEL_PREFIX = "kan-edge"
 _SYMBOLIC_COLOR = "tab:red"
@@ -228,3 +229,58 @@ def plot_kan(
     if path is not None:
         fig.savefig(path, dpi=dpi)
     return fig
+
+
+# ----------------------------------------------------------------------------- training curves
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_loss(path: str, records: list[dict], *, stage_bounds: list[int] = ()) -> None:
+    """Train loss and train/test RMSE vs step (log scale), stage boundaries as dotted lines."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    steps = [r["step"] for r in records]
+    for key, style in (("train_loss", "-"), ("train_rmse", "--"), ("test_rmse", ":")):
+        vals = [r.get(key) for r in records]
+        pts = [(s, v) for s, v in zip(steps, vals) if v is not None and v > 0 and math.isfinite(v)]
+        if pts:
+            ax.plot(*zip(*pts), style, label=key)
+    for b in stage_bounds:
+        ax.axvline(b, color="gray", lw=0.5, ls=":")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.legend()
+    ax.set_title("training")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_rmse_vs_grid(path: str, stages: list[dict]) -> None:
+    """Train/test RMSE vs grid size G (log-log) with the G^-4 scaling line of cubic splines."""
+    plt = _pyplot()
+    g = np.array([s["grid_size"] for s in stages], dtype=float)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for key, marker in (("train_rmse", "o"), ("test_rmse", "s")):
+        ax.plot(g, [s[key] for s in stages], marker=marker, label=key)
+    ref_i = len(g) // 2
+    ref = stages[ref_i]["test_rmse"] * (g / g[ref_i]) ** -4.0
+    ax.plot(g, ref, "k--", lw=1, label=r"$\propto G^{-4}$")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xticks(g, [str(int(v)) for v in g])  # the grid sizes themselves, no minor-tick labels
+    ax.xaxis.set_minor_formatter(plt.NullFormatter())
+    ax.set_xlabel("grid size G")
+    ax.set_ylabel("RMSE")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

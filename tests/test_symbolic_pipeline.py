@@ -64,7 +64,7 @@ def test_unstandardize_output_is_exact():
     from flax import nnx
 
     import kan_jax
-    from kan_jax.train.symbolic_pipeline import _unstandardize_output
+    from kan_jax.train.pipelines.symbolic import _unstandardize_output
 
     model = kan_jax.KAN([2, 3, 1], rngs=nnx.Rngs(0), param_dtype=jnp.float64)
     x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (50, 2)))
@@ -117,7 +117,7 @@ def test_pass_through_edges():
     import kan_jax
     from kan_jax import symbolic as S
     from kan_jax.symbolic_fit import SYMBOLIC_LIB
-    from kan_jax.train.symbolic_pipeline import pass_through_edges
+    from kan_jax.train.pipelines.symbolic import pass_through_edges
 
     model = kan_jax.KAN([2, 3, 1], grid_size=3, rngs=nnx.Rngs(0))
     l0 = model.layers[0]
@@ -142,7 +142,7 @@ def test_pass_through_edges():
 
 
 def test_diverged_symbolic_fit_is_recognized():
-    from kan_jax.train.symbolic_pipeline import _diverged
+    from kan_jax.train.pipelines.symbolic import _diverged
 
     assert _diverged(float("nan"), 1e-4, 1.0) and _diverged(float("inf"), 1e-4, 1.0)
     assert _diverged(2.6e61, 8.7e-5, 0.6)  # the blow-up seen on exp(-4*x_1**2)+x_2, seed 1
@@ -152,7 +152,7 @@ def test_diverged_symbolic_fit_is_recognized():
 
 
 def test_symbolic_pipeline_plot_failure_only_warns(tmp_path, monkeypatch, caplog):
-    """A diagram that fails to draw (in its background thread) is a warning: the run completes
+    """A diagram that fails to draw is a warning: the run completes
     with its formula and without the PNGs."""
     import logging
 

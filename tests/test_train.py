@@ -11,7 +11,8 @@ from flax import nnx
 
 import kan_jax
 from kan_jax import data, train
-from kan_jax.train import loop, pipeline
+from kan_jax.train import loop, models
+from kan_jax.train.pipelines import fit as fit_pipeline
 
 
 @pytest.fixture(autouse=True)
@@ -33,23 +34,23 @@ def small_ds():
 @pytest.mark.parametrize("widths,g,k", [([2, 5, 1], 5, 3), ([3, 7, 4, 2], 10, 2), ([1, 1], 3, 3), ([4, 16, 16, 1], 20, 3)])
 def test_mlp_widths_matching_is_closest_and_counts_are_exact(widths, g, k):
     kan = kan_jax.KAN(widths, grid_size=g, spline_order=k, rngs=nnx.Rngs(0))
-    assert train.count_params(kan) == train.kan_param_count(widths, g, k)
+    assert train.count_params(kan) == models.kan_param_count(widths, g, k)
     mw = train.mlp_widths_matching(widths, g, k)
     assert mw[0] == widths[0] and mw[-1] == widths[-1] and len(mw) == len(widths)
     mlp = train.MLP(mw, rngs=nnx.Rngs(0))
-    assert train.count_params(mlp) == train.mlp_param_count(mw)
+    assert train.count_params(mlp) == models.mlp_param_count(mw)
     if len(mw) > 2:
-        target = train.kan_param_count(widths, g, k)
+        target = models.kan_param_count(widths, g, k)
         h = mw[1]
-        diff = abs(train.mlp_param_count(mw) - target)
+        diff = abs(models.mlp_param_count(mw) - target)
         for other in (h - 1, h + 1):
             if other >= 1:
-                assert diff <= abs(train.mlp_param_count([mw[0]] + [other] * (len(mw) - 2) + [mw[-1]]) - target)
+                assert diff <= abs(models.mlp_param_count([mw[0]] + [other] * (len(mw) - 2) + [mw[-1]]) - target)
 
 
 def test_mlp_widths_matching_known_value():
     # KAN [2,5,1] G=5 k=3: 2*5*10+5 + 5*10+1 = 156; MLP [2,h,1]: 4h+1 -> h=39 (157).
-    assert train.kan_param_count([2, 5, 1], 5, 3) == 156
+    assert models.kan_param_count([2, 5, 1], 5, 3) == 156
     assert train.mlp_widths_matching([2, 5, 1], 5, 3) == [2, 39, 1]
 
 
@@ -150,9 +151,9 @@ def test_stop_on_stall_is_refused_outside_the_symbolic_pipeline():
 
 
 def test_chunk_boundaries_do_not_depend_on_resume_point():
-    full = train.chunk_boundaries(0, 50, every=[20, 7], grid_update_every=5, stop_grid_update_step=16)
+    full = loop.chunk_boundaries(0, 50, every=[20, 7], grid_update_every=5, stop_grid_update_step=16)
     assert full == [5, 7, 10, 14, 15, 20, 21, 28, 35, 40, 42, 49, 50]
-    assert train.chunk_boundaries(20, 50, every=[20, 7], grid_update_every=5, stop_grid_update_step=16) == [b for b in full if b > 20]
+    assert loop.chunk_boundaries(20, 50, every=[20, 7], grid_update_every=5, stop_grid_update_step=16) == [b for b in full if b > 20]
 
 
 @pytest.mark.parametrize("field, bad, allowed", [("name", "sgd", "lbfgs"), ("linesearch", "wolfe", "backtracking")])
@@ -187,14 +188,14 @@ def test_diverged_run_reports_status(tmp_path):
 
 
 def _final_params(workdir):
-    ck = train.Checkpointer(workdir)
+    ck = train.Checkpointer(workdir, max_to_keep=3)
     step = ck.latest_step()
     meta = ck.restore_meta(step)
     c = _toy_quick()
     m = train.make_model(c, grid_size=meta["grid_size"])
     opt = train.make_optimizer(c.optimizer, 1)
     like = train.loop.init_opt_state(opt, nnx.state(m, nnx.Param), lbfgs=True)
-    st = ck.restore_state(step, pipeline._ckpt_state(m, like, jax.random.PRNGKey(0)))
+    st = ck.restore_state(step, fit_pipeline._ckpt_state(m, like, jax.random.PRNGKey(0)))
     ck.close()
     return step, st
 
@@ -214,7 +215,7 @@ def test_quick_toy_records_stages_and_outputs(uninterrupted):
     assert r["status"] == "completed"
     assert [s["grid_size"] for s in r["stages"]] == [3, 5]
     assert all(set(s) >= {"grid_size", "steps", "n_params", "train_rmse", "test_rmse"} for s in r["stages"])
-    assert r["stages"][1]["n_params"] > r["stages"][0]["n_params"] == train.kan_param_count([2, 5, 1], 3, 3)
+    assert r["stages"][1]["n_params"] > r["stages"][0]["n_params"] == models.kan_param_count([2, 5, 1], 3, 3)
     assert r["stages"][1]["train_rmse"] < r["stages"][0]["train_rmse"]
     for f in ("config.json", "metrics.jsonl", "results.json", "plots/loss.png", "plots/rmse_vs_grid.png"):
         assert os.path.exists(os.path.join(d, f)), f
@@ -233,11 +234,11 @@ def test_resume_after_kill_matches_uninterrupted_bitwise(uninterrupted, tmp_path
         if step == kill_at:
             raise _Killed(f"killed at {step}")
 
-    monkeypatch.setattr(pipeline, "_after_checkpoint", killer)
+    monkeypatch.setattr(fit_pipeline, "_after_checkpoint", killer)
     with pytest.raises(_Killed):
         train.train_and_evaluate(_toy_quick(), str(tmp_path))
     assert json.loads((tmp_path / "results.json").read_text())["status"] == "failed"
-    monkeypatch.setattr(pipeline, "_after_checkpoint", None)
+    monkeypatch.setattr(fit_pipeline, "_after_checkpoint", None)
     resumed = train.train_and_evaluate(_toy_quick(), str(tmp_path))
     for key in ("status", "steps", "n_params", "train_rmse", "test_rmse", "test_nrmse", "stages"):
         assert resumed[key] == full[key], key  # bitwise: exact float equality

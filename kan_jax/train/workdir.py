@@ -1,4 +1,5 @@
-"""Workdir I/O: config.json, metrics.jsonl, results.json, orbax checkpoints, plots, progress, TensorBoard."""
+"""Workdir files other than checkpoints: config.json, metrics.jsonl, results.json, the progress line,
+TensorBoard, and the persistent compilation cache's location."""
 
 from __future__ import annotations
 
@@ -14,23 +15,17 @@ import jax
 import numpy as np
 from absl import logging
 
+from kan_jax.train.config import ConfigError
+
 __all__ = [
-    "ConfigError",
     "config_to_dict",
     "check_or_write_config",
     "write_json",
     "read_json",
     "MetricsWriter",
-    "Checkpointer",
-    "plot_loss",
-    "plot_rmse_vs_grid",
     "Progress",
     "setup_compilation_cache",
 ]
-
-
-class ConfigError(ValueError):
-    """A runner error the command line reports as one line (bad config value, workdir clash)."""
 
 
 def _jsonable(o):
@@ -159,102 +154,6 @@ class MetricsWriter:
             self._tb.close()
 
 
-class Checkpointer:
-    """Orbax ``CheckpointManager`` under ``workdir/checkpoints``: items ``state`` (arrays) and ``meta`` (JSON).
-
-    ``meta`` is read first so the caller can rebuild a model of the right shapes (e.g. the grid
-    size of the saved stage) before restoring ``state`` into it.
-    """
-
-    def __init__(self, workdir: str, *, max_to_keep: int = 3):
-        import orbax.checkpoint as ocp
-
-        self._ocp = ocp
-        self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
-        self.manager = ocp.CheckpointManager(
-            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max(2, int(max_to_keep)), create=True)
-        )
-
-    def latest_step(self) -> int | None:
-        return self.manager.latest_step()
-
-    def save(self, step: int, state: dict, meta: dict) -> None:
-        ocp = self._ocp
-        if step in (self.manager.all_steps() or []):
-            return
-        self.manager.save(
-            step,
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-            force=True,
-        )
-        self.manager.wait_until_finished()
-
-    def restore_meta(self, step: int) -> dict:
-        ocp = self._ocp
-        return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-
-    def restore_state(self, step: int, like: dict) -> dict:
-        ocp = self._ocp
-        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, like)
-        return self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
-
-    def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_loss(path: str, records: list[dict], *, stage_bounds: list[int] = ()) -> None:
-    """Train loss and train/test RMSE vs step (log scale), stage boundaries as dotted lines."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    steps = [r["step"] for r in records]
-    for key, style in (("train_loss", "-"), ("train_rmse", "--"), ("test_rmse", ":")):
-        vals = [r.get(key) for r in records]
-        pts = [(s, v) for s, v in zip(steps, vals) if v is not None and v > 0 and math.isfinite(v)]
-        if pts:
-            ax.plot(*zip(*pts), style, label=key)
-    for b in stage_bounds:
-        ax.axvline(b, color="gray", lw=0.5, ls=":")
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.legend()
-    ax.set_title("training")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def plot_rmse_vs_grid(path: str, stages: list[dict]) -> None:
-    """Train/test RMSE vs grid size G (log-log) with the G^-4 scaling line of cubic splines."""
-    plt = _plt()
-    g = np.array([s["grid_size"] for s in stages], dtype=float)
-    fig, ax = plt.subplots(figsize=(5, 4))
-    for key, marker in (("train_rmse", "o"), ("test_rmse", "s")):
-        ax.plot(g, [s[key] for s in stages], marker=marker, label=key)
-    ref_i = len(g) // 2
-    ref = stages[ref_i]["test_rmse"] * (g / g[ref_i]) ** -4.0
-    ax.plot(g, ref, "k--", lw=1, label=r"$\propto G^{-4}$")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xticks(g, [str(int(v)) for v in g])  # the grid sizes themselves, no minor-tick labels
-    ax.xaxis.set_minor_formatter(plt.NullFormatter())
-    ax.set_xlabel("grid size G")
-    ax.set_ylabel("RMSE")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 class Progress:
     """A one-line progress bar with ETA on a TTY; periodic absl log lines otherwise."""
 
@@ -291,6 +190,11 @@ class Progress:
             self.stream.flush()
 
 
+def _quiet_cache_info(record) -> bool:
+    """Drops JAX's per-program INFO lines about the persistent cache (warnings still show)."""
+    return record.levelno >= _pylogging.WARNING or record.module != "compilation_cache"
+
+
 def setup_compilation_cache(config=None) -> str | None:
     """Enables JAX's persistent compilation cache (before the first compile).
 
@@ -317,7 +221,7 @@ def setup_compilation_cache(config=None) -> str | None:
         # under 0.2 s each (~2 s together); cached they make it 11.2 s instead of 13.5 s, for 2.2 MB
         # of cache instead of 1.6 MB (docs/PERFORMANCE.md).
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-        _pylogging.getLogger("jax._src.compilation_cache").setLevel(_pylogging.WARNING)
+        _pylogging.getLogger("jax").addFilter(_quiet_cache_info)
     except Exception as err:  # noqa: BLE001 - a cache problem must never stop a run
         logging.warning("compilation cache disabled: %s", err)
         return None

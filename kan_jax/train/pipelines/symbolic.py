@@ -76,8 +76,9 @@ from flax import nnx
 from kan_jax import prune as kprune
 from kan_jax import symbolic as S
 from kan_jax.train import loop, models, optim
-from kan_jax.train.pipeline import check_number, load_dataset, register_pipeline
-from kan_jax.train.workdir import ConfigError, MetricsWriter, write_json
+from kan_jax.train.config import ConfigError, check_number, load_dataset
+from kan_jax.train.pipelines import register_pipeline
+from kan_jax.train.workdir import MetricsWriter, write_json
 
 
 def _get(cfg, key, default):

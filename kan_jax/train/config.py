@@ -1,0 +1,175 @@
+"""Config checks, the stage plan and the dataset a config names.
+
+Everything here reads a config and decides before anything is written or trained: a bad value
+is a ``ConfigError`` whose message names the field and what it allows (the command line prints
+it as one line and exits 2). Defaults live in ``configs/`` only: this module reads fields and
+checks them, it does not supply values of its own.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from flax import nnx
+
+from kan_jax.train import models, optim
+
+__all__ = ["ConfigError", "validate_config", "stage_plan", "check_number", "load_dataset", "PRECISIONS"]
+
+
+class ConfigError(ValueError):
+    """A runner error the command line reports as one line (bad config value, workdir clash)."""
+
+
+PRECISIONS = ("float32", "float64")
+
+
+def stage_plan(config) -> list[tuple[int | None, int]]:
+    """``[(grid_size, steps), ...]`` of a config: one entry per grid-extension stage.
+
+    ``config.training.grid_sizes`` (empty: one stage at ``config.model.grid_size``) and
+    ``config.training.steps`` (an int: steps per stage, or a list with one entry per stage).
+    MLP runs have one stage (grid size None).
+    """
+    t = config.training
+    steps = t.steps
+    sizes = list(t.get("grid_sizes", None) or [])
+    if config.model.get("kind", "kan") == "mlp":
+        total = int(sum(steps)) if isinstance(steps, (list, tuple)) else int(steps) * max(len(sizes), 1)
+        return [(None, total)]
+    if not sizes:
+        sizes = [int(config.model.grid_size)]
+    if isinstance(steps, (list, tuple)):
+        if len(steps) != len(sizes):
+            raise ConfigError(f"training.steps has {len(steps)} entries but training.grid_sizes has {len(sizes)}")
+        st = [int(s) for s in steps]
+    else:
+        st = [int(steps)] * len(sizes)
+    if any(s < 0 for s in st) or any(int(g) < 1 for g in sizes):
+        raise ConfigError(f"training.steps must be >= 0 and training.grid_sizes >= 1, got {steps!r}, {sizes!r}")
+    return [(int(g), s) for g, s in zip(sizes, st)]
+
+
+def validate_config(config) -> None:
+    """Checks the fields the runner reads; ConfigError naming the field and the allowed values."""
+    for field in ("seed", "model", "optimizer", "data", "training"):
+        if field not in config:
+            raise ConfigError(f"config.{field} is required (see SPEC.md)")
+    if config.model.get("kind", None) not in models.MODEL_KINDS:
+        raise ConfigError(f"model.kind must be one of {list(models.MODEL_KINDS)}, got {config.model.get('kind', None)!r}")
+    if config.optimizer.get("name", None) not in optim.OPTIMIZERS:
+        raise ConfigError(f"optimizer.name must be one of {list(optim.OPTIMIZERS)}, got {config.optimizer.get('name', None)!r}")
+    sched = config.optimizer.get("schedule", "constant") or "constant"
+    if sched not in optim.SCHEDULES:
+        raise ConfigError(f"optimizer.schedule must be one of {list(optim.SCHEDULES)}, got {sched!r}")
+    ls = config.optimizer.get("linesearch", "zoom") or "zoom"
+    if ls not in optim.LINESEARCHES:
+        raise ConfigError(f"optimizer.linesearch must be one of {list(optim.LINESEARCHES)}, got {ls!r}")
+    from kan_jax.train.pipelines import PIPELINE_CHECKS, PIPELINES
+
+    pipeline = config.get("pipeline", None)
+    if pipeline not in PIPELINES:
+        raise ConfigError(f"pipeline must be one of {sorted(PIPELINES)}, got {pipeline!r}")
+    if config.training.get("stop_on_stall", False) and pipeline != "symbolic":
+        raise ConfigError(f"training.stop_on_stall is supported by the symbolic pipeline only (pipeline={pipeline!r}); set it to False")
+    bs = int(config.training.get("batch_size", 0) or 0)
+    if bs < -1:
+        raise ConfigError(f"training.batch_size must be >= 1, or 0 / -1 for full batch, got {bs}")
+    plan = stage_plan(config)
+    _check_numbers(config)
+    # model.grid_size is checked even when training.grid_sizes overrides it.
+    check_number("model.grid_size", config.model.get("grid_size", 5), lo=1, integer=True)
+    act = config.model.get("activation", "silu")
+    if act not in models.MLP_ACTIVATIONS:  # MLP only, but a typo is reported whatever the kind
+        raise ConfigError(f"model.activation must be one of {sorted(models.MLP_ACTIVATIONS)}, got {act!r}")
+    metric = config.get("regularization", {}).get("metric", None)
+    if metric is not None:
+        from kan_jax import regularize
+
+        if metric not in regularize.METRICS:
+            raise ConfigError(f"regularization.metric must be one of {list(regularize.METRICS)}, got {metric!r}")
+    try:  # every constructor check (widths, grid, order, basis, range), without allocating anything
+        nnx.eval_shape(lambda: models.make_model(config, grid_size=plan[0][0]))
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"config.model: {err}") from None
+    if pipeline in PIPELINE_CHECKS:
+        PIPELINE_CHECKS[pipeline](config)
+
+
+# (section, field, default, lowest allowed, whether the lowest value itself is allowed)
+_NUMBER_FIELDS = (
+    ("optimizer", "learning_rate", 1e-3, 0.0, False),
+    ("optimizer", "warmup_steps", 0, 0, True),
+    ("optimizer", "end_learning_rate_factor", 0.0, 0.0, True),
+    ("optimizer", "weight_decay", 0.0, 0.0, True),
+    ("optimizer", "grad_clip", 0.0, 0.0, True),
+    ("optimizer", "memory_size", 10, 1, True),
+    ("optimizer", "max_linesearch_steps", 20, 1, True),
+    ("training", "grid_update_every", 0, 0, True),
+    ("training", "stop_grid_update_step", 0, 0, True),
+    ("training", "log_every", 0, 0, True),
+    ("training", "chunk_size", 100, 0, True),
+    ("regularization", "lamb", 0.0, 0.0, True),
+    ("regularization", "lamb_l1", 1.0, 0.0, True),
+    ("regularization", "lamb_entropy", 2.0, 0.0, True),
+    ("regularization", "lamb_coef", 0.0, 0.0, True),
+    ("regularization", "lamb_coefdiff", 0.0, 0.0, True),
+    (None, "checkpoint_every", 0, 0, True),
+    (None, "checkpoint_max_to_keep", 3, 1, True),
+)
+
+
+def _check_numbers(config) -> None:
+    """Finite numbers at or above their lowest allowed value (a negative learning rate or grid-update
+    period would otherwise run silently as something else)."""
+    for section, field, default, lo, inclusive in _NUMBER_FIELDS:
+        sec = config if section is None else config.get(section, None)
+        if sec is not None:
+            check_number(field if section is None else f"{section}.{field}", sec.get(field, default), lo=lo,
+                         lo_inclusive=inclusive, none_ok=True)
+
+
+def check_number(name: str, v, *, lo=None, hi=None, lo_inclusive: bool = True, integer: bool = False,
+                 none_ok: bool = False) -> None:
+    """``ConfigError`` naming the field ``name`` unless ``v`` is a finite number (an int when
+    ``integer``) in ``[lo, hi]`` (``(lo, ...`` without ``lo_inclusive``), or None with ``none_ok``."""
+    if v is None and none_ok:
+        return
+    ok = not isinstance(v, bool) and isinstance(v, int if integer else (int, float)) and bool(np.isfinite(v))
+    ok = ok and (lo is None or (v >= lo if lo_inclusive else v > lo)) and (hi is None or v <= hi)
+    if not ok:
+        rng = f"in [{lo}, {hi}]" if hi is not None else f"{'>=' if lo_inclusive else '>'} {lo}"
+        raise ConfigError(f"{name} must be {'an integer' if integer else 'a number'} {rng}"
+                          f"{' or None' if none_ok else ''}, got {v!r}")
+
+
+def _with_default_dtype(data_cfg, dtype):
+    d = data_cfg.to_dict() if hasattr(data_cfg, "to_dict") else dict(data_cfg)
+    if not d.get("dtype"):
+        d["dtype"] = dtype
+    return d
+
+
+_LAST_DATASET: list = [None, None]  # [spec key, Dataset]: the runner's check and the pipeline share one load
+
+
+def load_dataset(config):
+    """``config.data`` as a ``kan_jax.data.Dataset`` (``dtype`` defaulting to ``config.dtype``).
+
+    A data spec the loader rejects (an unknown dataset, an expression that does not parse or is
+    not finite on its sampling range, ...) is a ``ConfigError`` naming ``config.data``. The last
+    dataset loaded is reused for the same spec: ``train_and_evaluate`` loads it to check the
+    config before writing anything, and the pipeline then gets the same object (do not modify it).
+    """
+    from kan_jax import data as kdata
+
+    spec = _with_default_dtype(config.data, config.get("dtype", None) or "float32")
+    key = json.dumps(spec, sort_keys=True, default=repr)
+    if _LAST_DATASET[0] != key:
+        try:
+            ds = kdata.load(spec)
+        except (ValueError, TypeError, KeyError) as err:
+            raise ConfigError(f"config.data: {err}") from None
+        _LAST_DATASET[:] = [key, ds]
+    return _LAST_DATASET[1]

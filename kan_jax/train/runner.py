@@ -1,0 +1,101 @@
+"""``train_and_evaluate``: the runner behind ``experiments/main.py``.
+
+Checks the config (``config.validate_config``) and its dataset before anything is written, writes
+or checks ``config.json``, then runs the pipeline ``config.pipeline`` names (``pipelines``) under
+the run's own precision (``config.dtype``: float64 runs enable x64 for their duration only, so a
+later float32 run in the same process stays float32).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+
+import jax
+from absl import logging
+
+from kan_jax.train.config import PRECISIONS, ConfigError, load_dataset, validate_config
+from kan_jax.train.pipelines import PIPELINES
+from kan_jax.train.workdir import check_or_write_config, read_json, setup_compilation_cache, write_json
+
+__all__ = ["train_and_evaluate", "summary_line", "Preempted"]
+
+
+class Preempted(Exception):
+    """Raised to stop a run that was asked to stop (results.json status "preempted")."""
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+    """Runs the experiment ``config`` in ``workdir`` and returns the results dict (also results.json).
+
+    Dispatches on ``config.pipeline``. Resumes from ``workdir/checkpoints`` when a run
+    of the same config is there; a completed run is not retrained (its results are returned).
+
+    Raises:
+      ConfigError: bad config values or a workdir holding a different config (nothing written).
+      Exception: whatever stopped the run (results.json then has status "failed" and the error).
+    """
+    if not workdir:
+        raise ConfigError("--workdir is required (a directory for config.json, metrics, checkpoints, results)")
+    dtype = config.get("dtype", None)
+    if dtype not in PRECISIONS:
+        raise ConfigError(f"dtype must be one of {list(PRECISIONS)}, got {dtype!r}")
+    with jax.enable_x64(dtype == "float64"):
+        return _run(config, os.path.abspath(workdir))
+
+
+def _run(config, workdir: str) -> dict:
+    setup_compilation_cache(config)
+    try:
+        validate_config(config)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError) as err:
+        raise ConfigError(f"bad config: {err}") from None
+    load_dataset(config)  # a bad data spec stops here, before anything is written
+    check_or_write_config(workdir, config)
+    results_path = os.path.join(workdir, "results.json")
+    if os.path.exists(results_path):
+        prev = read_json(results_path)
+        if prev.get("status") == "completed":
+            logging.info("%s: run already completed; not retraining", workdir)
+            return prev
+    start = time.time()
+    try:
+        return PIPELINES[config.pipeline](config, workdir)
+    except (Preempted, KeyboardInterrupt) as err:
+        write_json(results_path, _failure(config, "preempted", err, start))
+        raise
+    except Exception as err:
+        res = _failure(config, "failed", err, start)
+        res["traceback"] = traceback.format_exc(limit=20)
+        write_json(results_path, res)
+        raise
+
+
+def summary_line(results: dict, workdir: str) -> str:
+    """The run's closing line: status, test RMSE, the formula (or why there is none), where outputs are."""
+
+    def num(key):
+        v = results.get(key)
+        return "n/a" if v is None else f"{v:.3g}"
+
+    msg = f"{results.get('status')}: test_rmse {num('test_rmse')}"
+    if results.get("formula") is not None:
+        msg += f"; formula {results['formula']} (formula_test_rmse {num('formula_test_rmse')})"
+    elif "formula" in results:
+        msg += f"; no formula ({results.get('formula_error') or 'see results.json'})"
+    return msg + f"; results, metrics and plots/ in {workdir}"
+
+
+def _failure(config, status, err, start):
+    return {
+        "status": status,
+        "error": f"{type(err).__name__}: {err}",
+        "wall_time_s": time.time() - start,
+        "n_devices": jax.device_count(),
+        "pipeline": config.get("pipeline", None),
+    }
+
+
