@@ -392,3 +392,62 @@ def test_fit_on_a_clone_leaves_the_original_usable(small_ds):
     before = np.asarray(model(jnp.asarray(x)))
     train.fit(nnx.clone(model), small_ds, steps=5, optimizer=train.make_optimizer(c.optimizer, 5), chunk_size=5)
     np.testing.assert_array_equal(np.asarray(model(jnp.asarray(x))), before)
+
+
+_PRECISION_SCRIPT = r"""
+import json, sys
+import jax, jax.numpy as jnp
+sys.path.insert(0, sys.argv[1])
+from configs import toy
+from kan_jax import train
+from kan_jax.train import loop
+
+seen = []
+fit = loop.fit
+def recording_fit(model, *args, **kwargs):
+    seen.append(str(model.layers[0].coef[...].dtype))
+    return fit(model, *args, **kwargs)
+loop.fit = recording_fit
+out = {}
+for dtype in ("float64", "float32"):
+    c = toy.get_config("quick")
+    c.dtype = dtype
+    c.compilation_cache_dir = ""
+    train.train_and_evaluate(c, sys.argv[2] + "/" + dtype)
+    out[dtype] = sorted(set(seen))
+    seen.clear()
+out["x64_after"] = bool(jax.config.jax_enable_x64)
+out["default_float_after"] = str(jnp.zeros(()).dtype)
+print(json.dumps(out))
+"""
+
+
+def test_precision_is_per_run_without_the_suite_x64(tmp_path):
+    """A float64 run enables x64 for its own duration only: a float32 run after it in the same
+    process trains float32 params, and x64 is off again afterwards. In a fresh interpreter,
+    without this suite's global x64 (tests/conftest.py)."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_ENABLE_X64")}
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run([sys.executable, "-c", _PRECISION_SCRIPT, root, str(tmp_path)], capture_output=True,
+                          text=True, env=env, cwd=root, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["float64"] == ["float64"]
+    assert out["float32"] == ["float32"]
+    assert out["x64_after"] is False and out["default_float_after"] == "float32"
+
+
+def test_checkpoint_max_to_keep_is_honoured(tmp_path):
+    """``checkpoint_max_to_keep=1`` keeps one checkpoint (it was silently raised to 2)."""
+    ck = train.Checkpointer(str(tmp_path), max_to_keep=1)
+    for step in (1, 2, 3):
+        ck.save(step, {"w": jnp.full((3,), float(step))}, {"step": step})
+    assert ck.manager.all_steps() == [3]
+    ck.close()
+    with pytest.raises(ValueError, match="max_to_keep"):
+        train.Checkpointer(str(tmp_path / "other"), max_to_keep=0)

@@ -26,7 +26,7 @@ from jax.flatten_util import ravel_pytree
 from kan_jax.compilation import quick_jit
 from kan_jax.train.models import count_params
 
-__all__ = ["fit", "evaluate", "predict", "make_loss_fn", "init_opt_state", "FitState", "chunk_boundaries"]
+__all__ = ["fit", "evaluate", "predict", "make_loss_fn", "init_opt_state", "FitState", "chunk_boundaries", "device_array"]
 
 
 @dataclasses.dataclass
@@ -279,8 +279,8 @@ def fit(
     """
     graphdef, params, rest, opt_state, lbfgs, reg_items, lamb = _setup(model, optimizer, lbfgs, opt_state, regularization, lamb)
     key = jax.random.PRNGKey(0) if key is None else key
-    x = jnp.asarray(dataset.x_train)
-    y = jnp.asarray(dataset.y_train)
+    x = device_array(dataset.x_train)
+    y = device_array(dataset.y_train)
     batch_size = int(batch_size or 0)
     can_update_grid = hasattr(model, "update_grid") and grid_update_every and grid_update_every > 0
     chunk_size = max(1, int(chunk_size))
@@ -327,6 +327,12 @@ def fit(
                    "state": FitState(step, model, opt_state)}
 
 
+def device_array(a) -> jax.Array:
+    """``a`` as a JAX array. Host arrays move with ``jax.device_put``: ``jnp.asarray`` of a NumPy
+    array compiles a small program per shape (``lax.stage``), a compile per dataset split."""
+    return a if isinstance(a, jax.Array) else jax.device_put(np.asarray(a))
+
+
 def _setup(model, optimizer, lbfgs, opt_state, regularization, lamb):
     """``fit``'s split of ``model``, optimizer state and penalty settings."""
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -363,7 +369,7 @@ def predict(model: nnx.Module, x, *, batch: int = 65536, quick: bool = False) ->
     """
     graphdef, state = nnx.split(model)
     fn = _forward_fn(graphdef, quick and _quick_forward(model, min(len(x), batch)))
-    x = jnp.asarray(x)
+    x = device_array(x)
     return np.concatenate([np.asarray(fn(state, x[i : i + batch])) for i in range(0, x.shape[0], batch)], axis=0)
 
 

@@ -56,7 +56,7 @@ def run_fit(config, workdir: str) -> dict:
     key = jax.random.PRNGKey(int(config.seed))
     ckpt = Checkpointer(workdir, max_to_keep=int(config.checkpoint_max_to_keep))
     checkpoint_every = int(config.get("checkpoint_every", 0) or 0)
-    x_train = jnp.asarray(ds.x_train)
+    x_train = loop.device_array(ds.x_train)
 
     # ---- resume
     stage, stage_step, stage_records, prev_wall = 0, 0, [], 0.0

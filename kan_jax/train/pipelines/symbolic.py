@@ -146,7 +146,7 @@ def run_symbolic(config, workdir: str) -> dict:
     metrics.close()
     attempts = [{"seed": a["seed"], "formula": a["results_formula"]["formula"], "formula_train_rmse": a["formula_train_rmse"],
                  "pruned_widths": a["pruned"]} for a in done]
-    x_train = jnp.asarray(ds.x_train)
+    x_train = loop.device_array(ds.x_train)
     names = list(ds.input_names)
     # The diagrams show the live nodes only (the pipeline trains the pruned network masked).
     _draw(kprune.compact(best["model_spline"]), x_train, names, "before auto_symbolic", os.path.join(workdir, "plots", "kan_before.png"))
@@ -210,7 +210,7 @@ class Attempt:
 
     @property
     def x_train(self) -> jax.Array:
-        return jnp.asarray(self.ds.x_train)
+        return loop.device_array(self.ds.x_train)
 
     @property
     def lib(self):
