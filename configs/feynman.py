@@ -8,17 +8,7 @@ and retrained; results.json gets ``formula`` in the equation's variable names (e
 (``quick`` alone uses I.6.2).
 """
 
-import ml_collections
-
-try:
-    from configs import symbolic
-except ImportError:  # loaded by path from elsewhere: import the sibling file
-    import importlib.util
-    import os
-
-    _spec = importlib.util.spec_from_file_location("_kan_configs_symbolic", os.path.join(os.path.dirname(__file__), "symbolic.py"))
-    symbolic = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(symbolic)
+from configs import _common, symbolic
 
 DEFAULT_EQUATION = "I.6.2"
 
@@ -26,21 +16,17 @@ DEFAULT_EQUATION = "I.6.2"
 def get_config(arg=None):
     from kan_jax import data as kdata
 
-    name, quick = symbolic.default.split_quick(arg, DEFAULT_EQUATION)
+    name, quick = _common.split_quick(arg, DEFAULT_EQUATION)
     eqs = {e.name: e for e in kdata.feynman_equations()}
     if name not in eqs:
         kdata.feynman_dataset(name, train_num=1, test_num=1)  # raises the one-line error with close matches
     eq = eqs[name]
     n = len(eq.variables)
-    c = symbolic.get_config("x_1" + (",quick" if quick else ""))
+    c = symbolic.make("x_1", quick)  # the pipeline's settings; data and widths are the equation's
     c.model.widths = (n, 2 * n + 1, 1)
     lows, highs = [v[1] for v in eq.variables], [v[2] for v in eq.variables]
     c.model.grid_range = (float(min(lows)), float(max(highs)))
-    c.data = ml_collections.ConfigDict()
-    c.data.kind = "feynman"
-    c.data.equation = name
-    c.data.train_num = 100 if quick else 1000
-    c.data.test_num = 100 if quick else 1000
-    c.data.seed = 0
-    c.data.dtype = ml_collections.config_dict.placeholder(str)  # None: follow c.dtype
+    c.data = _common.named_data("feynman", "equation", name)
+    if quick:
+        c.data.train_num = c.data.test_num = 100  # as _common.apply_quick
     return c

@@ -10,22 +10,12 @@ formulas need), its affine params retrained; results.json has ``formula`` (expec
 ``exp(x_2**2 + sin(pi*x_1))``) and ``formula_test_rmse``. ``:quick`` is a smoke run.
 """
 
-try:
-    from configs import symbolic
-except ImportError:  # loaded by path from elsewhere: import the sibling file
-    import importlib.util
-    import os
-
-    _spec = importlib.util.spec_from_file_location("_kan_configs_symbolic", os.path.join(os.path.dirname(__file__), "symbolic.py"))
-    symbolic = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(symbolic)
+from configs import _common, symbolic
 
 
 def get_config(arg=None):
-    if arg not in (None, "", "quick"):
-        raise ValueError(f"configs/hellokan.py takes no argument or 'quick', got {arg!r}")
-    expr = "exp(sin(pi*x_1)+x_2**2)"
-    c = symbolic.get_config(expr + (",quick" if arg == "quick" else ""))
+    quick = _common.quick_only(arg, "configs/hellokan.py")
+    c = symbolic.make("exp(sin(pi*x_1)+x_2**2)", quick)
     c.model.widths = (2, 5, 1)
     c.symbolic.standardize = False  # pykan's hellokan protocol fits the raw targets
     # pykan hellokan's library and simplicity weight.
@@ -34,6 +24,6 @@ def get_config(arg=None):
     # pykan's hellokan fixes every layer at once (auto_symbolic, then fit): exact on seeds 0-5
     # (docs/RESULTS.md); the layer-by-layer default of configs/symbolic.py is one stage more.
     c.symbolic.progressive = False
-    if arg != "quick":
+    if not quick:
         c.regularization.lamb = 0.001  # pykan's hellokan value
     return c

@@ -7,17 +7,7 @@ docs/DATA.md for names and input ranges) with a KAN [2, 5, 1] through grid exten
 uses ellipkinc). Compare with an MLP of the same size: ``--config.model.kind=mlp``.
 """
 
-import ml_collections
-
-try:
-    from configs import toy
-except ImportError:  # loaded by path from elsewhere: import the sibling file
-    import importlib.util
-    import os
-
-    _spec = importlib.util.spec_from_file_location("_kan_configs_toy", os.path.join(os.path.dirname(__file__), "toy.py"))
-    toy = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(toy)
+from configs import _common, toy
 
 DEFAULT_FUNCTION = "ellipkinc"
 
@@ -25,20 +15,14 @@ DEFAULT_FUNCTION = "ellipkinc"
 def get_config(arg=None):
     from kan_jax import data as kdata
 
-    name, quick = toy.default.split_quick(arg, DEFAULT_FUNCTION)
+    name, quick = _common.split_quick(arg, DEFAULT_FUNCTION)
     spec = kdata.special_function(name)  # unknown names: one-line ValueError listing the allowed ones
     c = toy.get_config()  # the toy's grid-extension protocol (L-BFGS, float64, grid schedule)
     c.model.widths = (len(spec.ranges), 5, 1)
     c.model.grid_range = (float(min(r[0] for r in spec.ranges)), float(max(r[1] for r in spec.ranges)))
     c.training.grid_sizes = (3, 5, 10, 20)
     c.training.steps = 1000
-    c.data = ml_collections.ConfigDict()
-    c.data.kind = "special"
-    c.data.function = name
-    c.data.train_num = 1000
-    c.data.test_num = 1000
-    c.data.seed = 0
-    c.data.dtype = ml_collections.config_dict.placeholder(str)  # None: follow c.dtype
+    c.data = _common.named_data("special", "function", name)
     if quick:
-        toy.default.apply_quick(c)
+        _common.apply_quick(c)
     return c

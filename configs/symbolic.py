@@ -13,15 +13,7 @@ uses ``x_1*x_2``). The hidden width defaults to
 
 import ml_collections
 
-try:
-    from configs import default
-except ImportError:  # loaded by path from elsewhere: import the sibling file
-    import importlib.util
-    import os
-
-    _spec = importlib.util.spec_from_file_location("_kan_configs_default", os.path.join(os.path.dirname(__file__), "default.py"))
-    default = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(default)
+from configs import _common, default
 
 
 FULL_LIB = ("x", "x^2", "x^3", "x^4", "x^5", "1/x", "1/x^2", "sqrt", "exp", "log", "sin", "cos", "tan", "tanh",
@@ -40,7 +32,12 @@ def _n_vars(expr: str) -> int:
 
 
 def get_config(arg=None):
-    expr, quick = default.split_quick(arg, DEFAULT_EXPR)
+    return make(*_common.split_quick(arg, DEFAULT_EXPR))
+
+
+def make(expr: str, quick: bool = False):
+    """The symbolic pipeline's config for ``expr`` (``quick``: the smoke run); the other symbolic
+    configs (hellokan.py, feynman.py) start from it."""
     n = _n_vars(expr)
     c = default.get_config()
     c.pipeline = "symbolic"
@@ -101,7 +98,7 @@ def get_config(arg=None):
     c.symbolic.exact_rtol = 1e-9
     c.symbolic.agreement_rtol = 1e-3
     if quick:
-        default.apply_quick(c)
+        _common.apply_quick(c)
         c.symbolic.prune_steps = 10
         c.symbolic.refine_steps = 10
         c.symbolic.retrain_steps = 10

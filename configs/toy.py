@@ -8,18 +8,11 @@ starts from the previous one refined to the new grid). Test RMSE reaches ~1e-5 a
 ``:quick`` is a few-second smoke run (two small stages).
 """
 
-try:
-    from configs import default
-except ImportError:  # loaded by path from elsewhere: import the sibling file
-    import importlib.util
-    import os
-
-    _spec = importlib.util.spec_from_file_location("_kan_configs_default", os.path.join(os.path.dirname(__file__), "default.py"))
-    default = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(default)
+from configs import _common, default
 
 
 def get_config(arg=None):
+    quick = _common.quick_only(arg, "configs/toy.py")
     c = default.get_config()
     c.dtype = "float64"
     c.model.widths = (2, 5, 1)
@@ -35,8 +28,6 @@ def get_config(arg=None):
     c.training.log_every = 50
     c.training.chunk_size = 250
     c.checkpoint_every = 500
-    if arg == "quick":
-        default.apply_quick(c)
-    elif arg:
-        raise ValueError(f"configs/toy.py takes no argument or 'quick', got {arg!r}")
+    if quick:
+        _common.apply_quick(c)
     return c

@@ -1,7 +1,7 @@
 """End-to-end wall time of the toy and hellokan protocols, kan_jax vs pykan, on this machine.
 
     python scripts/bench_train.py [--only toy|hellokan] [--repeats 2] [--skip-pykan]
-                                  [--pykan-python /work/pykan-venv/bin/python] [--out docs/bench_train_cpu.jsonl]
+                                  [--pykan-python /work/pykan-venv/bin/python] [--out docs/bench/bench_train_cpu.jsonl]
 
 kan_jax: each protocol runs as ``python -m experiments.main --config=configs/NAME.py
 --workdir=<fresh tmp dir>`` in a subprocess, first with a cold JAX persistent compilation cache
@@ -257,7 +257,7 @@ def main(argv=None) -> int:
     p.add_argument("--pykan-python", default=os.environ.get("PYKAN_PYTHON", "/work/pykan-venv/bin/python"))
     p.add_argument("--pykan-seed", type=int, default=1)
     p.add_argument("--pykan-timeout", type=float, default=None, help="seconds; a timed-out run keeps its finished stages")
-    p.add_argument("--out", default=os.path.join(ROOT, "docs", "bench_train_cpu.jsonl"))
+    p.add_argument("--out", default=os.path.join(ROOT, "docs", "bench", "bench_train_cpu.jsonl"))
     p.add_argument("--keep-logs", default=None, help="directory for the subprocesses' logs")
     p.add_argument("--append", action="store_true", help="keep every existing line of --out (more repeats)")
     args = p.parse_args(argv)

@@ -1,6 +1,6 @@
 """Symbolic-regression recovery rate of the symbolic pipeline (configs/symbolic.py) over a formula set.
 
-    python scripts/symbolic_recovery.py [--only N,M] [--workdir DIR] > docs/symbolic_recovery.jsonl
+    python scripts/symbolic_recovery.py [--only N,M] [--workdir DIR] > docs/bench/symbolic_recovery.jsonl
 
 Runs ``configs/symbolic.py:EXPR`` end to end (train sparse, prune, refine, auto_symbolic,
 retrain) for every EXPR of ``FORMULAS`` and prints one JSON line per formula: the recovered

@@ -1,0 +1,160 @@
+"""configs/: every config file and documented argument loads by path the way experiments/main.py
+loads it (absl's ``config_flags``, ``--config=configs/NAME.py[:ARG]`` from the repository root),
+starts its docstring with its launch command, and defines every field the runner reads."""
+
+import glob
+import os
+import re
+import shlex
+
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+pytestmark = pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")  # config_flags loads by path
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "configs", "*.py")) if not os.path.basename(p).startswith("_"))
+
+# Every argument the configs' docstrings, README.md and docs/ document (None: no argument).
+CASES = {
+    "default.py": [None, "quick"],
+    "toy.py": [None, "quick"],
+    "hellokan.py": [None, "quick"],
+    "symbolic.py": [None, "x_1*x_2", "x_1*x_2,quick", "quick", "x_1*exp(-x_2**2)"],
+    "feynman.py": [None, "I.6.2", "I.6.2,quick", "quick"],
+    "special.py": [None, "ellipkinc", "jv", "jv,quick", "quick"],
+}
+CASE_IDS = [(name, arg) for name, args in CASES.items() for arg in args]
+
+# SPEC.md: the fields every config defines.
+SPEC_FIELDS = ("seed", "model.kind", "model.widths", "model.grid_size", "model.spline_order", "model.basis",
+               "optimizer.name", "optimizer.learning_rate", "mesh", "data")
+
+# Every field the runner (kan_jax.train: pipeline, models, optim, loop, workdir) reads from a
+# config; the defaults live in the configs (configs/default.py), so each must be defined there.
+RUNNER_FIELDS = (
+    "seed", "pipeline", "dtype", "mesh", "compilation_cache_dir", "checkpoint_every", "checkpoint_max_to_keep",
+    "model.kind", "model.widths", "model.grid_size", "model.spline_order", "model.basis", "model.grid_range",
+    "model.extrapolate", "model.activation", "model.mlp_widths",
+    "optimizer.name", "optimizer.learning_rate", "optimizer.schedule", "optimizer.warmup_steps",
+    "optimizer.end_learning_rate_factor", "optimizer.b1", "optimizer.b2", "optimizer.weight_decay",
+    "optimizer.grad_clip", "optimizer.memory_size", "optimizer.linesearch", "optimizer.max_linesearch_steps",
+    "optimizer.use_learning_rate",
+    "training.steps", "training.grid_sizes", "training.batch_size", "training.grid_update_every",
+    "training.stop_grid_update_step", "training.log_every", "training.chunk_size", "training.stop_on_stall",
+    "regularization.lamb", "regularization.metric", "regularization.lamb_l1", "regularization.lamb_entropy",
+    "regularization.lamb_coef", "regularization.lamb_coefdiff",
+    "data.kind", "data.train_num", "data.test_num", "data.seed", "data.dtype",
+)
+# kan_jax.data.load: the dataset's name or formula field and the kind's own fields.
+DATA_FIELDS = {"expression": ("data.expr", "data.ranges", "data.n_var"), "feynman": ("data.equation",),
+               "special": ("data.function",)}
+# kan_jax.train.symbolic_pipeline: the symbolic pipeline's ``symbolic.*`` fields.
+SYMBOLIC_FIELDS = ("prune", "standardize", "prune_measure", "node_threshold", "edge_threshold", "prune_steps",
+                   "prune_search", "prune_search_tol", "prune_search_rtol", "refine_grid", "refine_steps", "lib",
+                   "r2_threshold", "progressive", "weight_simple", "weight_simple_retry", "retrain_steps", "digits",
+                   "restarts", "exact_rtol", "agreement_rtol")
+
+
+@pytest.fixture(autouse=True)
+def _at_repo_root(monkeypatch):
+    """The runner's setting: started from the repository root, which is on sys.path."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.syspath_prepend(ROOT)
+
+
+def _flag_arg(name, arg):
+    return f"--config=configs/{name}" + ("" if arg is None else f":{arg}")
+
+
+def _load(flag_arg):
+    """Parses ``--config=...`` as experiments/main.py defines the flag and returns the config."""
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "Config file.", flag_values=fv, lock_config=True)
+    fv(["main", flag_arg])
+    return fv.config
+
+
+def _has(config, dotted):
+    node = config
+    for part in dotted.split("."):
+        if not hasattr(node, "keys") or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _docstring(name):
+    import ast
+
+    with open(os.path.join(ROOT, "configs", name)) as f:
+        return ast.get_docstring(ast.parse(f.read())) or ""
+
+
+def test_every_config_has_documented_cases():
+    assert CONFIGS and set(CONFIGS) == set(CASES), "add the new config's arguments to CASES"
+
+
+@pytest.mark.parametrize("name,arg", CASE_IDS)
+def test_config_loads_by_path_with_fields(name, arg):
+    c = _load(_flag_arg(name, arg))
+    missing = [f for f in SPEC_FIELDS + RUNNER_FIELDS + DATA_FIELDS[c.data.kind] if not _has(c, f)]
+    assert not missing, f"{_flag_arg(name, arg)} lacks {missing}"
+    if c.pipeline == "symbolic":
+        missing = [f for f in SYMBOLIC_FIELDS if not _has(c, f"symbolic.{f}")]
+        assert not missing, f"{_flag_arg(name, arg)} lacks symbolic.{missing}"
+    else:
+        assert "symbolic" not in c, "a symbolic section without pipeline='symbolic' is never read"
+    quick = arg is not None and (arg == "quick" or arg.endswith(",quick"))
+    if quick:  # the smoke run: few steps on few points
+        assert c.training.steps <= 20 and c.data.train_num <= 100 and c.data.test_num <= 100
+    else:
+        assert c.training.steps > 20 and c.data.train_num >= 1000
+
+
+def test_config_args_pick_the_named_target():
+    assert _load("--config=configs/symbolic.py:x_1*exp(-x_2**2)").data.expr == "x_1*exp(-x_2**2)"
+    assert _load("--config=configs/symbolic.py:quick").data.expr == "x_1*x_2"
+    assert tuple(_load("--config=configs/symbolic.py:x_1*x_2*x_3,quick").model.widths) == (3, 7, 1)
+    assert _load("--config=configs/feynman.py:I.6.2,quick").data.equation == "I.6.2"
+    assert _load("--config=configs/special.py:jv,quick").data.function == "jv"
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_docstring_starts_with_launch_command_and_runtime(name):
+    first = _docstring(name).splitlines()[0] if _docstring(name) else ""
+    assert first.startswith(f"python -m experiments.main --config=configs/{name}"), first
+    assert re.search(r" --workdir=\S+ +\(~[^)]*\b(s|min)\b[^)]*\)$", first), f"launch command, then '(~N s/min ...)': {first}"
+    # The command itself loads (shell quoting as a user would type it).
+    config_arg = next(a for a in shlex.split(first.split("(~")[0]) if a.startswith("--config="))
+    _load(config_arg)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_no_import_by_path_fallback(name):
+    with open(os.path.join(ROOT, "configs", name)) as f:
+        src = f.read()
+    assert "importlib" not in src and "except ImportError" not in src, "import siblings as `from configs import ...`"
+
+
+@pytest.mark.parametrize("flag_arg,needle", [
+    ("--config=configs/toy.py:foo", "configs/toy.py takes no argument or 'quick'"),
+    ("--config=configs/hellokan.py:x_1", "configs/hellokan.py takes no argument or 'quick'"),
+    ("--config=configs/default.py:fast", "configs/default.py takes no argument or 'quick'"),
+    ("--config=configs/symbolic.py:y+1", "x_1..x_n"),
+])
+def test_bad_argument_is_an_error_naming_it(flag_arg, needle):
+    with pytest.raises(Exception) as err:  # noqa: PT011 - absl wraps the config file's error
+        _load(flag_arg).keys()
+    assert needle in str(err.value)
+
+
+def test_split_quick():
+    from configs import _common
+
+    assert _common.split_quick(None, "d") == ("d", False)
+    assert _common.split_quick("quick", "d") == ("d", True)
+    assert _common.split_quick("x_1*x_2", "d") == ("x_1*x_2", False)
+    assert _common.split_quick(" x_1*x_2,quick ", "d") == ("x_1*x_2", True)
+    assert _common.split_quick("I.6.2,quick", "d") == ("I.6.2", True)
