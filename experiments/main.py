@@ -5,6 +5,7 @@ Flags -> ``kan_jax.train.train_and_evaluate(config, workdir)``. Overrides use ab
 holding another config) are one line on stderr and exit status 2; no traceback.
 """
 
+import re
 import sys
 
 from absl import app, flags
@@ -30,10 +31,13 @@ def _parse_flags(argv):
         return flags.FLAGS(argv)
     except Exception as err:  # noqa: BLE001 - flag errors, config files that fail to load
         if isinstance(err, AttributeError) and isinstance(err.__context__, KeyError):  # an override of a missing field
-            field = str(err.__context__.args[0]).strip("'\"")
+            raw = str(err.__context__.args[0])  # the field's name, then ml_collections' suggestion if any
+            field = re.match(r"['\"]?(\w+)", raw).group(1)
+            hint = re.search(r'Did you mean "(\w+)"', raw)
             names = [a.split("=")[0][2:] for a in argv if a.startswith("--config.") and a.split("=")[0].endswith("." + field)]
             cfg = [a for a in argv if a.startswith("--config=")]
-            _die(f"{names[0] if names else field}: no such field in {cfg[0] if cfg else 'the config'}")
+            _die(f"{names[0] if names else field}: no such field in {cfg[0] if cfg else 'the config'}"
+                 + (f" (did you mean {hint.group(1)!r}?)" if hint else ""))
         _die(str(err) or type(err).__name__)
 
 

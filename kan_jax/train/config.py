@@ -15,7 +15,7 @@ from flax import nnx
 
 from kan_jax.train import models, optim
 
-__all__ = ["ConfigError", "validate_config", "stage_plan", "check_number", "load_dataset", "PRECISIONS"]
+__all__ = ["ConfigError", "validate_config", "require_fields", "stage_plan", "check_number", "load_dataset", "PRECISIONS", "REQUIRED_FIELDS"]
 
 
 class ConfigError(ValueError):
@@ -34,8 +34,8 @@ def stage_plan(config) -> list[tuple[int | None, int]]:
     """
     t = config.training
     steps = t.steps
-    sizes = list(t.get("grid_sizes", None) or [])
-    if config.model.get("kind", "kan") == "mlp":
+    sizes = list(t.grid_sizes or [])
+    if config.model.kind == "mlp":
         total = int(sum(steps)) if isinstance(steps, (list, tuple)) else int(steps) * max(len(sizes), 1)
         return [(None, total)]
     if not sizes:
@@ -51,83 +51,99 @@ def stage_plan(config) -> list[tuple[int | None, int]]:
     return [(int(g), s) for g, s in zip(sizes, st)]
 
 
+# Every field the runner reads (configs/default.py defines them all). A config without one of
+# them is a ConfigError naming it: there is no second table of defaults in the library.
+REQUIRED_FIELDS = (
+    "seed", "pipeline", "dtype", "compilation_cache_dir", "checkpoint_every", "checkpoint_max_to_keep",
+    "model.kind", "model.widths", "model.grid_size", "model.spline_order", "model.basis", "model.grid_range",
+    "model.extrapolate", "model.activation", "model.mlp_widths",
+    "optimizer.name", "optimizer.learning_rate", "optimizer.schedule", "optimizer.warmup_steps",
+    "optimizer.end_learning_rate_factor", "optimizer.b1", "optimizer.b2", "optimizer.weight_decay",
+    "optimizer.grad_clip", "optimizer.memory_size", "optimizer.linesearch", "optimizer.max_linesearch_steps",
+    "optimizer.use_learning_rate",
+    "training.steps", "training.grid_sizes", "training.batch_size", "training.grid_update_every",
+    "training.stop_grid_update_step", "training.log_every", "training.chunk_size", "training.stop_on_stall",
+    "regularization.lamb", "regularization.metric", "regularization.lamb_l1", "regularization.lamb_entropy",
+    "regularization.lamb_coef", "regularization.lamb_coefdiff",
+    "data",
+)
+
+
+def require_fields(config, fields) -> None:
+    """``ConfigError`` naming the first of the dotted ``fields`` that ``config`` lacks."""
+    for field in fields:
+        node = config
+        for part in field.split("."):
+            if not hasattr(node, "keys") or part not in node:
+                raise ConfigError(f"config.{field} is required (configs/default.py defines every field)")
+            node = node[part]
+
+
 def validate_config(config) -> None:
     """Checks the fields the runner reads; ConfigError naming the field and the allowed values."""
-    for field in ("seed", "model", "optimizer", "data", "training"):
-        if field not in config:
-            raise ConfigError(f"config.{field} is required (see SPEC.md)")
-    if config.model.get("kind", None) not in models.MODEL_KINDS:
-        raise ConfigError(f"model.kind must be one of {list(models.MODEL_KINDS)}, got {config.model.get('kind', None)!r}")
-    if config.optimizer.get("name", None) not in optim.OPTIMIZERS:
-        raise ConfigError(f"optimizer.name must be one of {list(optim.OPTIMIZERS)}, got {config.optimizer.get('name', None)!r}")
-    sched = config.optimizer.get("schedule", "constant") or "constant"
-    if sched not in optim.SCHEDULES:
-        raise ConfigError(f"optimizer.schedule must be one of {list(optim.SCHEDULES)}, got {sched!r}")
-    ls = config.optimizer.get("linesearch", "zoom") or "zoom"
-    if ls not in optim.LINESEARCHES:
-        raise ConfigError(f"optimizer.linesearch must be one of {list(optim.LINESEARCHES)}, got {ls!r}")
+    from kan_jax import regularize
     from kan_jax.train.pipelines import PIPELINE_CHECKS, PIPELINES
 
-    pipeline = config.get("pipeline", None)
-    if pipeline not in PIPELINES:
-        raise ConfigError(f"pipeline must be one of {sorted(PIPELINES)}, got {pipeline!r}")
-    if config.training.get("stop_on_stall", False) and pipeline != "symbolic":
-        raise ConfigError(f"training.stop_on_stall is supported by the symbolic pipeline only (pipeline={pipeline!r}); set it to False")
-    bs = int(config.training.get("batch_size", 0) or 0)
-    if bs < -1:
-        raise ConfigError(f"training.batch_size must be >= 1, or 0 / -1 for full batch, got {bs}")
+    require_fields(config, REQUIRED_FIELDS)
+    m, opt, tr = config.model, config.optimizer, config.training
+    for field, value, allowed in (
+        ("model.kind", m.kind, models.MODEL_KINDS),
+        ("optimizer.name", opt.name, optim.OPTIMIZERS),
+        ("optimizer.schedule", opt.schedule, optim.SCHEDULES),
+        ("optimizer.linesearch", opt.linesearch, optim.LINESEARCHES),
+        ("pipeline", config.pipeline, sorted(PIPELINES)),
+        ("model.activation", m.activation, sorted(models.MLP_ACTIVATIONS)),  # MLP only; a typo is reported anyway
+        ("regularization.metric", config.regularization.metric, regularize.METRICS),
+        ("dtype", config.dtype, PRECISIONS),
+    ):
+        if value not in allowed:
+            raise ConfigError(f"{field} must be one of {list(allowed)}, got {value!r}")
+    if tr.stop_on_stall and config.pipeline != "symbolic":
+        raise ConfigError(f"training.stop_on_stall is supported by the symbolic pipeline only (pipeline={config.pipeline!r}); set it to False")
+    check_number("training.batch_size", tr.batch_size, integer=True)
+    if tr.batch_size < -1:
+        raise ConfigError(f"training.batch_size must be >= 1, or 0 / -1 for full batch, got {tr.batch_size}")
     plan = stage_plan(config)
     _check_numbers(config)
     # model.grid_size is checked even when training.grid_sizes overrides it.
-    check_number("model.grid_size", config.model.get("grid_size", 5), lo=1, integer=True)
-    act = config.model.get("activation", "silu")
-    if act not in models.MLP_ACTIVATIONS:  # MLP only, but a typo is reported whatever the kind
-        raise ConfigError(f"model.activation must be one of {sorted(models.MLP_ACTIVATIONS)}, got {act!r}")
-    metric = config.get("regularization", {}).get("metric", None)
-    if metric is not None:
-        from kan_jax import regularize
-
-        if metric not in regularize.METRICS:
-            raise ConfigError(f"regularization.metric must be one of {list(regularize.METRICS)}, got {metric!r}")
+    check_number("model.grid_size", m.grid_size, lo=1, integer=True)
     try:  # every constructor check (widths, grid, order, basis, range), without allocating anything
         nnx.eval_shape(lambda: models.make_model(config, grid_size=plan[0][0]))
     except (ValueError, TypeError) as err:
         raise ConfigError(f"config.model: {err}") from None
-    if pipeline in PIPELINE_CHECKS:
-        PIPELINE_CHECKS[pipeline](config)
+    if config.pipeline in PIPELINE_CHECKS:
+        PIPELINE_CHECKS[config.pipeline](config)
 
 
-# (section, field, default, lowest allowed, whether the lowest value itself is allowed)
+# (section, field, lowest allowed, whether the lowest value itself is allowed)
 _NUMBER_FIELDS = (
-    ("optimizer", "learning_rate", 1e-3, 0.0, False),
-    ("optimizer", "warmup_steps", 0, 0, True),
-    ("optimizer", "end_learning_rate_factor", 0.0, 0.0, True),
-    ("optimizer", "weight_decay", 0.0, 0.0, True),
-    ("optimizer", "grad_clip", 0.0, 0.0, True),
-    ("optimizer", "memory_size", 10, 1, True),
-    ("optimizer", "max_linesearch_steps", 20, 1, True),
-    ("training", "grid_update_every", 0, 0, True),
-    ("training", "stop_grid_update_step", 0, 0, True),
-    ("training", "log_every", 0, 0, True),
-    ("training", "chunk_size", 100, 0, True),
-    ("regularization", "lamb", 0.0, 0.0, True),
-    ("regularization", "lamb_l1", 1.0, 0.0, True),
-    ("regularization", "lamb_entropy", 2.0, 0.0, True),
-    ("regularization", "lamb_coef", 0.0, 0.0, True),
-    ("regularization", "lamb_coefdiff", 0.0, 0.0, True),
-    (None, "checkpoint_every", 0, 0, True),
-    (None, "checkpoint_max_to_keep", 3, 1, True),
+    ("optimizer", "learning_rate", 0.0, False),
+    ("optimizer", "warmup_steps", 0, True),
+    ("optimizer", "end_learning_rate_factor", 0.0, True),
+    ("optimizer", "weight_decay", 0.0, True),
+    ("optimizer", "grad_clip", 0.0, True),
+    ("optimizer", "memory_size", 1, True),
+    ("optimizer", "max_linesearch_steps", 1, True),
+    ("training", "grid_update_every", 0, True),
+    ("training", "stop_grid_update_step", 0, True),
+    ("training", "log_every", 0, True),
+    ("training", "chunk_size", 1, True),
+    ("regularization", "lamb", 0.0, True),
+    ("regularization", "lamb_l1", 0.0, True),
+    ("regularization", "lamb_entropy", 0.0, True),
+    ("regularization", "lamb_coef", 0.0, True),
+    ("regularization", "lamb_coefdiff", 0.0, True),
+    (None, "checkpoint_every", 0, True),
+    (None, "checkpoint_max_to_keep", 1, True),
 )
 
 
 def _check_numbers(config) -> None:
     """Finite numbers at or above their lowest allowed value (a negative learning rate or grid-update
     period would otherwise run silently as something else)."""
-    for section, field, default, lo, inclusive in _NUMBER_FIELDS:
-        sec = config if section is None else config.get(section, None)
-        if sec is not None:
-            check_number(field if section is None else f"{section}.{field}", sec.get(field, default), lo=lo,
-                         lo_inclusive=inclusive, none_ok=True)
+    for section, field, lo, inclusive in _NUMBER_FIELDS:
+        sec = config if section is None else config[section]
+        check_number(field if section is None else f"{section}.{field}", sec[field], lo=lo, lo_inclusive=inclusive)
 
 
 def check_number(name: str, v, *, lo=None, hi=None, lo_inclusive: bool = True, integer: bool = False,
@@ -164,7 +180,7 @@ def load_dataset(config):
     """
     from kan_jax import data as kdata
 
-    spec = _with_default_dtype(config.data, config.get("dtype", None) or "float32")
+    spec = _with_default_dtype(config.data, config.dtype)
     key = json.dumps(spec, sort_keys=True, default=repr)
     if _LAST_DATASET[0] != key:
         try:

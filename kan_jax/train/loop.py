@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -44,33 +44,36 @@ class FitState:
     opt_state: Any
 
 
-def _reg_value(reg, key, default=0.0):
+# The keywords of ``kan_jax.regularize.penalty`` a ``regularization`` mapping may set (its own
+# defaults apply to the ones it leaves out).
+_PENALTY_KEYS = ("lamb_l1", "lamb_entropy", "lamb_coef", "lamb_coefdiff", "metric")
+
+
+def _reg_dict(reg) -> dict:
+    """``reg`` (a mapping or ConfigDict, or None) as a plain dict."""
     if reg is None:
-        return default
-    if isinstance(reg, Mapping):
-        return reg.get(key, default)
-    return reg.get(key, default) if hasattr(reg, "get") else getattr(reg, key, default)
-
-
-_REG_DEFAULTS = (("lamb_l1", 1.0), ("lamb_entropy", 2.0), ("lamb_coef", 0.0), ("lamb_coefdiff", 0.0))
-_REG_METRIC = "edge_forward_spline_n"
+        return {}
+    return dict(reg.to_dict() if hasattr(reg, "to_dict") else reg)
 
 
 def _lamb(regularization, lamb=None) -> float:
-    """The penalty weight: ``lamb`` when given, else ``regularization.lamb`` (0 without one)."""
-    return float(lamb if lamb is not None else (_reg_value(regularization, "lamb", 0.0) or 0.0))
+    """The penalty weight: ``lamb`` when given, else ``regularization["lamb"]`` (0 without one)."""
+    return float(lamb if lamb is not None else (_reg_dict(regularization).get("lamb") or 0.0))
 
 
 def _reg_items(regularization, lamb=None) -> tuple | None:
-    """The penalty's settings (with defaults) as a hashable tuple, ``lamb`` excluded (it is data).
+    """The penalty's keyword settings as a hashable tuple, ``lamb`` excluded (it is data).
 
     None (no penalty term in the loss) without ``regularization``, or when its ``lamb`` is 0 and
     no ``lamb`` is given: an explicit ``lamb`` (even 0) keeps the penalized loss's program.
     """
     if regularization is None or (lamb is None and _lamb(regularization) <= 0):
         return None
-    items = tuple((k, float(_reg_value(regularization, k, d))) for k, d in _REG_DEFAULTS)
-    return items + (("metric", str(_reg_value(regularization, "metric", _REG_METRIC) or _REG_METRIC)),)
+    reg = _reg_dict(regularization)
+    unknown = sorted(set(reg) - set(_PENALTY_KEYS) - {"lamb"})
+    if unknown:
+        raise ValueError(f"regularization: unknown keys {unknown}; allowed: {['lamb', *_PENALTY_KEYS]}")
+    return tuple((k, reg[k] if k == "metric" else float(reg[k])) for k in _PENALTY_KEYS if reg.get(k) is not None)
 
 
 def _loss_with_lamb(graphdef, reg_items) -> Callable:

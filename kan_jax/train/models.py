@@ -123,7 +123,7 @@ def make_model(config, *, grid_size: int | None = None, dtype=None, widths=None,
     Args:
       config: the experiment config (uses ``seed``, ``model.*``, ``dtype``).
       grid_size: overrides ``config.model.grid_size`` (e.g. to rebuild a model at a later stage's grid).
-      dtype: param dtype override (default ``config.dtype``, float32 when unset).
+      dtype: param dtype override (default ``config.dtype``).
       widths: overrides ``config.model.widths`` (e.g. a narrower network of the same config).
       seed: overrides ``config.seed`` (e.g. a restart).
 
@@ -131,10 +131,10 @@ def make_model(config, *, grid_size: int | None = None, dtype=None, widths=None,
       ValueError: naming the bad field and the allowed values.
     """
     m = config.model
-    kind = m.get("kind", "kan")
+    kind = m.kind
     if kind not in MODEL_KINDS:
         raise ValueError(f"model.kind must be one of {list(MODEL_KINDS)}, got {kind!r}")
-    dtype = jnp.dtype(dtype or config.get("dtype", None) or "float32")
+    dtype = jnp.dtype(dtype or config.dtype)
     rngs = nnx.Rngs(int(config.seed if seed is None else seed))
     widths = validate_widths(m.widths if widths is None else widths)
     g = int(grid_size if grid_size is not None else m.grid_size)
@@ -143,13 +143,13 @@ def make_model(config, *, grid_size: int | None = None, dtype=None, widths=None,
             widths,
             grid_size=g,
             spline_order=int(m.spline_order),
-            grid_range=tuple(m.get("grid_range", (-1.0, 1.0))),
-            basis=m.get("basis", "bspline"),
-            extrapolate=bool(m.get("extrapolate", True)),
+            grid_range=tuple(m.grid_range),
+            basis=m.basis,
+            extrapolate=bool(m.extrapolate),
             param_dtype=dtype,
             rngs=rngs,
         )
-    mlp_widths = m.get("mlp_widths", None)
+    mlp_widths = m.mlp_widths
     if not mlp_widths:
         mlp_widths = mlp_widths_matching(widths, g, int(m.spline_order))
-    return MLP(mlp_widths, activation=m.get("activation", "silu"), param_dtype=dtype, rngs=rngs)
+    return MLP(mlp_widths, activation=m.activation, param_dtype=dtype, rngs=rngs)

@@ -55,7 +55,7 @@ def run_fit(config, workdir: str) -> dict:
     tr = config.training
     key = jax.random.PRNGKey(int(config.seed))
     ckpt = Checkpointer(workdir, max_to_keep=int(config.checkpoint_max_to_keep))
-    checkpoint_every = int(config.get("checkpoint_every", 0) or 0)
+    checkpoint_every = int(config.checkpoint_every)
     x_train = loop.device_array(ds.x_train)
 
     # ---- resume
@@ -84,7 +84,7 @@ def run_fit(config, workdir: str) -> dict:
     n_params = models.count_params(model)
     progress = Progress(total_steps)
     diverged = False
-    log_every = int(tr.get("log_every", 10) or 0)
+    log_every = int(tr.log_every)
 
     for s in range(stage, len(plan)):
         grid_size, steps = plan[s]
@@ -118,10 +118,10 @@ def run_fit(config, workdir: str) -> dict:
             steps=steps,
             optimizer=optimizer,
             lbfgs=optim.is_lbfgs(config.optimizer),
-            batch_size=int(tr.get("batch_size", 0) or 0),
-            grid_update_every=int(tr.get("grid_update_every", 0) or 0),
-            stop_grid_update_step=int(tr.get("stop_grid_update_step", 0) or 0),
-            regularization=config.get("regularization", None),
+            batch_size=int(tr.batch_size),
+            grid_update_every=int(tr.grid_update_every),
+            stop_grid_update_step=int(tr.stop_grid_update_step),
+            regularization=config.regularization,
             key=jax.random.fold_in(key, s),
             start_step=stage_step,
             opt_state=opt_state,
@@ -129,7 +129,7 @@ def run_fit(config, workdir: str) -> dict:
             log_fn=log_fn,
             checkpoint_every=checkpoint_every,
             checkpoint_fn=checkpoint_fn,
-            chunk_size=int(tr.get("chunk_size", 100) or 100),
+            chunk_size=int(tr.chunk_size),
         )
         stage_step = 0
         if hist["diverged"]:

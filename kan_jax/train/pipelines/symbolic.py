@@ -1,29 +1,29 @@
 """The "symbolic" pipeline (pykan's hellokan): train sparse, prune, refine, fit symbols, retrain.
 
-Stages (``config.symbolic.*``, all optional; defaults in brackets):
+Stages (``config.symbolic.*``: every field is required, configs/symbolic.py sets them):
 
 1. ``train``: ``training.steps`` steps with ``config.regularization`` (sparsity), grid updates;
 2. ``prune``: ``kan_jax.prune.prune(model, x_train, node_threshold, edge_threshold)``
-   [``symbolic.prune``: True; thresholds 1e-2 / 3e-2 on the std attribution scores,
-   ``symbolic.prune_measure`` ``"std"``], then ``symbolic.prune_steps`` [50] steps
-   without regularization; with ``symbolic.prune_search`` [False], the narrowest hidden widths
-   whose retrained train RMSE stays within ``symbolic.prune_search_tol`` [2] times that or
-   below ``symbolic.prune_search_rtol`` [1e-2] times the target's std (``_narrowest``).
+   (``symbolic.prune``; ``symbolic.node_threshold`` / ``edge_threshold`` on the attribution scores
+   of ``symbolic.prune_measure``), then ``symbolic.prune_steps`` steps
+   without regularization; with ``symbolic.prune_search``, the narrowest hidden widths
+   whose retrained train RMSE stays within ``symbolic.prune_search_tol`` times that or
+   below ``symbolic.prune_search_rtol`` times the target's std (``_narrowest``).
    Pruning masks the removed nodes (``masked=True``: the same function at the same shapes), so
    these stages run the first stage's compiled training loop (the penalty weight is data,
    ``fit(lamb=0)``); ``pruned_widths`` are the live nodes' widths (``kan_jax.prune.live_widths``);
-3. ``refine``: grid extension to ``symbolic.refine_grid`` [10] and ``symbolic.refine_steps`` [50]
+3. ``refine``: grid extension to ``symbolic.refine_grid`` and ``symbolic.refine_steps``
    steps (skipped if ``refine_grid`` is 0/None);
 4. ``plots/kan_before.png`` (the diagram), then ``auto_symbolic`` on the training inputs (``symbolic.lib``: list of library names or None for
-   the full library; ``symbolic.r2_threshold`` [0], ``symbolic.weight_simple`` [0.8]);
-   With ``symbolic.progressive`` [False] the layers are fixed one at a time from the input side,
+   the full library; ``symbolic.r2_threshold``, ``symbolic.weight_simple``);
+   With ``symbolic.progressive`` the layers are fixed one at a time from the input side,
    each followed by ``symbolic.retrain_steps`` steps (stage ``symbolic_layer{l}``, grid updates on)
    that retrain the remaining splines to absorb what the fixed functions changed; the only
    input edge of a hidden node is fixed to ``x`` (``pass_through_edges``: a chain ``g(f(x))`` is
    one function, carried by the next layer);
-5. ``retrain``: ``symbolic.retrain_steps`` [50] steps training the affine params ``a, b, c, d``
+5. ``retrain``: ``symbolic.retrain_steps`` steps training the affine params ``a, b, c, d``
    (and any edge left a spline), no grid update;
-6. ``plots/kan.png`` (the diagram with its symbolic edges), ``symbolic_formula`` (``symbolic.digits`` [4]
+6. ``plots/kan.png`` (the diagram with its symbolic edges), ``symbolic_formula`` (``symbolic.digits``
    decimals for constants that do not snap, 2 more at a time up to 12 while the rounded formula
    fits the training data more than 2x worse than the network: ``formula_digits``; the simplest
    accurate of the simplified and the composed formula, each also with its linear constants refit
@@ -36,12 +36,12 @@ Stages (``config.symbolic.*``, all optional; defaults in brackets):
 
 Symbolic passes: stages 4-6 run on a copy of the spline network with ``symbolic.weight_simple``,
 then, while the formula is not exact on the training data, again with each value of
-``symbolic.weight_simple_retry`` [none] (simpler functions preferred); the pass with the lowest
+``symbolic.weight_simple_retry`` (simpler functions preferred); the pass with the lowest
 train RMSE is kept and every pass is listed in ``symbolic_passes``.
 
-Restarts: ``symbolic.restarts`` [1] attempts of stages 1-6, seeded ``seed, seed + 1, ...``,
+Restarts: ``symbolic.restarts`` attempts of stages 1-6, seeded ``seed, seed + 1, ...``,
 stopping at the first whose formula is exact on the training data (train RMSE at most
-``symbolic.exact_rtol`` [1e-9] times the target's std); results.json reports the attempt whose
+``symbolic.exact_rtol`` times the target's std); results.json reports the attempt whose
 formula has the lowest *train* RMSE (the test set never selects), with every attempt listed
 under ``attempts``. Different initializations find different decompositions of the same
 function (``x_1*x_2`` as sums of squares, or a tangle of sines that only approximates it);
@@ -76,46 +76,51 @@ from flax import nnx
 from kan_jax import prune as kprune
 from kan_jax import symbolic as S
 from kan_jax.train import loop, models, optim
-from kan_jax.train.config import ConfigError, check_number, load_dataset
+from kan_jax.train.config import ConfigError, check_number, load_dataset, require_fields
 from kan_jax.train.pipelines import register_pipeline
 from kan_jax.train.workdir import MetricsWriter, write_json
 
 
-def _get(cfg, key, default):
-    sym = cfg.get("symbolic", None)
-    return default if sym is None else sym.get(key, default)
+# The ``symbolic`` section's fields (configs/symbolic.py defines them all; ``_check_symbolic``
+# requires every one: the library keeps no defaults of its own).
+SYMBOLIC_FIELDS = (
+    "restarts", "standardize", "prune", "prune_measure", "node_threshold", "edge_threshold", "prune_steps",
+    "prune_search", "prune_search_tol", "prune_search_rtol", "refine_grid", "refine_steps", "lib", "r2_threshold",
+    "weight_simple", "weight_simple_retry", "progressive", "retrain_steps", "digits", "exact_rtol", "agreement_rtol",
+)
 
 
 def _exact_level(config, ds) -> float:
     """Train RMSE at or below which a formula counts as exact: ``exact_rtol`` [1e-9] x std(y)."""
-    return float(_get(config, "exact_rtol", 1e-9)) * (float(np.std(ds.y_train)) or 1.0)
+    return float(config.symbolic.exact_rtol) * (float(np.std(ds.y_train)) or 1.0)
 
 
 def _check_symbolic(config) -> None:
     """The symbolic pipeline's fields, checked before anything runs (``validate_config``):
     ``ConfigError`` naming the field and the allowed values."""
-    if config.model.get("kind", None) != "kan":
-        raise ConfigError(f"the symbolic pipeline needs model.kind='kan', got {config.model.get('kind', None)!r}")
+    require_fields(config, [f"symbolic.{field}" for field in SYMBOLIC_FIELDS])
+    if config.model.kind != "kan":
+        raise ConfigError(f"the symbolic pipeline needs model.kind='kan', got {config.model.kind!r}")
 
-    def number(field, default, **kw):
-        check_number(f"symbolic.{field}", _get(config, field, default), **kw)
+    def number(field, **kw):
+        check_number(f"symbolic.{field}", config.symbolic[field], **kw)
 
-    number("restarts", 1, lo=1, integer=True)
+    number("restarts", lo=1, integer=True)
     for field in ("prune_steps", "refine_steps", "retrain_steps"):
-        number(field, 50, lo=0, integer=True)
-    number("refine_grid", 10, lo=0, integer=True, none_ok=True)
-    number("node_threshold", 1e-2, lo=0.0)
-    number("edge_threshold", 3e-2, lo=0.0)
-    number("prune_search_tol", 2.0, lo=0.0)
-    number("prune_search_rtol", 1e-2, lo=0.0)
-    number("r2_threshold", 0.0, lo=0.0, hi=1.0)
-    number("digits", 4, lo=0, hi=12, integer=True)
-    number("exact_rtol", 1e-9, lo=0.0)
-    number("agreement_rtol", 1e-3, lo=0.0)
-    measure = _get(config, "prune_measure", "std")
+        number(field, lo=0, integer=True)
+    number("refine_grid", lo=0, integer=True, none_ok=True)
+    number("node_threshold", lo=0.0)
+    number("edge_threshold", lo=0.0)
+    number("prune_search_tol", lo=0.0)
+    number("prune_search_rtol", lo=0.0)
+    number("r2_threshold", lo=0.0, hi=1.0)
+    number("digits", lo=0, hi=12, integer=True)
+    number("exact_rtol", lo=0.0)
+    number("agreement_rtol", lo=0.0)
+    measure = config.symbolic.prune_measure
     if measure not in kprune.MEASURES:
         raise ConfigError(f"symbolic.prune_measure must be one of {list(kprune.MEASURES)}, got {measure!r}")
-    names = _get(config, "lib", None)
+    names = config.symbolic.lib
     if names is not None:
         unknown = [n for n in names if n not in S.SYMBOLIC_LIB] if isinstance(names, (list, tuple)) else [names]
         if unknown or not names:
@@ -128,7 +133,7 @@ def _check_symbolic(config) -> None:
 def run_symbolic(config, workdir: str) -> dict:
     """Runs the symbolic pipeline (with restarts); returns (and writes) the results dict."""
     t0 = time.time()  # config checked by train_and_evaluate (validate_config runs _check_symbolic)
-    restarts = int(_get(config, "restarts", 1))
+    restarts = int(config.symbolic.restarts)
     ds = load_dataset(config)
     metrics = MetricsWriter(workdir, resume_step=-1)
     exact = _exact_level(config, ds)
@@ -215,14 +220,14 @@ class Attempt:
     @property
     def lib(self):
         """The symbolic library the config names (None: the whole library)."""
-        names = _get(self.config, "lib", None)
+        names = self.config.symbolic.lib
         return None if not names else {k: S.SYMBOLIC_LIB[k] for k in names}
 
 
 def run_attempt(config, ds, *, seed: int, metrics, step0: int) -> dict:
     """One run of the pipeline from ``seed``: train, prune, refine, symbolic passes, formula."""
     st = Attempt(config=config, ds=ds, seed=seed, metrics=metrics, step0=step0)
-    if _get(config, "standardize", False):
+    if config.symbolic.standardize:
         st.mu, st.sigma = float(np.mean(ds.y_train)), float(np.std(ds.y_train)) or 1.0
     st.fit_ds = _standardized(ds, st.mu, st.sigma)
     model = sparse_stage(st)
@@ -261,13 +266,13 @@ def train(st: Attempt, model, steps: int, name: str, *, regularization=None, lam
         st.metrics.write({"step": base + step, "stage": name, "seed": st.seed, "train_loss": info["train_loss"],
                           **_evaluate(st, live)})
 
-    every = int(tr.get("grid_update_every", 0) or 0) if grid_update else 0
+    every = int(tr.grid_update_every) if grid_update else 0
     model, hist = loop.fit(
         model, st.fit_ds, steps=steps, optimizer=st.optimizers[opt_key], lbfgs=lbfgs,
-        batch_size=int(tr.get("batch_size", 0) or 0), chunk_size=int(tr.get("chunk_size", 100) or 100),
-        grid_update_every=every, stop_grid_update_step=int(tr.get("stop_grid_update_step", 0) or 0) if every else 0,
+        batch_size=int(tr.batch_size), chunk_size=int(tr.chunk_size),
+        grid_update_every=every, stop_grid_update_step=int(tr.stop_grid_update_step) if every else 0,
         regularization=regularization, lamb=lamb, key=jax.random.fold_in(jax.random.PRNGKey(st.seed), len(st.stages)),
-        log_every=int(tr.get("log_every", 0) or 0), log_fn=log_fn, stop_on_stall=bool(tr.get("stop_on_stall", False)),
+        log_every=int(tr.log_every), log_fn=log_fn, stop_on_stall=bool(tr.stop_on_stall),
     )
     ran = int(hist["state"].step)  # fewer than ``steps`` when the stage diverged or stalled
     st.step0 += ran
@@ -288,8 +293,8 @@ def _evaluate(st: Attempt, model) -> dict:
 def _no_penalty(st: Attempt) -> dict:
     """``train`` arguments for a stage without the penalty that runs the penalized stage's compiled
     loop: the same regularization settings with ``lamb = 0`` (the weight is data)."""
-    reg = st.config.get("regularization", None)
-    return {"regularization": reg, "lamb": 0.0} if reg is not None and float(reg.get("lamb", 0.0) or 0.0) > 0 else {}
+    reg = st.config.regularization
+    return {"regularization": reg, "lamb": 0.0} if float(reg.lamb) > 0 else {}
 
 
 def sparse_stage(st: Attempt):
@@ -297,7 +302,7 @@ def sparse_stage(st: Attempt):
     tr = st.config.training
     steps = int(tr.steps[0] if isinstance(tr.steps, (list, tuple)) else tr.steps)
     model = models.make_model(st.config, seed=st.seed)
-    return train(st, model, steps, "train", regularization=st.config.get("regularization", None))
+    return train(st, model, steps, "train", regularization=st.config.regularization)
 
 
 def prune_stage(st: Attempt, model):
@@ -305,27 +310,27 @@ def prune_stage(st: Attempt, model):
 
     Returns ``(model, pruned_widths)``; the widths are the live nodes' (None without pruning).
     """
-    if not _get(st.config, "prune", True):
+    if not st.config.symbolic.prune:
         return model, None
-    measure = str(_get(st.config, "prune_measure", "std"))
-    steps = int(_get(st.config, "prune_steps", 50))
-    model = kprune.prune(model, st.x_train, node_threshold=float(_get(st.config, "node_threshold", 1e-2)),
-                         edge_threshold=float(_get(st.config, "edge_threshold", 3e-2)), measure=measure, masked=True)
+    measure = str(st.config.symbolic.prune_measure)
+    steps = int(st.config.symbolic.prune_steps)
+    model = kprune.prune(model, st.x_train, node_threshold=float(st.config.symbolic.node_threshold),
+                         edge_threshold=float(st.config.symbolic.edge_threshold), measure=measure, masked=True)
     model = train(st, model, steps, "prune", **_no_penalty(st))
-    if _get(st.config, "prune_search", False):
-        floor = float(_get(st.config, "prune_search_rtol", 1e-2)) * float(np.std(st.ds.y_train))
-        model = _narrowest(st, model, tol=float(_get(st.config, "prune_search_tol", 2.0)), floor=floor, steps=steps,
+    if st.config.symbolic.prune_search:
+        floor = float(st.config.symbolic.prune_search_rtol) * float(np.std(st.ds.y_train))
+        model = _narrowest(st, model, tol=float(st.config.symbolic.prune_search_tol), floor=floor, steps=steps,
                            measure=measure)
     return model, _widths(model)
 
 
 def refine_stage(st: Attempt, model):
     """Stage 3: grid extension to ``symbolic.refine_grid`` and ``symbolic.refine_steps`` steps."""
-    grid = _get(st.config, "refine_grid", 10)
+    grid = st.config.symbolic.refine_grid
     if not grid:
         return model
     model.refine(int(grid), st.x_train)
-    return train(st, model, int(_get(st.config, "refine_steps", 50)), "refine")
+    return train(st, model, int(st.config.symbolic.refine_steps), "refine")
 
 
 def unstandardize(st: Attempt, model) -> None:
@@ -344,10 +349,10 @@ def symbolic_pass(st: Attempt, model, weight_simple: float, model_before: dict) 
     first = len(st.stages)
     x = st.x_train
     lib = st.lib
-    sym_kw = {"lib": lib, "r2_threshold": float(_get(st.config, "r2_threshold", 0.0)), "weight_simple": weight_simple}
-    retrain_steps = int(_get(st.config, "retrain_steps", 50))
+    sym_kw = {"lib": lib, "r2_threshold": float(st.config.symbolic.r2_threshold), "weight_simple": weight_simple}
+    retrain_steps = int(st.config.symbolic.retrain_steps)
     n_layers = len(model.layers)
-    if bool(_get(st.config, "progressive", False)) and n_layers > 1:
+    if bool(st.config.symbolic.progressive) and n_layers > 1:
         # Layer by layer: fix one layer's edges, retrain the rest (splines and affine params) so
         # the later layers absorb what the fixed functions changed, then fit the next layer.
         report = []
@@ -406,8 +411,8 @@ def _diverged(sym_train: float, spline_train: float, y_std: float) -> bool:
 def _weights_simple(config) -> list[float]:
     """``[weight_simple] + weight_simple_retry`` without repeats; ConfigError naming the field."""
     out = []
-    for field, vals in (("weight_simple", [_get(config, "weight_simple", 0.8)]),
-                        ("weight_simple_retry", list(_get(config, "weight_simple_retry", None) or []))):
+    for field, vals in (("weight_simple", [config.symbolic.weight_simple]),
+                        ("weight_simple_retry", list(config.symbolic.weight_simple_retry or []))):
         for w in vals:
             if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0.0 <= float(w) <= 1.0:
                 raise ConfigError(f"symbolic.{field} must be numbers in [0, 1], got {w!r}")
@@ -429,12 +434,12 @@ def _formula(config, model, ds, model_train: float, model_before: dict, exact: f
     results_formula = {"formula": None, "formula_test_rmse": None}
     formula_train_rmse = float("inf")
     try:
-        for digits in range(int(_get(config, "digits", 4)), 13, 2):
+        for digits in range(int(config.symbolic.digits), 13, 2):
             formulas, formula_train_rmse = _best_formula(model, ds, digits, good=2 * model_train + exact, exact=exact)
             if formula_train_rmse <= 2 * model_train + exact:
                 break
         chk = S.check_formula(model, formulas, ds.x_test, y=ds.y_test, input_names=input_names,
-                              rtol=float(_get(config, "agreement_rtol", 1e-3)))
+                              rtol=float(config.symbolic.agreement_rtol))
         text = [str(f) for f in formulas]
         results_formula = {
             "formula": text[0] if len(text) == 1 else text,
