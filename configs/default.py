@@ -2,7 +2,7 @@
 
 The base config every experiment config starts from: a KAN [2, 5, 1] fitted with L-BFGS to
 f(x_1, x_2) = exp(sin(pi*x_1) + x_2**2) at one grid size. ``:quick`` is a few-second smoke run.
-Fields (SPEC.md): seed, model.*, optimizer.*, training.*, regularization.*, data.*, mesh, dtype,
+Fields (docs/DESIGN.md): seed, model.*, optimizer.*, training.*, regularization.*, data.*, mesh, dtype,
 pipeline. Every field the runner (kan_jax.train) reads is defined here with its value: the
 defaults live in the configs, not in the library. The symbolic pipeline's ``symbolic`` section is
 added by configs/symbolic.py.

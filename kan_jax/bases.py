@@ -2,7 +2,7 @@
 
 A basis family turns per-input knots (the layer's grid) and inputs into basis values; the layer
 math in ``kan_jax.functional`` only ever calls ``basis_values``. Today the family is the B-spline
-of SPEC.md; the registry is where other families (Chebyshev, RBF, ...) plug in.
+of the layer contract; the registry is where other families (Chebyshev, RBF, ...) plug in.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Pure KAN layer math over a params pytree and a grid.
 
-A layer with ``n`` inputs and ``o`` outputs computes (SPEC.md)::
+A layer with ``n`` inputs and ``o`` outputs computes (docs/DESIGN.md)::
 
     y_j = bias_j + sum_i mask_ij * phi_ij(x_i)
     phi_ij(x) = w_base[i, j] * b(x) + w_spline[i, j] * sum_m coef[i, j, m] * B_m(x; grid_i)

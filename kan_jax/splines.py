@@ -1,6 +1,6 @@
 """Pure B-spline math: knots, basis, evaluation, least-squares fits, grid update and refinement.
 
-Conventions (see SPEC.md):
+Conventions (see docs/DESIGN.md):
 
 * A grid of ``G`` intervals of order ``k`` is an increasing knot vector of ``G + 2k + 1``
   knots: the ``G + 1`` knots of the base interval ``[t[k], t[G + k]]`` plus ``k`` extension

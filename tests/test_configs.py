@@ -27,7 +27,7 @@ CASES = {
 }
 CASE_IDS = [(name, arg) for name, args in CASES.items() for arg in args]
 
-# SPEC.md: the fields every config defines.
+# The fields every config defines (the config contract, docs/DESIGN.md).
 SPEC_FIELDS = ("seed", "model.kind", "model.widths", "model.grid_size", "model.spline_order", "model.basis",
                "optimizer.name", "optimizer.learning_rate", "mesh", "data")
 
