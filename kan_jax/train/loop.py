@@ -305,7 +305,7 @@ def fit(
         fn = _make_chunk_fn(graphdef, optimizer, bool(lbfgs), reg_items, batch_size, chunk_size)
         if lbfgs and batch_size <= 0:
             opt_state = _lbfgs_start_fn(graphdef, reg_items)(params, rest, opt_state, x, y, lamb)
-        params, opt_state, losses = fn(params, rest, opt_state, x, y, key, jnp.asarray(step), jnp.asarray(n), lamb)
+        params, opt_state, losses = fn(params, rest, opt_state, x, y, key, np.asarray(step), np.asarray(n), lamb)
         losses = np.asarray(losses[:n])
         hist_steps.extend(range(step + 1, end + 1))
         hist_loss.extend(losses.tolist())
@@ -347,7 +347,7 @@ def _setup(model, optimizer, lbfgs, opt_state, regularization, lamb):
     # ``nnx.clone`` shares them) and optax may alias one buffer in several leaves: copy.
     params, opt_state = _owned_copy((params, jax.tree_util.tree_map(jnp.asarray, opt_state)))
     reg_items = _reg_items(regularization, lamb)
-    lamb = jnp.asarray(_lamb(regularization, lamb) if reg_items else 0.0, jnp.result_type(float))
+    lamb = np.asarray(_lamb(regularization, lamb) if reg_items else 0.0, jnp.result_type(float))
     return graphdef, params, rest, opt_state, bool(lbfgs), reg_items, lamb
 
 
