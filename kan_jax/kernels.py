@@ -33,19 +33,9 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-__all__ = [
-    "is_uniform",
-    "uniform_local",
-    "uniform_basis",
-    "general_basis",
-    "general_local",
-    "knot_interval",
-    "features",
-    "dense_features",
-    "contract",
-    "PATHS",
-    "choose_path",
-]
+# What users call; the basis evaluators are public math (tests compare them to scipy), the
+# local-window, chunking and custom-VJP pieces are internals of ``contract``.
+__all__ = ["PATHS", "choose_path", "contract", "is_uniform", "uniform_basis", "general_basis"]
 
 PATHS = ("uniform", "general", "local_uniform", "local_general")
 
