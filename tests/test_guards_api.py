@@ -9,7 +9,6 @@ import math
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 import sympy
@@ -24,7 +23,9 @@ from kan_jax import train
 
 
 def _opt(**kw):
-    c = ml_collections.ConfigDict()
+    from configs import default
+
+    c = default.get_config().optimizer  # every optimizer field, as the runner gets them
     c.name = "adam"
     c.learning_rate = 0.1
     c.schedule = "constant"
@@ -32,6 +33,7 @@ def _opt(**kw):
     c.end_learning_rate_factor = 0.0
     c.weight_decay = 1e-4
     c.grad_clip = 0.0
+    c.b1, c.b2 = 0.9, 0.999
     for k, v in kw.items():
         setattr(c, k, v)
     return c

@@ -8,11 +8,17 @@ again: they must be dropped, not duplicated.
 
 import json
 import os
+import sys
 
 import pytest
 
 from kan_jax import train
-from kan_jax.train import pipeline
+
+
+def _fit_module():
+    """The module of the "fit" pipeline (it holds the ``_after_checkpoint`` test hook), wherever
+    the training package keeps it."""
+    return sys.modules[train.PIPELINES["fit"].__module__]
 
 
 @pytest.fixture(autouse=True)
@@ -50,15 +56,17 @@ def test_resume_after_kill_between_checkpoints(uninterrupted, tmp_path, monkeypa
     c = _config()
     assert kill_at % c.training.log_every == 0 and kill_at % c.checkpoint_every != 0  # logged, not checkpointed
 
-    class KillingWriter(train.MetricsWriter):
-        def write(self, record):
-            super().write(record)
-            if record["step"] == kill_at:
-                raise _Killed(f"killed after logging step {kill_at}")
+    write = train.MetricsWriter.write
+
+    def killing_write(self, record):
+        write(self, record)
+        if record["step"] == kill_at:
+            raise _Killed(f"killed after logging step {kill_at}")
 
     checkpoints = []
-    monkeypatch.setattr(pipeline, "MetricsWriter", KillingWriter)
-    monkeypatch.setattr(pipeline, "_after_checkpoint", checkpoints.append)
+    assert hasattr(_fit_module(), "_after_checkpoint")
+    monkeypatch.setattr(train.MetricsWriter, "write", killing_write)
+    monkeypatch.setattr(_fit_module(), "_after_checkpoint", checkpoints.append)
     with pytest.raises(_Killed):
         train.train_and_evaluate(c, str(tmp_path))
     # The kill came after a checkpoint and after at least one more metrics line.
@@ -70,8 +78,8 @@ def test_resume_after_kill_between_checkpoints(uninterrupted, tmp_path, monkeypa
     assert ck.latest_step() == last_ckpt == kill_at - kill_at % c.checkpoint_every
     ck.close()
 
-    monkeypatch.setattr(pipeline, "MetricsWriter", train.MetricsWriter)
-    monkeypatch.setattr(pipeline, "_after_checkpoint", None)
+    monkeypatch.setattr(train.MetricsWriter, "write", write)
+    monkeypatch.setattr(_fit_module(), "_after_checkpoint", None)
     resumed = train.train_and_evaluate(c, str(tmp_path))
     steps = [r["step"] for r in _metrics(str(tmp_path))]
     assert steps == sorted(set(steps)), f"duplicated or unordered steps: {steps}"

@@ -5,9 +5,7 @@ configs/symbolic.py:'x_1+x_2**2,quick' on a [2, 1, 1] KAN with the library {x, x
 formula is sympy-equal to the truth and numerically equal on random points.
 """
 
-import importlib.util
 import json
-import os
 
 import numpy as np
 import pytest
@@ -15,7 +13,6 @@ import sympy
 
 from kan_jax import train
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRUTH = "x_1+x_2**2"
 
 
@@ -25,10 +22,9 @@ def _no_persistent_cache(monkeypatch):
 
 
 def _symbolic_config(arg):
-    spec = importlib.util.spec_from_file_location("_cfg_symbolic_guard", os.path.join(ROOT, "configs", "symbolic.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.get_config(arg)
+    from configs import symbolic
+
+    return symbolic.get_config(arg)
 
 
 def test_quick_symbolic_pipeline_recovers_the_formula(tmp_path):
