@@ -74,7 +74,7 @@ def test_resume_after_kill_between_checkpoints(uninterrupted, tmp_path, monkeypa
     assert last_ckpt < kill_at
     written = [r["step"] for r in _metrics(str(tmp_path))]
     assert written[-1] == kill_at and [s for s in written if s > last_ckpt] == [kill_at]
-    ck = train.Checkpointer(str(tmp_path))
+    ck = train.Checkpointer(str(tmp_path), max_to_keep=3)
     assert ck.latest_step() == last_ckpt == kill_at - kill_at % c.checkpoint_every
     ck.close()
 
