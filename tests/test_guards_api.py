@@ -63,6 +63,8 @@ CASES = [
     (dict(schedule="warmup_cosine", warmup_steps=10), 50, lambda t: _warmup_cosine(t, 0.1, 50, 10, 0.0)),
     (dict(schedule="warmup_cosine", warmup_steps=10, end_learning_rate_factor=0.25), 50,
      lambda t: _warmup_cosine(t, 0.1, 50, 10, 0.25)),
+    # No warmup: the cosine decay from step 0 (the first step is not wasted at lr 0).
+    (dict(schedule="warmup_cosine", warmup_steps=0), 50, lambda t: _warmup_cosine(t, 0.1, 50, 0, 0.0)),
     # warmup_steps beyond the run are clamped to steps - 1.
     (dict(schedule="warmup_cosine", warmup_steps=500), 20, lambda t: _warmup_cosine(t, 0.1, 20, 19, 0.0)),
     (dict(schedule="exponential", end_learning_rate_factor=0.01), 40, lambda t: _exponential(t, 0.1, 40, 0.01)),

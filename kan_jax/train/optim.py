@@ -28,7 +28,9 @@ def make_schedule(opt_config, steps: int):
         return optax.cosine_decay_schedule(lr, steps, alpha=end)
     if name == "warmup_cosine":
         warm = min(int(opt_config.warmup_steps), steps - 1)
-        return optax.warmup_cosine_decay_schedule(0.0, lr, max(warm, 1), steps, end_value=lr * end)
+        if warm <= 0:  # no warmup: the cosine decay from the first step (not lr 0 at step 0)
+            return optax.cosine_decay_schedule(lr, steps, alpha=end)
+        return optax.warmup_cosine_decay_schedule(0.0, lr, warm, steps, end_value=lr * end)
     if name == "exponential":
         return optax.exponential_decay(lr, steps, max(end, 1e-12))
     raise ValueError(f"optimizer.schedule must be one of {list(SCHEDULES)}, got {name!r}")

@@ -54,98 +54,97 @@ def run_fit(config, workdir: str) -> dict:
     total_steps = sum(s for _, s in plan)
     tr = config.training
     key = jax.random.PRNGKey(int(config.seed))
-    ckpt = Checkpointer(workdir, max_to_keep=int(config.checkpoint_max_to_keep))
-    checkpoint_every = int(config.checkpoint_every)
-    x_train = loop.device_array(ds.x_train)
+    with Checkpointer(workdir, max_to_keep=int(config.checkpoint_max_to_keep)) as ckpt:  # closed on failure too
+        checkpoint_every = int(config.checkpoint_every)
+        x_train = loop.device_array(ds.x_train)
 
-    # ---- resume
-    stage, stage_step, stage_records, prev_wall = 0, 0, [], 0.0
-    opt_state = None
-    latest = ckpt.latest_step()
-    if latest is not None:
-        meta = ckpt.restore_meta(latest)
-        stage, stage_step, stage_records = meta["stage"], meta["stage_step"], meta["stages"]
-        prev_wall = float(meta.get("wall_time_s", 0.0))
-        model = models.make_model(config, grid_size=plan[stage][0])
-        optimizer = optim.make_optimizer(config.optimizer, plan[stage][1])
-        like = _ckpt_state(model, loop.init_opt_state(optimizer, nnx.state(model, nnx.Param), lbfgs=optim.is_lbfgs(config.optimizer)), key)
-        restored = ckpt.restore_state(latest, like)
-        model = _load_into(model, restored)
-        opt_state = restored["opt_state"]
-        key = jax.random.wrap_key_data(restored["key"]) if _is_typed(key) else jnp.asarray(restored["key"])
-        logging.info("resumed from step %d (stage %d, stage step %d)", latest, stage, stage_step)
-        if stage_step >= plan[stage][1]:  # that stage was finished
-            stage, stage_step, opt_state = stage + 1, 0, None
-            if stage < len(plan):
-                model.refine(plan[stage][0], x_train)
-    else:
-        model = models.make_model(config, grid_size=plan[0][0])
-    metrics = MetricsWriter(workdir, resume_step=latest if latest is not None else -1)
-    n_params = models.count_params(model)
-    progress = Progress(total_steps)
-    diverged = False
-    log_every = int(tr.log_every)
-
-    for s in range(stage, len(plan)):
-        grid_size, steps = plan[s]
-        base = sum(st for _, st in plan[:s])
-        if s > stage or (s == stage and stage_step == 0 and s > 0 and latest is None):
-            # Grid extension: refine to the new grid (function kept) and start a fresh optimizer.
-            # L-BFGS's curvature history is in the coordinates of the old basis and the params
-            # change shape, so it cannot carry over; Adam's moments are reset for the same reason.
-            model.refine(grid_size, x_train)
-            opt_state = None
-            stage_step = 0
-        optimizer = optim.make_optimizer(config.optimizer, steps)
-
-        def log_fn(step, live_model, info, s=s, base=base, grid_size=grid_size):
-            ev = loop.evaluate(live_model, ds)
-            rec = {"step": base + step, "stage": s, "grid_size": grid_size, "train_loss": info["train_loss"], **ev}
-            rec["wall_time_s"] = prev_wall + time.time() - t_start
-            metrics.write(rec)
-            progress.update(base + step, {"G": grid_size, "loss": info["train_loss"], "test_rmse": ev["test_rmse"]})
-
-        def checkpoint_fn(fs, s=s, base=base, grid_size=grid_size):
-            meta = {"stage": s, "stage_step": fs.step, "stages": stage_records, "grid_size": grid_size,
-                    "wall_time_s": prev_wall + time.time() - t_start}
-            ckpt.save(base + fs.step, _ckpt_state(fs.model, fs.opt_state, key), meta)
-            if _after_checkpoint is not None:
-                _after_checkpoint(base + fs.step)
-
-        model, hist = loop.fit(
-            model,
-            ds,
-            steps=steps,
-            optimizer=optimizer,
-            lbfgs=optim.is_lbfgs(config.optimizer),
-            batch_size=int(tr.batch_size),
-            grid_update_every=int(tr.grid_update_every),
-            stop_grid_update_step=int(tr.stop_grid_update_step),
-            regularization=config.regularization,
-            key=jax.random.fold_in(key, s),
-            start_step=stage_step,
-            opt_state=opt_state,
-            log_every=log_every,
-            log_fn=log_fn,
-            checkpoint_every=checkpoint_every,
-            checkpoint_fn=checkpoint_fn,
-            chunk_size=int(tr.chunk_size),
-        )
-        stage_step = 0
-        if hist["diverged"]:
-            diverged = True
-            break
-        ev = loop.evaluate(model, ds)
+        # ---- resume
+        stage, stage_step, stage_records, prev_wall = 0, 0, [], 0.0
+        opt_state = None
+        latest = ckpt.latest_step()
+        if latest is not None:
+            meta = ckpt.restore_meta(latest)
+            stage, stage_step, stage_records = meta["stage"], meta["stage_step"], meta["stages"]
+            prev_wall = float(meta.get("wall_time_s", 0.0))
+            model = models.make_model(config, grid_size=plan[stage][0])
+            optimizer = optim.make_optimizer(config.optimizer, plan[stage][1])
+            like = _ckpt_state(model, loop.init_opt_state(optimizer, nnx.state(model, nnx.Param), lbfgs=optim.is_lbfgs(config.optimizer)), key)
+            restored = ckpt.restore_state(latest, like)
+            model = _load_into(model, restored)
+            opt_state = restored["opt_state"]
+            key = jax.random.wrap_key_data(restored["key"]) if _is_typed(key) else jnp.asarray(restored["key"])
+            logging.info("resumed from step %d (stage %d, stage step %d)", latest, stage, stage_step)
+            if stage_step >= plan[stage][1]:  # that stage was finished
+                stage, stage_step, opt_state = stage + 1, 0, None
+                if stage < len(plan):
+                    model.refine(plan[stage][0], x_train)
+        else:
+            model = models.make_model(config, grid_size=plan[0][0])
+        metrics = MetricsWriter(workdir, resume_step=latest if latest is not None else -1)
         n_params = models.count_params(model)
-        stage_records = stage_records + [
-            {"grid_size": grid_size, "steps": steps, "n_params": n_params, "train_rmse": ev["train_rmse"], "test_rmse": ev["test_rmse"]}
-        ]
-        logging.info("stage %d/%d G=%s: train_rmse %.3g test_rmse %.3g", s + 1, len(plan), grid_size, ev["train_rmse"], ev["test_rmse"])
-        meta = {"stage": s, "stage_step": steps, "stages": stage_records, "grid_size": grid_size,
-                "wall_time_s": prev_wall + time.time() - t_start}
-        ckpt.save(base + steps, _ckpt_state(model, hist["state"].opt_state, key), meta)
-    progress.close()
-    ckpt.close()
+        progress = Progress(total_steps)
+        diverged = False
+        log_every = int(tr.log_every)
+
+        for s in range(stage, len(plan)):
+            grid_size, steps = plan[s]
+            base = sum(st for _, st in plan[:s])
+            if s > stage:
+                # Grid extension: refine to the new grid (function kept) and start a fresh optimizer.
+                # L-BFGS's curvature history is in the coordinates of the old basis and the params
+                # change shape, so it cannot carry over; Adam's moments are reset for the same reason.
+                model.refine(grid_size, x_train)
+                opt_state = None
+                stage_step = 0
+            optimizer = optim.make_optimizer(config.optimizer, steps)
+
+            def log_fn(step, live_model, info, s=s, base=base, grid_size=grid_size):
+                ev = loop.evaluate(live_model, ds)
+                rec = {"step": base + step, "stage": s, "grid_size": grid_size, "train_loss": info["train_loss"], **ev}
+                rec["wall_time_s"] = prev_wall + time.time() - t_start
+                metrics.write(rec)
+                progress.update(base + step, {"G": grid_size, "loss": info["train_loss"], "test_rmse": ev["test_rmse"]})
+
+            def checkpoint_fn(fs, s=s, base=base, grid_size=grid_size):
+                meta = {"stage": s, "stage_step": fs.step, "stages": stage_records, "grid_size": grid_size,
+                        "wall_time_s": prev_wall + time.time() - t_start}
+                ckpt.save(base + fs.step, _ckpt_state(fs.model, fs.opt_state, key), meta)
+                if _after_checkpoint is not None:
+                    _after_checkpoint(base + fs.step)
+
+            model, hist = loop.fit(
+                model,
+                ds,
+                steps=steps,
+                optimizer=optimizer,
+                lbfgs=optim.is_lbfgs(config.optimizer),
+                batch_size=int(tr.batch_size),
+                grid_update_every=int(tr.grid_update_every),
+                stop_grid_update_step=int(tr.stop_grid_update_step),
+                regularization=config.regularization,
+                key=jax.random.fold_in(key, s),
+                start_step=stage_step,
+                opt_state=opt_state,
+                log_every=log_every,
+                log_fn=log_fn,
+                checkpoint_every=checkpoint_every,
+                checkpoint_fn=checkpoint_fn,
+                chunk_size=int(tr.chunk_size),
+            )
+            stage_step = 0
+            if hist["diverged"]:
+                diverged = True
+                break
+            ev = loop.evaluate(model, ds)
+            n_params = models.count_params(model)
+            stage_records = stage_records + [
+                {"grid_size": grid_size, "steps": steps, "n_params": n_params, "train_rmse": ev["train_rmse"], "test_rmse": ev["test_rmse"]}
+            ]
+            logging.info("stage %d/%d G=%s: train_rmse %.3g test_rmse %.3g", s + 1, len(plan), grid_size, ev["train_rmse"], ev["test_rmse"])
+            meta = {"stage": s, "stage_step": steps, "stages": stage_records, "grid_size": grid_size,
+                    "wall_time_s": prev_wall + time.time() - t_start}
+            ckpt.save(base + steps, _ckpt_state(model, hist["state"].opt_state, key), meta)
+        progress.close()
 
     ev = loop.evaluate(model, ds)
     status = "completed"
