@@ -100,7 +100,7 @@ def test_names_validated(data):
 
 
 def test_plot_kan_real_symbolic_edge(tmp_path, data):
-    from kan_jax.symbolic_fit import SYMBOLIC_LIB
+    from kan_jax.symbolic import SYMBOLIC_LIB
 
     model = kan_jax.KAN([2, 3, 1], rngs=nnx.Rngs(0))
     model.layers[0].set_symbolic([(1, 2)], [SYMBOLIC_LIB["sin"]])

@@ -186,7 +186,7 @@ def test_measure_validated():
 
 
 def test_prune_carries_symbolic_edges():
-    from kan_jax.symbolic_fit import SYMBOLIC_LIB
+    from kan_jax.symbolic import SYMBOLIC_LIB
 
     model, x = _zeroed_model(), _x()
     lib = SYMBOLIC_LIB

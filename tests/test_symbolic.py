@@ -10,7 +10,7 @@ from flax import nnx
 import kan_jax
 from kan_jax import splines
 from kan_jax import symbolic as S
-from kan_jax.symbolic_fit import SYMBOLIC_LIB
+from kan_jax.symbolic import SYMBOLIC_LIB
 
 # A small library keeps compile times low; it still holds distractors for every true function.
 LIB = {k: SYMBOLIC_LIB[k] for k in ("x", "x^2", "x^3", "sin", "tanh", "exp", "gaussian", "1/x", "0")}

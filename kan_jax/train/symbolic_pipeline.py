@@ -96,7 +96,7 @@ def _check_symbolic(config) -> None:
     """The symbolic pipeline's fields, checked before anything runs (``validate_config``):
     ``ConfigError`` naming the field and the allowed values."""
     from kan_jax import prune as kprune
-    from kan_jax.symbolic_fit import SYMBOLIC_LIB
+    from kan_jax.symbolic import SYMBOLIC_LIB
 
     if config.model.get("kind", None) != "kan":
         raise ConfigError(f"the symbolic pipeline needs model.kind='kan', got {config.model.get('kind', None)!r}")
@@ -191,7 +191,7 @@ def _attempt(config, ds, seed: int, metrics, step0: int) -> dict:
     """One run of the pipeline (train .. formula) from ``seed``; ``step0`` numbers its metrics."""
     from kan_jax import prune as kprune
     from kan_jax import symbolic as S
-    from kan_jax.symbolic_fit import SYMBOLIC_LIB
+    from kan_jax.symbolic import SYMBOLIC_LIB
 
     x_train = jnp.asarray(ds.x_train)
     tr = config.training
@@ -276,12 +276,6 @@ def _attempt(config, ds, seed: int, metrics, step0: int) -> dict:
         """Whether auto_symbolic fixes one layer at a time (``symbolic.progressive``)."""
         return bool(_get(config, "progressive", False)) and n_layers > 1
 
-    def symbolic_ahead(net):
-        """Compiles auto_symbolic's programs for ``net`` (its structure, not its values) in the
-        background: one call per layer (progressive) or one on every layer."""
-        calls = [[l] for l in range(len(net.layers))] if progressive(len(net.layers)) else [None]
-        loop.in_background(functools.partial(S.precompile_auto_symbolic, net, x_train, lib=lib, calls=calls))
-
     pruned = None
     if _get(config, "prune", True):
         measure = str(_get(config, "prune_measure", "std"))
@@ -294,7 +288,6 @@ def _attempt(config, ds, seed: int, metrics, step0: int) -> dict:
         if refine_grid:
             ahead = refined(ahead)
             precompile(ahead, refine_steps)
-        symbolic_ahead(ahead)
         model = train(model, int(_get(config, "prune_steps", 50)), "prune", **no_penalty)
         if search:
             floor = float(_get(config, "prune_search_rtol", 1e-2)) * float(np.std(ds.y_train))
@@ -304,8 +297,6 @@ def _attempt(config, ds, seed: int, metrics, step0: int) -> dict:
                                steps=int(_get(config, "prune_steps", 50)), measure=measure)
         model = kprune.compact(model)
         pruned = _widths(model)
-    else:
-        symbolic_ahead(refined(nnx.clone(model)) if refine_grid else nnx.clone(model))
 
     if refine_grid:
         model = train(refined(model), refine_steps, "refine")
@@ -496,8 +487,7 @@ def pass_through_edges(model, layer: int) -> list[tuple[int, int]]:
     lay = model.layers[layer]
     active = np.asarray(lay.mask[...]) > 0  # spline edges (a symbolic edge has mask 0)
     n_in = active.sum(axis=0)
-    if lay.has_symbolic:
-        n_in = n_in + (np.asarray(lay.sym_mask[...]) > 0).sum(axis=0)
+    n_in = n_in + lay.symbolic.active().sum(axis=0)
     return [(int(np.flatnonzero(active[:, j])[0]), int(j)) for j in np.flatnonzero((n_in == 1) & active.any(axis=0))]
 
 
@@ -572,7 +562,7 @@ def _standardized(ds, mu: float, sigma: float):
 def _unstandardize_output(model, mu: float, sigma: float) -> None:
     """Maps a network fit to ``(y - mu) / sigma`` back to ``y``: exact, in its last layer."""
     last = model.layers[-1]
-    if getattr(last, "has_symbolic", False):
+    if last.symbolic.active().any():
         raise ValueError("unstandardize before any edge is made symbolic")
     last.w_base.set_value(last.w_base[...] * sigma)
     last.w_spline.set_value(last.w_spline[...] * sigma)
