@@ -347,3 +347,181 @@ def test_refit_constants_recovers_constants_that_absorbed_rounded_offsets():
     assert S.refit_constants([f], ["x"], X1, y1) == [f]
     # No symbols: nothing to refit.
     assert S.refit_constants([sympy.Float(1.5)], ["x"], X1, y1) == [sympy.Float(1.5)]
+
+
+# --- SymbolicEdges (kan_jax.symbolic.edges) ---
+
+
+def _closed_form_edges():
+    """Edges of a (2, 3) SymbolicEdges, each with its function as plain jnp math: domains are
+    kept inside log / sqrt / 1/x on x in [-1, 1] (b shifts them), so no guard is active."""
+    return {
+        (0, 0): ("sin", jnp.sin, [np.pi, 0.0, 1.0, 0.0]),
+        (0, 1): ("log", jnp.log, [0.8, 2.0, 1.3, -0.4]),
+        (0, 2): ("exp", jnp.exp, [1.1, -0.2, 0.7, 0.1]),
+        (1, 0): ("x^2", jnp.square, [1.0, 0.0, 1.0, 0.0]),
+        (1, 2): ("1/x", lambda u: 1.0 / u, [0.9, 2.5, -0.6, 0.3]),
+    }  # (1, 1) stays non-symbolic
+
+
+def test_symbolic_edge_values_and_grads_match_the_closed_form():
+    edges = _closed_form_edges()
+    se = S.SymbolicEdges(2, 3, param_dtype=F64)
+    se.set(list(edges), [SYMBOLIC_LIB[v[0]] for v in edges.values()], [v[2] for v in edges.values()])
+    x = _x(70)
+
+    def closed(aff, x):
+        out = jnp.zeros((x.shape[0], 2, 3), F64)
+        for (i, j), (_, fn, _) in edges.items():
+            a, b, c, d = aff[i, j]
+            out = out.at[:, i, j].set(c * fn(a * x[:, i] + b) + d)
+        return out
+
+    aff = se.affine[...]
+    np.testing.assert_allclose(se.edge_values(x), closed(aff, x), rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(se(x), closed(aff, x).sum(1), rtol=1e-13, atol=1e-14)
+    # Gradients w.r.t. the affine params and the inputs: those of the closed form (the branches of
+    # log / sqrt / 1/x that other edges do not select put no NaN into them), zero off the edges.
+    w = jax.random.normal(jax.random.key(1), (70, 2, 3), F64)
+
+    def loss_module(aff, x):
+        return jnp.sum(w * S.symbolic_edge_values(se.func[...], aff, x, se.table))
+
+    g_mod = jax.grad(loss_module, argnums=(0, 1))(aff, x)
+    g_ref = jax.grad(lambda aff, x: jnp.sum(w * closed(aff, x)), argnums=(0, 1))(aff, x)
+    for gm, gr in zip(g_mod, g_ref):
+        assert np.all(np.isfinite(gm))
+        np.testing.assert_allclose(gm, gr, rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(g_mod[0][1, 1], 0.0)
+    assert np.all(np.abs(np.asarray(g_mod[0])[0, 1]) > 0)
+
+
+def test_hellokan_symbolic_network_values_and_grads_match_the_closed_form():
+    """[2, 1, 1] with sin(pi x_1), x_2^2 -> exp fixed symbolically: the network is
+    c' exp(a' h + b') + d' with h = c sin(a x_1 + b) + d + c'' (a'' x_2 + b'')^2 + d'', checked against
+    the closed form (and the truth exp(sin(pi x_1) + x_2^2)) in values and in gradients w.r.t. all
+    affine params."""
+    m = _hellokan_network()
+    p1, p2, p3 = [np.pi, 0.0, 1.0, 0.0], [1.0, 0.0, 1.0, 0.0], [1.0, 0.0, 1.0, 0.0]
+    S.fix_symbolic(m, 0, 0, 0, "sin", params=p1)
+    S.fix_symbolic(m, 0, 1, 0, "x^2", params=p2)
+    S.fix_symbolic(m, 1, 0, 0, "exp", params=p3)
+    x = _x(128)
+    b0, b1 = float(m.layers[0].bias[...][0]), float(m.layers[1].bias[...][0])
+
+    def closed(a0, a1, x):
+        h = a0[0, 0, 2] * jnp.sin(a0[0, 0, 0] * x[:, 0] + a0[0, 0, 1]) + a0[0, 0, 3]
+        h = h + a0[1, 0, 2] * (a0[1, 0, 0] * x[:, 1] + a0[1, 0, 1]) ** 2 + a0[1, 0, 3] + b0
+        return (a1[0, 0, 2] * jnp.exp(a1[0, 0, 0] * h + a1[0, 0, 1]) + a1[0, 0, 3] + b1)[:, None]
+
+    a0, a1 = m.layers[0].symbolic.affine[...], m.layers[1].symbolic.affine[...]
+    np.testing.assert_allclose(m(x), closed(a0, a1, x), rtol=1e-13)
+    assert b0 == b1 == 0.0
+    np.testing.assert_allclose(m(x)[:, 0], _truth(x), rtol=1e-12)
+    gd, params, rest = nnx.split(m, nnx.Param, ...)
+    g = nnx.to_pure_dict(jax.grad(lambda p: jnp.sum(nnx.merge(gd, p, rest)(x) ** 2))(params))
+    g0, g1 = jax.grad(lambda a0, a1: jnp.sum(closed(a0, a1, x) ** 2), argnums=(0, 1))(a0, a1)
+    np.testing.assert_allclose(g["layers"][0]["symbolic"]["affine"], g0, rtol=1e-11, atol=1e-12)
+    np.testing.assert_allclose(g["layers"][1]["symbolic"]["affine"], g1, rtol=1e-11, atol=1e-12)
+
+
+def test_symbolic_edges_evaluate_only_the_functions_in_use():
+    """A function of the table runs only while some edge selects it, and nothing runs without a
+    symbolic edge (a probe function records when it actually runs, under jit)."""
+    calls = []
+
+    def probe(u):
+        jax.debug.callback(lambda: calls.append(1))
+        return u
+
+    lib = S.register_symbolic("probe", probe, lambda u: u, 1)
+    se = S.SymbolicEdges(2, 2, library=lib, param_dtype=F64)
+    run = jax.jit(lambda f, a, x: S.symbolic_edge_values(f, a, x, se.table))
+    x = _x(8)
+    out = run(se.func[...], se.affine[...], x)
+    jax.effects_barrier()
+    assert calls == [] and np.all(np.asarray(out) == 0)
+    se.set([(0, 1)], ["sin"])
+    run(se.func[...], se.affine[...], x)
+    jax.effects_barrier()
+    assert calls == []  # sin is in use, the probe is not
+    se.set([(1, 0)], ["probe"], [[2.0, 1.0, 3.0, 0.5]])
+    out = run(se.func[...], se.affine[...], x)
+    jax.effects_barrier()
+    assert calls == [1]
+    np.testing.assert_allclose(out[:, 1, 0], 3.0 * (2.0 * x[:, 1] + 1.0) + 0.5, rtol=1e-14)
+    # Without any symbolic edge, the gradient w.r.t. the affine params is zero.
+    se.clear([(0, 1), (1, 0)])
+    g = jax.grad(lambda a: jnp.sum(S.symbolic_edge_values(se.func[...], a, x, se.table)))(se.affine[...])
+    np.testing.assert_array_equal(g, 0.0)
+
+
+def test_symbolic_edges_table_and_structure():
+    """Functions of the table are data; a function outside it extends the (static) table."""
+    layer = kan_jax.KANLayer(2, 2, rngs=nnx.Rngs(0), param_dtype=F64)
+    gd = nnx.graphdef(layer)
+    assert tuple(f.name for f in layer.symbolic.table) == tuple(SYMBOLIC_LIB)
+    layer.set_symbolic([(0, 0)], ["tanh"], [[1.0, 0.0, 2.0, 0.0]])  # by name
+    layer.set_symbolic([(1, 1)], [SYMBOLIC_LIB["gaussian"]])
+    assert nnx.graphdef(layer) == gd and layer.symbolic.function(0, 0) is SYMBOLIC_LIB["tanh"]
+    np.testing.assert_array_equal(layer.symbolic.func[...], [[list(SYMBOLIC_LIB).index("tanh"), -1],
+                                                             [-1, list(SYMBOLIC_LIB).index("gaussian")]])
+    with pytest.raises(ValueError, match="not in this layer's symbolic table"):
+        layer.set_symbolic([(0, 1)], ["softplus"])
+    with pytest.raises(ValueError, match="out of range"):
+        layer.set_symbolic([(2, 0)], ["sin"])
+    lib = S.register_symbolic("softplus", jax.nn.softplus, lambda u: sympy.log(1 + sympy.exp(u)), 3)
+    layer.set_symbolic([(0, 1)], [lib["softplus"]])  # outside the table: it grows
+    assert nnx.graphdef(layer) != gd and layer.symbolic.names()[0] == ("tanh", "softplus")
+    x = _x(20)
+    np.testing.assert_allclose(layer.edge_activations(x)[:, 0, 1], jax.nn.softplus(x[:, 0]), rtol=1e-13)
+    # Built with that library, the same edit keeps the structure.
+    layer2 = kan_jax.KANLayer(2, 2, rngs=nnx.Rngs(0), param_dtype=F64, symbolic_lib=lib)
+    gd2 = nnx.graphdef(layer2)
+    layer2.set_symbolic([(0, 1)], [lib["softplus"]])
+    assert nnx.graphdef(layer2) == gd2
+
+
+def test_symbolic_edges_take_slices_for_pruning():
+    se = S.SymbolicEdges(3, 4, param_dtype=F64)
+    rng = np.random.default_rng(0)
+    edges = [(0, 1), (2, 3), (1, 0), (2, 1)]
+    se.set(edges, ["sin", "x^2", "exp", "tanh"], rng.normal(size=(4, 4)))
+    rows, cols = [2, 0], [3, 1]
+    sub = se.take(rows, cols)
+    assert (sub.in_features, sub.out_features) == (2, 2) and sub.table == se.table
+    assert sub.names() == (("x^2", "tanh"), (None, "sin"))
+    x = _x(30, d=3)
+    np.testing.assert_allclose(sub.edge_values(x[:, rows]), se.edge_values(x)[:, rows][:, :, cols], rtol=1e-14)
+    assert nnx.graphdef(sub) == nnx.graphdef(S.SymbolicEdges(2, 2, param_dtype=F64))
+    # Clearing by a boolean (n, o) selection, as pruning does.
+    se.clear_where(np.array([[0, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1]], bool))
+    assert [(i, j, f.name) for i, j, f, _ in se.entries()] == [(1, 0, "exp"), (2, 1, "tanh")]
+    np.testing.assert_array_equal(np.asarray(se.affine[...])[0, 1], [1.0, 0.0, 1.0, 0.0])
+
+
+def _key(path) -> str:
+    return "/".join(str(getattr(p, "key", getattr(p, "idx", p))) for p in path)
+
+
+def test_symbolic_network_checkpoint_round_trip(tmp_path):
+    """A network with symbolic edges saved as a pure dict of arrays (npz) and restored into a
+    fresh network of the same widths: the same function, the same symbolic edges."""
+    m = _hellokan_network()
+    S.fix_symbolic(m, 0, 0, 0, "sin", params=[np.pi, 0.0, 1.0, 0.0])
+    S.fix_symbolic(m, 1, 0, 0, "exp", params=[1.0, 0.0, 1.0, 0.0])
+    pure = nnx.to_pure_dict(nnx.state(m))
+    flat = {_key(path): np.asarray(v) for path, v in jax.tree_util.tree_flatten_with_path(pure)[0]}
+    np.savez(tmp_path / "ckpt.npz", **flat)
+    loaded = dict(np.load(tmp_path / "ckpt.npz"))
+    assert loaded["layers/0/symbolic/func"].dtype == np.int32
+
+    fresh = kan_jax.KAN([2, 1, 1], grid_size=20, rngs=nnx.Rngs(5), param_dtype=F64)
+    state = nnx.state(fresh)
+    restored = jax.tree_util.tree_map_with_path(lambda path, v: jnp.asarray(loaded[_key(path)]), nnx.to_pure_dict(state))
+    nnx.replace_by_pure_dict(state, restored)
+    nnx.update(fresh, state)
+    x = _x(50)
+    np.testing.assert_array_equal(fresh(x), m(x))
+    assert S.symbolic_edges(fresh) == S.symbolic_edges(m)
+    assert nnx.graphdef(fresh) == nnx.graphdef(m)

@@ -54,7 +54,6 @@ def _as_input(fn, z):
     return jnp.broadcast_to(jnp.asarray(fn(z)), z.shape).astype(z.dtype)
 
 
-@functools.partial(jax.jit, static_argnames=("table", "dtype"))
 def symbolic_edge_values(
     func: jax.Array,
     affine: jax.Array,
@@ -76,16 +75,22 @@ def symbolic_edge_values(
       ``(..., n, o)``, zero on non-symbolic edges. Each function runs only if some edge selects
       it, nothing runs if none is symbolic; gradients w.r.t. ``affine`` and ``x`` are finite.
     """
+    return _evaluate(func, affine, x, tuple(table), dtype=None if dtype is None else jnp.dtype(dtype), reduce=False)
+
+
+@functools.partial(jax.jit, static_argnames=("table", "dtype", "reduce"))
+def _evaluate(func, affine, x, table, *, dtype, reduce: bool):
+    """:func:`symbolic_edge_values`, summed over the inputs (``(..., o)``) when ``reduce``."""
     dtype = jnp.result_type(x, affine) if dtype is None else dtype
     n, o = func.shape
     x = jnp.asarray(x).astype(dtype)
-    shape = x.shape[:-1] + (n, o)
+    out_shape = x.shape[:-1] + ((o,) if reduce else (n, o))
 
     def compute(affine, x):
         p = affine.astype(dtype)
         a, b, c, d = p[..., 0], p[..., 1], p[..., 2], p[..., 3]
         u = a * x[..., :, None] + b  # (..., n, o)
-        f = jnp.zeros(shape, dtype)
+        f = jnp.zeros(u.shape, dtype)
         for k, fn in enumerate(table):
             sel = func == k
 
@@ -94,9 +99,10 @@ def symbolic_edge_values(
                 return jnp.where(sel, _as_input(fn.jax_fn, z), f)
 
             f = jax.lax.cond(jnp.any(sel), apply, lambda f, u: f, f, u)
-        return jnp.where(func >= 0, c * f + d, jnp.zeros((), dtype))
+        vals = jnp.where(func >= 0, c * f + d, jnp.zeros((), dtype))
+        return jnp.sum(vals, axis=-2) if reduce else vals
 
-    return jax.lax.cond(jnp.any(func >= 0), compute, lambda affine, x: jnp.zeros(shape, dtype), affine, x)
+    return jax.lax.cond(jnp.any(func >= 0), compute, lambda affine, x: jnp.zeros(out_shape, dtype), affine, x)
 
 
 class SymbolicEdges(nnx.Module):
@@ -139,11 +145,12 @@ class SymbolicEdges(nnx.Module):
 
     def edge_values(self, x: jax.Array, *, dtype=None) -> jax.Array:
         """``(..., n) -> (..., n, o)``: ``c f(a x_i + b) + d`` per symbolic edge, 0 elsewhere."""
-        return symbolic_edge_values(self.func[...], self.affine[...], x, self.table, dtype=None if dtype is None else jnp.dtype(dtype))
+        return symbolic_edge_values(self.func[...], self.affine[...], x, self.table, dtype=dtype)
 
     def __call__(self, x: jax.Array, *, dtype=None) -> jax.Array:
         """``(..., n) -> (..., o)``: the sum over inputs of :meth:`edge_values`."""
-        return jnp.sum(self.edge_values(x, dtype=dtype), axis=-2)
+        return _evaluate(self.func[...], self.affine[...], x, self.table,
+                         dtype=None if dtype is None else jnp.dtype(dtype), reduce=True)
 
     # --- host-side queries ---
 
