@@ -14,10 +14,12 @@ an edge to a function of the table, or clearing it, changes values only: the mod
 ``nnx.graphdef`` stays the same and a program jitted for the layer runs it without compiling
 again. Only a function that is not in the table extends it (a new static structure).
 
-Evaluation (:func:`symbolic_edge_values`) runs each function of the table only when some edge
-selects it, and not at all when no edge is symbolic (``jax.lax.cond``). Edges that do not select
-a function feed it a fixed safe input, so values and gradients stay finite for every function
-(``log``, ``sqrt``, ``1/x``, ...).
+Evaluation (:func:`symbolic_edge_values`) does nothing while no edge is symbolic (a
+``jax.lax.cond``, forward and backward: a spline-only network pays ~nothing); otherwise it runs
+every function of the table on every edge in one elementwise pass and selects per edge (one
+fused loop, cheap to compile). Edges that do not select a function feed it a fixed safe input,
+so values and gradients stay finite for every function (``log``, ``sqrt``, ``1/x``, ...). The
+gradient is a custom VJP (reverse mode only).
 """
 
 from __future__ import annotations
@@ -72,8 +74,8 @@ def symbolic_edge_values(
       dtype: computation dtype (default: result type of ``x`` and ``affine``).
 
     Returns:
-      ``(..., n, o)``, zero on non-symbolic edges. Each function runs only if some edge selects
-      it, nothing runs if none is symbolic; gradients w.r.t. ``affine`` and ``x`` are finite.
+      ``(..., n, o)``, zero on non-symbolic edges; nothing is evaluated if no edge is symbolic.
+      Gradients w.r.t. ``affine`` and ``x`` (reverse mode, a custom VJP) are finite.
     """
     return _evaluate(func, affine, x, tuple(table), dtype=None if dtype is None else jnp.dtype(dtype), reduce=False)
 
@@ -82,27 +84,78 @@ def symbolic_edge_values(
 def _evaluate(func, affine, x, table, *, dtype, reduce: bool):
     """:func:`symbolic_edge_values`, summed over the inputs (``(..., o)``) when ``reduce``."""
     dtype = jnp.result_type(x, affine) if dtype is None else dtype
+    return _edges(func, affine, x, table, jnp.dtype(dtype), reduce)
+
+
+def _selected(func, u, table, derivative: bool):
+    """``f_ij = table[func_ij](u_ij)`` (and ``f'_ij`` with ``derivative``), 0 where not symbolic.
+
+    One elementwise pass over every function of the table (a single fused loop for XLA: small to
+    compile); the edges that do not select a function feed it ``_SAFE_INPUT``, so nothing
+    non-finite appears anywhere."""
+    safe = jnp.asarray(_SAFE_INPUT, u.dtype)
+    f = df = jnp.zeros(u.shape, u.dtype)
+    for k, fn in enumerate(table):
+        sel = func == k
+        z = jnp.where(sel, u, safe)
+        if derivative:  # elementwise: the JVP with a unit tangent is the derivative
+            fz, dfz = jax.jvp(functools.partial(_as_input, fn.jax_fn), (z,), (jnp.ones_like(z),))
+            f, df = jnp.where(sel, fz, f), jnp.where(sel, dfz, df)
+        else:
+            f = jnp.where(sel, _as_input(fn.jax_fn, z), f)
+    return f, df
+
+
+def _split(affine, x, dtype):
+    p = affine.astype(dtype)
+    a, b, c, d = p[..., 0], p[..., 1], p[..., 2], p[..., 3]
+    xe = x.astype(dtype)[..., :, None]  # (..., n, 1)
+    return a, b, c, d, xe
+
+
+# A custom VJP: the backward pass is one explicit, gated computation, not JAX's autodiff through
+# the conditional (whose residuals would be every function's intermediate values on every edge,
+# allocated and zero-filled even while no edge is symbolic).
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _edges(func, affine, x, table, dtype, reduce):
+    return _edges_fwd(func, affine, x, table, dtype, reduce)[0]
+
+
+def _edges_fwd(func, affine, x, table, dtype, reduce):
     n, o = func.shape
-    x = jnp.asarray(x).astype(dtype)
     out_shape = x.shape[:-1] + ((o,) if reduce else (n, o))
 
     def compute(affine, x):
-        p = affine.astype(dtype)
-        a, b, c, d = p[..., 0], p[..., 1], p[..., 2], p[..., 3]
-        u = a * x[..., :, None] + b  # (..., n, o)
-        f = jnp.zeros(u.shape, dtype)
-        for k, fn in enumerate(table):
-            sel = func == k
-
-            def apply(f, u, sel=sel, fn=fn):
-                z = jnp.where(sel, u, jnp.asarray(_SAFE_INPUT, dtype))
-                return jnp.where(sel, _as_input(fn.jax_fn, z), f)
-
-            f = jax.lax.cond(jnp.any(sel), apply, lambda f, u: f, f, u)
+        a, b, c, d, xe = _split(affine, x, dtype)
+        f, _ = _selected(func, a * xe + b, table, derivative=False)
         vals = jnp.where(func >= 0, c * f + d, jnp.zeros((), dtype))
         return jnp.sum(vals, axis=-2) if reduce else vals
 
-    return jax.lax.cond(jnp.any(func >= 0), compute, lambda affine, x: jnp.zeros(out_shape, dtype), affine, x)
+    out = jax.lax.cond(jnp.any(func >= 0), compute, lambda affine, x: jnp.zeros(out_shape, dtype), affine, x)
+    return out, (func, affine, x)
+
+
+def _edges_bwd(table, dtype, reduce, res, g):
+    func, affine, x = res
+
+    def compute(affine, x, g):
+        a, b, c, d, xe = _split(affine, x, dtype)
+        f, df = _selected(func, a * xe + b, table, derivative=True)
+        g = g.astype(dtype)
+        g = jnp.where(func >= 0, g[..., None, :] if reduce else g, jnp.zeros((), dtype))  # (..., n, o)
+        batch = tuple(range(g.ndim - 2))
+        gu = g * c * df
+        grad_affine = jnp.stack([jnp.sum(gu * xe, batch), jnp.sum(gu, batch), jnp.sum(g * f, batch), jnp.sum(g, batch)], -1)
+        return grad_affine.astype(affine.dtype), jnp.sum(gu * a, -1).astype(x.dtype)
+
+    def nothing(affine, x, g):
+        return jnp.zeros_like(affine), jnp.zeros_like(x)
+
+    grad_affine, grad_x = jax.lax.cond(jnp.any(func >= 0), compute, nothing, affine, x, g)
+    return np.zeros(func.shape, jax.dtypes.float0), grad_affine, grad_x
+
+
+_edges.defvjp(_edges_fwd, _edges_bwd)
 
 
 class SymbolicEdges(nnx.Module):
