@@ -24,9 +24,9 @@ import numpy as np
 from flax import nnx
 
 from kan_jax import functional as F
-from kan_jax import symbolic_edges as SE
+from kan_jax.symbolic.edges import SymbolicEdges
 
-__all__ = ["Grid", "EdgeMask", "SymbolicMask", "KANLayer", "KAN", "validate_widths"]
+__all__ = ["Grid", "EdgeMask", "KANLayer", "KAN", "validate_widths"]
 
 
 class Grid(nnx.Variable):
@@ -35,10 +35,6 @@ class Grid(nnx.Variable):
 
 class EdgeMask(nnx.Variable):
     """Per-edge 0/1 mask of a KAN layer, ``(in_features, out_features)``; set by pruning."""
-
-
-class SymbolicMask(nnx.Variable):
-    """Per-edge 0/1 mask of the symbolic edges of a KAN layer, ``(in_features, out_features)``."""
 
 
 def validate_widths(widths) -> tuple[int, ...]:
@@ -75,7 +71,14 @@ class KANLayer(nnx.Module):
         plain B-spline of SPEC.md; the experiment runner turns it on).
       dtype: computation dtype (``None``: from inputs and params; ``jnp.bfloat16`` works).
       param_dtype: dtype of params and grid.
+      symbolic_lib: the function table of the layer's symbolic edges (default
+        ``kan_jax.symbolic.SYMBOLIC_LIB``).
       rngs: ``nnx.Rngs``.
+
+    Every edge ``(i, j)`` is a spline ``mask_ij * phi_ij(x_i)`` plus, when made symbolic
+    (``set_symbolic``; then ``mask_ij = 0``), the symbolic edge ``c f(a x_i + b) + d`` held by
+    ``self.symbolic`` (a ``kan_jax.symbolic.SymbolicEdges``, always present: making edges
+    symbolic changes values, never the module structure).
 
     Call with ``x (batch, n)`` -> ``(batch, o)``.
     """
@@ -96,6 +99,7 @@ class KANLayer(nnx.Module):
         extrapolate: bool = False,
         dtype=None,
         param_dtype=jnp.float32,
+        symbolic_lib=None,
         rngs: nnx.Rngs,
     ):
         F.get_base_activation(base_activation)
@@ -127,6 +131,7 @@ class KANLayer(nnx.Module):
         self.bias = nnx.Param(params["bias"])
         self.grid = Grid(grid)
         self.mask = EdgeMask(mask)
+        self.symbolic = SymbolicEdges(in_features, out_features, library=symbolic_lib, param_dtype=param_dtype)
 
     @property
     def grid_size(self) -> int:
@@ -140,98 +145,56 @@ class KANLayer(nnx.Module):
         for name in ("coef", "w_base", "w_spline", "bias"):
             getattr(self, name).set_value(params[name])
 
-    def _kw(self):
+    def spline_kwargs(self) -> dict:
+        """The static keyword arguments of ``kan_jax.functional.apply`` / ``edge_values`` for this
+        layer (``order``, ``basis``, ``base_activation``, ``dtype``, ``extrapolate``)."""
         return F.layer_kwargs(self)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """``(batch, n) -> (batch, o)``."""
-        if self.all_symbolic:  # every spline is masked: the bias and the symbolic edges are the layer
-            F.check_features(x, self.in_features)
-            return SE.layer_output(self.sym_affine[...], self.sym_mask[...], x, self.sym_names, self.sym_funcs,
-                                   dtype=F.compute_dtype(self.dtype, x, self.coef[...]), bias=self.bias[...])
-        y = F.apply(self.params(), self.grid[...], self.mask[...], x, **self._kw())
-        if self.has_symbolic:
-            y = y + SE.layer_output(self.sym_affine[...], self.sym_mask[...], x, self.sym_names, self.sym_funcs, dtype=y.dtype)
-        return y
+        y = F.apply(self.params(), self.grid[...], self.mask[...], x, **self.spline_kwargs())
+        return y + self.symbolic(x, dtype=y.dtype)
 
     def edge_activations(self, x: jax.Array) -> jax.Array:
-        """``(batch, n) -> (batch, n, o)``: ``mask_ij * phi_ij(x_i)`` (sum over axis 1 + bias = output).
+        """``(batch, n) -> (batch, n, o)``: ``mask_ij * phi_ij(x_i)`` plus the symbolic edges
+        (sum over axis 1 + bias = output).
 
         Fused (``functional.edge_values``: one basis evaluation per input, closed-form backward).
         """
-        if self.all_symbolic:
-            F.check_features(x, self.in_features)
-            return SE.edge_values(self.sym_affine[...], self.sym_mask[...], x, self.sym_names, self.sym_funcs,
-                                  dtype=F.compute_dtype(self.dtype, x, self.coef[...]))
-        acts = F.edge_values(self.params(), self.grid[...], self.mask[...], x, **self._kw())
-        if self.has_symbolic:
-            acts = acts + SE.edge_values(self.sym_affine[...], self.sym_mask[...], x, self.sym_names, self.sym_funcs, dtype=acts.dtype)
-        return acts
+        acts = F.edge_values(self.params(), self.grid[...], self.mask[...], x, **self.spline_kwargs())
+        return acts + self.symbolic.edge_values(x, dtype=acts.dtype)
 
-    # --- symbolic edges (see kan_jax.symbolic_edges; fitting in kan_jax.symbolic) ---
+    def spline_activations(self, x: jax.Array) -> jax.Array:
+        """``(batch, n) -> (batch, n, o)``: every edge's spline function ``phi_ij(x_i)``, the mask
+        not applied (what the symbolic fits sample)."""
+        ones = jnp.ones_like(self.mask[...])
+        return F.edge_values(self.params(), self.grid[...], ones, x, **self.spline_kwargs())
 
-    @property
-    def has_symbolic(self) -> bool:
-        """Whether the layer holds symbolic-edge state (created by the first ``set_symbolic``)."""
-        return getattr(self, "sym_names", None) is not None
-
-    @property
-    def all_symbolic(self) -> bool:
-        """Whether every edge holds a symbolic function (static). Their splines are masked
-        (``set_symbolic``), so the layer then evaluates no spline at all: a smaller, faster
-        program for the retraining of a fully symbolic network."""
-        return self.has_symbolic and all(name is not None for row in self.sym_names for name in row)
+    # --- symbolic edges (``self.symbolic``; fitting in kan_jax.symbolic) ---
 
     def set_symbolic(self, edges, funcs, params=None) -> None:
         """Fixes edges ``[(i, j), ...]`` to library functions: ``c * f(a x_i + b) + d``.
 
-        Sets ``mask_ij = 0`` and ``sym_mask_ij = 1`` (the spline params are kept, so
-        ``clear_symbolic`` restores the spline). ``funcs``: one ``SymbolicFunction`` (``.name``,
-        ``.jax_fn``, ``.sympy_fn``) per edge; ``params``: ``(len(edges), 4)`` ``[a, b, c, d]``
-        (default ``[1, 0, 1, 0]``). The first call creates ``sym_affine`` (an ``nnx.Param``
-        ``(n, o, 4)``), ``sym_mask`` (a ``SymbolicMask``) and the static ``sym_names`` /
-        ``sym_funcs``.
+        Sets ``mask_ij = 0`` (the spline params are kept, so ``clear_symbolic`` restores the
+        spline) and the symbolic edge (``self.symbolic.set``). ``funcs``: one
+        ``SymbolicFunction`` (or name in the layer's table) per edge; ``params``:
+        ``(len(edges), 4)`` ``[a, b, c, d]`` (default ``[1, 0, 1, 0]``).
         """
         edges = [(int(i), int(j)) for i, j in edges]
-        funcs = list(funcs)
-        if len(funcs) != len(edges):
-            raise ValueError(f"need one function per edge, got {len(funcs)} for {len(edges)} edges")
-        n, o = self.in_features, self.out_features
-        for i, j in edges:
-            if not (0 <= i < n and 0 <= j < o):
-                raise ValueError(f"edge ({i}, {j}) out of range for a layer with {n} inputs, {o} outputs")
-        dt = self.coef[...].dtype
-        p = jnp.broadcast_to(jnp.asarray(SE.IDENTITY_PARAMS, dt), (len(edges), 4)) if params is None else jnp.asarray(params, dt).reshape(len(edges), 4)
-        if not self.has_symbolic:
-            self.sym_affine = nnx.Param(jnp.broadcast_to(jnp.asarray(SE.IDENTITY_PARAMS, dt), (n, o, 4)))
-            self.sym_mask = SymbolicMask(jnp.zeros((n, o), self.mask[...].dtype))
-            self.sym_names = SE.empty_names(n, o)
-            self.sym_funcs = ()
-        if not edges:
-            return
-        ii, jj = np.array([e[0] for e in edges]), np.array([e[1] for e in edges])
-        _set_edges(self.sym_affine, ii, jj, np.asarray(p))
-        _set_edges(self.sym_mask, ii, jj, 1)
-        _set_edges(self.mask, ii, jj, 0)
-        self.sym_names = SE.set_names(self.sym_names, edges, [f.name for f in funcs])
-        by_name = {f.name: f for f in self.sym_funcs}
-        by_name.update({f.name: f for f in funcs})
-        used = {nm for row in self.sym_names for nm in row if nm is not None}
-        self.sym_funcs = tuple(f for nm, f in by_name.items() if nm in used)
+        self.symbolic.set(edges, funcs, params)
+        if edges:
+            _set_edges(self.mask, np.array([e[0] for e in edges]), np.array([e[1] for e in edges]), 0)
 
     def clear_symbolic(self, edges) -> None:
-        """Turns edges ``[(i, j), ...]`` back into spline edges (``mask = 1``, ``sym_mask = 0``)."""
-        if not self.has_symbolic:
-            return
+        """Turns edges ``[(i, j), ...]`` back into spline edges (``mask = 1``, not symbolic)."""
         edges = [(int(i), int(j)) for i, j in edges]
-        if not edges:
-            return
-        ii, jj = np.array([e[0] for e in edges]), np.array([e[1] for e in edges])
-        _set_edges(self.sym_mask, ii, jj, 0)
-        _set_edges(self.mask, ii, jj, 1)
-        self.sym_names = SE.set_names(self.sym_names, edges, [None] * len(edges))
-        used = {nm for row in self.sym_names for nm in row if nm is not None}
-        self.sym_funcs = tuple(f for f in self.sym_funcs if f.name in used)
+        self.symbolic.clear(edges)
+        if edges:
+            _set_edges(self.mask, np.array([e[0] for e in edges]), np.array([e[1] for e in edges]), 1)
+
+    def live_edges(self) -> np.ndarray:
+        """``(n, o)`` bool numpy array: edges that are not pruned (spline ``mask`` or symbolic)."""
+        return (np.asarray(self.mask[...]) != 0) | self.symbolic.active()
 
     def update_grid(self, x: jax.Array) -> None:
         """Adapts the grid to samples ``x (batch, n)``, refitting the splines (function ~kept)."""

@@ -5,8 +5,8 @@ node layers every edge ``(i, j)`` gets a small inset showing ``phi_ij`` over the
 samples reaching input ``i`` (pykan's layout: node ``i``'s edges are grouped under it, so insets
 never overlap); a line runs from node ``i`` to the inset and from the inset to node ``j``.
 Opacity follows the edge's attribution score (``kan_jax.prune.edge_scores``) relative to the
-best edge of its layer; masked edges are omitted. Edges the layer marks as symbolic are drawn in
-red and labelled with their function's name.
+best edge of its layer; masked edges are omitted. Symbolic edges (``layer.symbolic``) are drawn
+in red and labelled with their function's name.
 
 Training curves: ``plot_loss`` (loss and RMSEs against the step) and ``plot_rmse_vs_grid`` (RMSE
 against the grid size, with the G^-4 line). matplotlib is imported lazily, so ``import kan_jax``
@@ -19,11 +19,11 @@ import functools
 import math
 from collections.abc import Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from kan_jax.compilation import quick_jit
 
 __all__ = ["plot_kan", "symbolic_label", "EDGE_LABEL_PREFIX", "plot_loss", "plot_rmse_vs_grid"]
 
@@ -31,72 +31,11 @@ EDGE_LABEL_PREFIX = "kan-edge"
 _SYMBOLIC_COLOR = "tab:red"
 _SPLINE_COLOR = "black"
 
-# Attribute names a layer may use for per-edge symbolic metadata (an (n, o) nested list / array of
-# function names, and optionally an (n, o) 0/1 array saying which edges are symbolic).
-_NAME_ATTRS = ("sym_names", "symbolic_names", "symbolic_fn_names", "symbolic_functions", "funs_name")
-_MASK_ATTRS = ("sym_mask", "symbolic_mask", "is_symbolic")
-
-
-def _value(v):
-    """Plain value of an attribute (unwraps nnx.Variable)."""
-    try:
-        from flax import nnx
-
-        if isinstance(v, nnx.Variable):
-            return v[...]
-    except ImportError:  # pragma: no cover
-        pass
-    return v
-
-
-def _entry(table, i, j):
-    try:
-        return table[i][j]
-    except (TypeError, IndexError, KeyError):
-        try:
-            return table[(i, j)]
-        except (TypeError, IndexError, KeyError):
-            return None
-
 
 def symbolic_label(layer, i: int, j: int) -> str | None:
-    """The symbolic function name of edge ``(i, j)`` if the layer marks it symbolic, else None.
-
-    Robust to layers without symbolic support: looks for a per-edge name table and an optional
-    per-edge symbolic mask among a few attribute names, and for a ``symbolic_name(i, j)`` method.
-    """
-    fn = getattr(layer, "symbolic_name", None)
-    if callable(fn):
-        try:
-            name = fn(i, j)
-        except Exception:  # noqa: BLE001 - metadata is optional; never fail a plot on it
-            name = None
-        return str(name) if name not in (None, "", "0") else None
-    mask = None
-    for attr in _MASK_ATTRS:
-        if hasattr(layer, attr):
-            mask = _value(getattr(layer, attr))
-            break
-    if mask is not None:
-        m = _entry(mask, i, j)
-        try:
-            if m is None or not float(np.asarray(m)):
-                return None
-        except (TypeError, ValueError):
-            return None
-    for attr in _NAME_ATTRS:
-        if not hasattr(layer, attr):
-            continue
-        table = _value(getattr(layer, attr))
-        name = _entry(table, i, j)
-        if name is None:
-            continue
-        name = getattr(name, "name", name)
-        if isinstance(name, (bytes, np.bytes_)):
-            name = name.decode()
-        if isinstance(name, (str, np.str_)) and str(name) not in ("", "0", "None"):
-            return str(name)
-    return None
+    """The function name of edge ``(i, j)`` of a ``KANLayer`` if it is symbolic, else ``None``."""
+    fn = layer.symbolic.function(i, j)
+    return None if fn is None else fn.name
 
 
 _PAD_PROBE_MAX = 65536  # larger sample batches are not used to pad the probe points
@@ -123,8 +62,8 @@ def _probe_curves(model, x, n_points: int):
 
 @functools.lru_cache(maxsize=16)
 def _layer_inputs_fn(graphdef):
-    """``model.layer_inputs`` as one quick-compiled program per network structure."""
-    return quick_jit(lambda state, x: nnx.merge(graphdef, state).layer_inputs(x))
+    """``model.layer_inputs`` as one compiled program per network structure."""
+    return jax.jit(lambda state, x: nnx.merge(graphdef, state).layer_inputs(x))
 
 
 def plot_kan(
@@ -188,7 +127,7 @@ def plot_kan(
 
     for l, layer in enumerate(model.layers):
         n, o = widths[l], widths[l + 1]
-        mask = prune._active(layer)  # spline or symbolic edges that are not pruned
+        mask = layer.live_edges()  # spline or symbolic edges that are not pruned
         sc = np.where(mask, np.maximum(scores[l], 0.0), 0.0)
         best = sc.max()
         rel = sc / best if best > 0 else np.zeros_like(sc)

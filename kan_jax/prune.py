@@ -176,27 +176,8 @@ def _slice_edges(value, rows, cols):
 
 
 def _active(layer: KANLayer) -> np.ndarray:
-    """``(n, o)`` bool: live edges (spline mask or, if the layer has symbolic edges, symbolic mask)."""
-    live = np.asarray(layer.mask[...]) != 0
-    sym = getattr(layer, "sym_mask", None)
-    if getattr(layer, "sym_names", None) is not None and sym is not None:
-        live = live | (np.asarray(sym[...]) != 0)
-    return live
-
-
-_SYMBOLIC_ATTRS = ("sym_affine", "sym_mask", "sym_names", "sym_funcs")
-
-
-def _copy_symbolic(old: KANLayer, new: KANLayer, rows: np.ndarray, cols: np.ndarray) -> None:
-    """Carries symbolic edges (``KANLayer.set_symbolic`` state) over to the sliced layer."""
-    if getattr(old, "sym_names", None) is None:
-        return
-    new.set_symbolic([], [])  # creates the (empty) symbolic state with the right shapes
-    new.sym_affine.set_value(_slice_edges(old.sym_affine[...], rows, cols))
-    new.sym_mask.set_value(_slice_edges(old.sym_mask[...], rows, cols))
-    new.sym_names = tuple(tuple(old.sym_names[int(r)][int(c)] for c in cols) for r in rows)
-    used = {nm for row in new.sym_names for nm in row if nm is not None}
-    new.sym_funcs = tuple(f for f in old.sym_funcs if f.name in used)
+    """``(n, o)`` bool: live edges (spline mask or symbolic)."""
+    return layer.live_edges()
 
 
 def _copy_layer(old: KANLayer, new: KANLayer, rows: np.ndarray, cols: np.ndarray, bias_shift) -> None:
@@ -214,8 +195,8 @@ def _copy_layer(old: KANLayer, new: KANLayer, rows: np.ndarray, cols: np.ndarray
     if bias_shift is not None:
         bias = bias + np.asarray(bias_shift, bias.dtype)
     new.bias.set_value(jnp.asarray(bias))
-    _copy_symbolic(old, new, rows, cols)
-    handled = set(_EDGE_VARS) | set(_SYMBOLIC_ATTRS) | {"grid", "bias"}
+    new.symbolic = old.symbolic.take(rows, cols)
+    handled = set(_EDGE_VARS) | {"grid", "bias", "symbolic"}
     for name, val in list(vars(old).items()):
         if name in handled or name.startswith("_") or not isinstance(val, nnx.Variable):
             continue
@@ -270,8 +251,8 @@ def _check_keep(model: KAN, keep) -> list[np.ndarray]:
 def mask_nodes(model: KAN, keep: Sequence[Sequence[int]], bias_shifts: Sequence | None = None) -> KAN:
     """``subnetwork`` with the removed nodes masked instead of cut out: same widths, same function.
 
-    Every edge into or out of a node not in ``keep`` gets ``mask = 0`` (and ``sym_mask = 0``, no
-    symbolic name); ``bias_shifts[l]`` is added to layer ``l``'s kept biases. A removed hidden node
+    Every edge into or out of a node not in ``keep`` gets ``mask = 0`` (and is no longer
+    symbolic); ``bias_shifts[l]`` is added to layer ``l``'s kept biases. A removed hidden node
     then only carries its bias to edges that are masked, so the network computes what
     ``subnetwork(model, keep, bias_shifts)`` computes, while its arrays keep their shapes: a
     training loop compiled for ``model`` runs it without compiling again (the symbolic pipeline
@@ -337,7 +318,7 @@ def prune_edges(
     """A copy of ``model`` with ``EdgeMask = 0`` on every edge whose score is below ``threshold``.
 
     Symbolic edges (``KANLayer.set_symbolic``) below the threshold are removed too
-    (``sym_mask = 0``, name ``None``): a pruned edge is neither spline nor symbolic.
+    (cleared): a pruned edge is neither spline nor symbolic.
 
     Args:
       model: the network (not modified).
@@ -363,18 +344,11 @@ def prune_edges(
 
 
 def _mask_edges(layer: KANLayer, drop: np.ndarray) -> None:
-    """Masks the edges where ``drop (n, o)`` is True: spline ``mask = 0`` and, for symbolic
-    edges, ``sym_mask = 0`` and no name (the layer keeps only the functions still used)."""
+    """Masks the edges where ``drop (n, o)`` is True: spline ``mask = 0``, symbolic edges
+    cleared (``layer.symbolic.clear``)."""
     mask = np.asarray(layer.mask[...])
     layer.mask.set_value(jnp.asarray(np.where(drop, 0, mask), mask.dtype))
-    if getattr(layer, "sym_names", None) is not None:
-        sym = np.asarray(layer.sym_mask[...])
-        layer.sym_mask.set_value(jnp.asarray(np.where(drop, 0, sym), sym.dtype))
-        layer.sym_names = tuple(
-            tuple(None if drop[i, j] else nm for j, nm in enumerate(row)) for i, row in enumerate(layer.sym_names)
-        )
-        used = {nm for row in layer.sym_names for nm in row if nm is not None}
-        layer.sym_funcs = tuple(f for f in layer.sym_funcs if f.name in used)
+    layer.symbolic.clear_where(np.asarray(drop, bool) & layer.symbolic.active())
 
 
 def _removal_shifts(acts, keep) -> list[np.ndarray]:

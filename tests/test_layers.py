@@ -38,9 +38,12 @@ def test_layer_shapes_and_init():
     assert float(jnp.abs(layer.w_base[...]).max()) <= 1 / np.sqrt(3)
     assert float(jnp.abs(layer.coef[...]).max()) <= 0.3 / 5 / 2
     assert layer(_x((7, 3))).shape == (7, 4)
-    # The grid and mask are not nnx.Param: optimizers over nnx.Param skip them.
+    # The grid and mask are not nnx.Param: optimizers over nnx.Param skip them. The symbolic
+    # edges' affine params are (trained once edges are symbolic); their function index is not.
     params = nnx.state(layer, nnx.Param)
-    assert set(params.keys()) == {"coef", "w_base", "w_spline", "bias"}
+    assert set(params.keys()) == {"coef", "w_base", "w_spline", "bias", "symbolic"}
+    assert set(params["symbolic"].keys()) == {"affine"} and params["symbolic"]["affine"].shape == (3, 4, 4)
+    assert set(nnx.state(layer, kan_jax.symbolic.SymbolicIndex)["symbolic"].keys()) == {"func"}
     assert set(nnx.state(layer, kan_jax.Grid).keys()) == {"grid"}
 
 

@@ -1,6 +1,5 @@
 """KAN diagram (kan_jax.plot)."""
 
-import types
 
 import jax
 import jax.numpy as jnp
@@ -73,15 +72,17 @@ def test_opacity_follows_scores(data):
     assert alpha["1 1 0"] == 0.5
 
 
-def test_symbolic_label_and_plot():
-    layer = types.SimpleNamespace(symbolic_names=[["sin", ""], ["x^2", "exp"]], symbolic_mask=np.array([[1, 0], [0, 1]]))
+def test_symbolic_label_reads_the_layer_symbolic_edges():
+    from kan_jax.symbolic import SYMBOLIC_LIB
+
+    layer = kan_jax.KANLayer(2, 2, rngs=nnx.Rngs(0))
+    layer.set_symbolic([(0, 0), (1, 1)], [SYMBOLIC_LIB["sin"], SYMBOLIC_LIB["exp"]])
     assert plot.symbolic_label(layer, 0, 0) == "sin"
     assert plot.symbolic_label(layer, 0, 1) is None
-    assert plot.symbolic_label(layer, 1, 0) is None  # named but not marked symbolic
+    assert plot.symbolic_label(layer, 1, 0) is None
     assert plot.symbolic_label(layer, 1, 1) == "exp"
-    assert plot.symbolic_label(types.SimpleNamespace(), 0, 0) is None
-    method = types.SimpleNamespace(symbolic_name=lambda i, j: "tanh" if i == j else None)
-    assert plot.symbolic_label(method, 1, 1) == "tanh" and plot.symbolic_label(method, 0, 1) is None
+    layer.clear_symbolic([(0, 0)])
+    assert plot.symbolic_label(layer, 0, 0) is None
 
 
 def test_plot_kan_symbolic_edges_labelled(monkeypatch, data):
@@ -100,7 +101,7 @@ def test_names_validated(data):
 
 
 def test_plot_kan_real_symbolic_edge(tmp_path, data):
-    from kan_jax.symbolic_fit import SYMBOLIC_LIB
+    from kan_jax.symbolic import SYMBOLIC_LIB
 
     model = kan_jax.KAN([2, 3, 1], rngs=nnx.Rngs(0))
     model.layers[0].set_symbolic([(1, 2)], [SYMBOLIC_LIB["sin"]])

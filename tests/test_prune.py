@@ -186,7 +186,7 @@ def test_measure_validated():
 
 
 def test_prune_carries_symbolic_edges():
-    from kan_jax.symbolic_fit import SYMBOLIC_LIB
+    from kan_jax.symbolic import SYMBOLIC_LIB
 
     model, x = _zeroed_model(), _x()
     lib = SYMBOLIC_LIB
@@ -195,10 +195,14 @@ def test_prune_carries_symbolic_edges():
     small = P.prune(model, x, edge_threshold=0.0)
     assert small.widths == (3, 3, 1)
     l0, l1 = small.layers
-    assert l0.sym_names[0][2] == "sin" and l0.sym_names[1][1] == "x^2" and l1.sym_names[2][0] == "exp"
-    assert sum(nm is not None for row in l0.sym_names for nm in row) == 2
-    np.testing.assert_allclose(np.asarray(l0.sym_affine[...])[0, 2], [2.0, 0.1, 0.5, 0.2])
-    assert {f.name for f in l1.sym_funcs} == {"exp"}
+    n0, n1 = l0.symbolic.names(), l1.symbolic.names()
+    assert n0[0][2] == "sin" and n0[1][1] == "x^2" and n1[2][0] == "exp"
+    assert sum(nm is not None for row in n0 for nm in row) == 2
+    np.testing.assert_allclose(np.asarray(l0.symbolic.affine[...])[0, 2], [2.0, 0.1, 0.5, 0.2])
+    assert {nm for row in n1 for nm in row if nm is not None} == {"exp"}
+    # The pruned network has the structure of a fresh network of its widths (same function table).
+    fresh = kan_jax.KAN(small.widths, grid_size=small.grid_size, rngs=nnx.Rngs(0), param_dtype=l0.coef[...].dtype)
+    assert nnx.graphdef(small) == nnx.graphdef(fresh)
     xt = _x(n=200, seed=5)
     np.testing.assert_allclose(np.asarray(small(xt)), np.asarray(model(xt)), rtol=1e-12, atol=1e-12)
     # Pruning a symbolic edge by score removes it entirely (not spline, not symbolic).
@@ -206,7 +210,7 @@ def test_prune_carries_symbolic_edges():
     thr = float(es[0, 2]) * (1 + 1e-9)
     masked = P.prune_edges(small, x, threshold=thr)
     m0 = masked.layers[0]
-    assert m0.sym_names[0][2] is None and float(m0.sym_mask[...][0, 2]) == 0 and float(m0.mask[...][0, 2]) == 0
+    assert m0.symbolic.names()[0][2] is None and not m0.symbolic.active()[0, 2] and float(m0.mask[...][0, 2]) == 0
     assert np.all(np.asarray(masked.edge_activations(x)[0])[:, 0, 2] == 0)
 
 

@@ -1,4 +1,4 @@
-"""Tests for kan_jax.symbolic_fit (closed-form oracles, sympy, XLA memory)."""
+"""Tests for kan_jax.symbolic.fit, .library and the formula helpers (closed-form oracles, sympy, XLA memory)."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import sympy
 
-from kan_jax import symbolic_fit as sf
+from kan_jax import symbolic as sf
 
 # Small search settings keep the file fast; the math is the same at 101.
 FAST = dict(grid_number=41, iterations=3, chunk_size=256)
@@ -80,15 +80,15 @@ def test_right_function_beats_wrong_ones():
     assert r2["0"] == 0.0
 
 
-def test_suggest_symbolic_ranks_sin_first():
+def test_rank_functions_ranks_sin_first():
     x, y = _data("sin", 3.0, 0.5, 2.0, 1.0, (-1.0, 1.0))
-    top = sf.suggest_symbolic(x, y, topk=3, **FAST)
+    top = sf.rank_functions(x, y, topk=3, **FAST)
     assert len(top) == 3
     assert top[0].name == "sin"
     assert top[0].complexity == 2
     assert [t.score for t in top] == sorted([t.score for t in top], reverse=True)
     # Threshold drops poor fits; accuracy-only ranking still finds sin/cos.
-    only_good = sf.suggest_symbolic(x, y, topk=30, r2_threshold=0.999, **FAST)
+    only_good = sf.rank_functions(x, y, topk=30, r2_threshold=0.999, **FAST)
     assert {t.name for t in only_good} <= {"sin", "cos", "tan", "arcsin", "arctan",
                                              "arctanh", "tanh", "x^5", "x^3", "x^4",
                                              "gaussian", "exp", "x^2", "x", "log",
@@ -96,12 +96,12 @@ def test_suggest_symbolic_ranks_sin_first():
     assert all(t.r2 >= 0.999 for t in only_good)
 
 
-def test_suggest_symbolic_batch_per_edge():
+def test_rank_functions_batch_per_edge():
     x = np.linspace(-1, 1, 200, dtype=np.float32)
     xs = np.stack([x, x])
     ys = np.stack([np.exp(-(4 * x * x)), 2 * x + 1]).astype(np.float32)
     lib = {k: sf.SYMBOLIC_LIB[k] for k in ("0", "x", "x^2", "sin", "exp", "gaussian")}
-    out = sf.suggest_symbolic_batch(xs, ys, lib=lib, topk=2, **FAST)
+    out = sf.rank_functions_batch(xs, ys, lib=lib, topk=2, **FAST)
     assert [o[0].name for o in out] == ["gaussian", "x"]
 
 
@@ -263,7 +263,7 @@ def test_register_symbolic_returns_new_library():
     assert list(lib) == ["x", "exp", "tanh", "softplus"]
     x = np.linspace(-2, 2, 200, dtype=np.float32)
     y = (2 * jax.nn.softplus(1.5 * x - 0.5) + 0.1).astype(np.float32)
-    top = sf.suggest_symbolic(x, y, lib=lib, topk=1, weight_simple=0.0, **FAST)
+    top = sf.rank_functions(x, y, lib=lib, topk=1, weight_simple=0.0, **FAST)
     assert top[0].name == "softplus" and top[0].r2 > 0.9999
     expr = sf.to_sympy("softplus", top[0].params, sympy.Symbol("x"), lib=lib)
     assert expr.has(sympy.exp)
@@ -293,9 +293,9 @@ def test_canonical_params_same_function(name):
 
 def test_suggest_returns_canonical_linear_and_square():
     x = jnp.linspace(-1, 1, 200, dtype=jnp.float64)
-    (best,) = sf.suggest_symbolic(x, 3.0 * x - 2.0, lib={"x": sf.SYMBOLIC_LIB["x"]}, topk=1)
+    (best,) = sf.rank_functions(x, 3.0 * x - 2.0, lib={"x": sf.SYMBOLIC_LIB["x"]}, topk=1)
     np.testing.assert_allclose(best.params, [1.0, 0.0, 3.0, -2.0], atol=1e-6)
-    (best,) = sf.suggest_symbolic(x, 0.5 * (2.0 * x + 1.0) ** 2, lib={"x^2": sf.SYMBOLIC_LIB["x^2"]}, topk=1)
+    (best,) = sf.rank_functions(x, 0.5 * (2.0 * x + 1.0) ** 2, lib={"x^2": sf.SYMBOLIC_LIB["x^2"]}, topk=1)
     a, b, c, d = best.params
     assert a == 1.0
     np.testing.assert_allclose([b, c, d], [0.5, 2.0, 0.0], atol=1e-4)

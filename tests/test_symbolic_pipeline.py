@@ -103,7 +103,7 @@ def test_symbolic_pipeline_restarts_keep_the_best_train_formula(tmp_path):
 
 
 def test_symbolic_config_library_is_the_whole_library_but_zero():
-    from kan_jax.symbolic_fit import SYMBOLIC_LIB
+    from kan_jax.symbolic import SYMBOLIC_LIB
 
     c = _symbolic_config("x_1*x_2")
     assert list(c.symbolic.lib) == [k for k in SYMBOLIC_LIB if k != "0"]
@@ -116,7 +116,7 @@ def test_pass_through_edges():
 
     import kan_jax
     from kan_jax import symbolic as S
-    from kan_jax.symbolic_fit import SYMBOLIC_LIB
+    from kan_jax.symbolic import SYMBOLIC_LIB
     from kan_jax.train.pipelines.symbolic import pass_through_edges
 
     model = kan_jax.KAN([2, 3, 1], grid_size=3, rngs=nnx.Rngs(0))

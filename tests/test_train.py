@@ -112,7 +112,7 @@ def test_fit_grid_updates_follow_schedule(small_ds, monkeypatch):
 def _exact_symbolic_fit(stop_on_stall, **kw):
     """A [1, 1] KAN whose edge is ``c sin(a x + b) + d`` fit to ``sin(2 x + 1)``: L-BFGS reaches
     float rounding in ~300 steps and then cannot move the loss."""
-    from kan_jax.symbolic_fit import SYMBOLIC_LIB
+    from kan_jax.symbolic import SYMBOLIC_LIB
 
     c = _toy_quick()
     c.model.widths, c.model.grid_size = [1, 1], 3
@@ -133,7 +133,7 @@ def test_fit_stops_on_stall_with_the_loss_the_full_run_ends_at():
     assert hist["train_loss"][-50:] == [hist["train_loss"][-51]] * 50
     assert full["train_loss"][-1] == hist["train_loss"][-1] < 1e-30
     assert full["train_loss"][:stop] == hist["train_loss"]
-    np.testing.assert_allclose(model.layers[0].sym_affine[...], full_model.layers[0].sym_affine[...], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(model.layers[0].symbolic.affine[...], full_model.layers[0].symbolic.affine[...], rtol=1e-12, atol=1e-14)
 
 
 def test_fit_does_not_stop_on_stall_before_the_last_grid_update():

@@ -56,8 +56,18 @@ class MLP(nnx.Module):
 
 
 def count_params(model: nnx.Module) -> int:
-    """Number of trainable scalars (``nnx.Param`` leaves) of ``model``."""
-    return int(sum(np.size(a) for a in jax.tree_util.tree_leaves(nnx.state(model, nnx.Param))))
+    """Number of trainable scalars (``nnx.Param`` leaves) of ``model`` in use.
+
+    A KAN layer always holds affine parameters ``(in, out, 4)`` for symbolic edges
+    (``kan_jax.symbolic.SymbolicEdges``); only those of edges fixed to a function count, so a spline
+    network counts as ``kan_param_count`` says and a symbolic edge adds its four numbers.
+    """
+    total = sum(np.size(a) for a in jax.tree_util.tree_leaves(nnx.state(model, nnx.Param)))
+    for layer in getattr(model, "layers", ()):
+        sym = getattr(layer, "symbolic", None)
+        if sym is not None:
+            total -= 4 * int((~sym.active()).sum())
+    return int(total)
 
 
 def kan_param_count(widths: Sequence[int], grid_size: int, spline_order: int) -> int:

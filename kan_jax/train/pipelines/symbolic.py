@@ -504,9 +504,7 @@ def pass_through_edges(model, layer: int) -> list[tuple[int, int]]:
         return []
     lay = model.layers[layer]
     active = np.asarray(lay.mask[...]) > 0  # spline edges (a symbolic edge has mask 0)
-    n_in = active.sum(axis=0)
-    if lay.has_symbolic:
-        n_in = n_in + (np.asarray(lay.sym_mask[...]) > 0).sum(axis=0)
+    n_in = active.sum(axis=0) + lay.symbolic.active().sum(axis=0)
     return [(int(np.flatnonzero(active[:, j])[0]), int(j)) for j in np.flatnonzero((n_in == 1) & active.any(axis=0))]
 
 
@@ -560,7 +558,7 @@ def _standardized(ds, mu: float, sigma: float):
 def _unstandardize_output(model, mu: float, sigma: float) -> None:
     """Maps a network fit to ``(y - mu) / sigma`` back to ``y``: exact, in its last layer."""
     last = model.layers[-1]
-    if getattr(last, "has_symbolic", False):
+    if last.symbolic.active().any():
         raise ValueError("unstandardize before any edge is made symbolic")
     last.w_base.set_value(last.w_base[...] * sigma)
     last.w_spline.set_value(last.w_spline[...] * sigma)

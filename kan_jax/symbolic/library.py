@@ -6,7 +6,7 @@ tanh, abs, sgn, arcsin, arctan, arctanh, gaussian, 0), plus :func:`register_symb
 extended libraries. Libraries are plain immutable mappings: nothing here mutates global state,
 :func:`register_symbolic` always returns a *new* mapping. The singular functions guard their
 inputs so that values and gradients stay finite everywhere. Fitting lives in
-:mod:`kan_jax.symbolic_fit`.
+:mod:`kan_jax.symbolic.fit`.
 """
 
 from __future__ import annotations

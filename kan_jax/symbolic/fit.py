@@ -1,59 +1,41 @@
-"""Pure symbolic-fitting math for KAN edges.
+"""Affine fitting of library functions to samples of one edge, and their ranking.
 
-This module holds the numerical core of KAN symbolic regression (Liu et al.,
-2024, Sec. 2.5.1): given samples ``(x, y)`` of one learned edge activation,
-find the best affine-wrapped library function
+Given samples ``(x, y)`` of one learned edge activation (Liu et al., 2024, Sec. 2.5.1), find the
+best affine-wrapped library function
 
     y ~= c * f(a * x + b) + d
 
-and rank library functions by accuracy and simplicity. It is independent of
-the network modules (it imports only jax, numpy and sympy); the network
-integration lives in :mod:`kan_jax.symbolic`.
+and rank library functions by accuracy and simplicity. Independent of the network modules
+(jax and numpy only); the network level is :mod:`kan_jax.symbolic.network`.
 
-Contents:
+* :func:`fit_affine` / :func:`fit_affine_all`: vectorized, chunked grid search over ``(a, b)``
+  with closed-form ``r^2`` and least squares for ``(c, d)``;
+* :func:`symbolic_scores`, :func:`rank_functions` (one edge), :func:`rank_functions_batch`
+  (many edges): pykan-style ranking into :class:`SymbolicCandidate`.
 
-* the library (:class:`SymbolicFunction`, :data:`SYMBOLIC_LIB`,
-  :func:`register_symbolic`), defined in :mod:`kan_jax.symbolic_lib` and
-  re-exported here;
-* :func:`fit_affine` / :func:`fit_affine_all`: vectorized, chunked grid search
-  over ``(a, b)`` with closed-form ``r^2`` and least squares for ``(c, d)``.
-* :func:`symbolic_scores`, :func:`suggest_symbolic`,
-  :func:`suggest_symbolic_batch`: pykan-style ranking.
-* :func:`to_sympy` and :func:`round_constants`: formulas out.
-
-Every function that needs a library takes it as the keyword ``lib``.
+Every function that needs a library takes it as the keyword ``lib`` (default
+:data:`kan_jax.symbolic.library.SYMBOLIC_LIB`).
 """
 
 from __future__ import annotations
 
 import functools
-import inspect
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import sympy
 
-from kan_jax.compilation import classic_emitter_jit
-from kan_jax.symbolic_lib import GUARD_EPS, SYMBOLIC_LIB, SymbolicFunction, register_symbolic
+from kan_jax.symbolic.library import SYMBOLIC_LIB, SymbolicFunction
 
 __all__ = [
-    "SymbolicFunction",
-    "SYMBOLIC_LIB",
-    "register_symbolic",
-    "GUARD_EPS",
     "fit_affine",
     "fit_affine_all",
-    "lower_fit_affine_all",
-    "precompile_fit_affine_all",
     "symbolic_scores",
     "SymbolicCandidate",
-    "suggest_symbolic",
-    "suggest_symbolic_batch",
-    "to_sympy",
-    "round_constants",
+    "rank_functions",
+    "rank_functions_batch",
 ]
 
 
@@ -303,15 +285,14 @@ def fit_affine(
     return params, r2
 
 
-@functools.partial(classic_emitter_jit, static_argnames=("fns", "kwargs"))
+@functools.partial(jax.jit, static_argnames=("fns", "kwargs"))
 def _fit_affine_all_jit(x, y, *, fns, kwargs):
     """``(params (E, F, 4), r2 (E, F))``: the fit of every ``(jax_fn, search_fn)`` of ``fns``.
 
     One fit, looped over the functions (``lax.scan``) with each function picked by
     ``lax.switch``: XLA compiles the search once, not once per function (hellokan's 10-function
     library on 4 edges: 0.9 s instead of 1.9 s unrolled on 2 CPU cores, runs 0.27 s instead of
-    0.22 s; docs/PERFORMANCE.md). On the CPU backend with XLA's classic emitters
-    (``kan_jax.compilation.classic_emitter_jit``): compile 0.83 -> 0.51 s, the same run time.
+    0.22 s; docs/PERFORMANCE.md).
     """
 
     def switch(k, which):
@@ -398,22 +379,6 @@ def _fit_all_static(lib, *, a_range, b_range, grid_number, iterations, chunk_siz
     return resolved, {"fns": tuple((f, g) for f, g, _ in resolved), "kwargs": kwargs}
 
 
-def lower_fit_affine_all(n_edges: int, n_samples: int, *, dtype, lib=None, **fit_kwargs) -> jax.stages.Lowered:
-    """The program ``fit_affine_all`` runs on ``(n_edges, n_samples)`` inputs of ``dtype`` with
-    ``lib`` and ``fit_kwargs`` (defaults as there), lowered: ``.compile()`` it ahead, or read its
-    ``.compile().memory_analysis()``."""
-    defaults = {k: p.default for k, p in inspect.signature(fit_affine_all).parameters.items() if p.kind is p.KEYWORD_ONLY}
-    _, static = _fit_all_static(lib, **{**defaults, **fit_kwargs})
-    x = jnp.asarray(np.zeros((_padded_edges(int(n_edges)), int(n_samples)), jnp.dtype(dtype)))  # as a real call's
-    return _fit_affine_all_jit.lower(x, x, **static)
-
-
-def precompile_fit_affine_all(n_edges: int, n_samples: int, *, dtype, lib=None, **fit_kwargs) -> None:
-    """Compiles (in the calling thread) the program of ``lower_fit_affine_all(...)``. A pipeline
-    that knows the edge count ahead calls it in a background thread."""
-    lower_fit_affine_all(n_edges, n_samples, dtype=dtype, lib=lib, **fit_kwargs).compile()
-
-
 # ---------------------------------------------------------------------------
 # Ranking
 # ---------------------------------------------------------------------------
@@ -483,7 +448,7 @@ def _rank(params, r2, names, complexity, *, topk, weight_simple, r2_threshold):
     return out
 
 
-def suggest_symbolic_batch(
+def rank_functions_batch(
     x: jax.Array,
     y: jax.Array,
     *,
@@ -520,7 +485,7 @@ def suggest_symbolic_batch(
     ]
 
 
-def suggest_symbolic(
+def rank_functions(
     x: jax.Array,
     y: jax.Array,
     *,
@@ -536,111 +501,21 @@ def suggest_symbolic(
       x: Inputs ``(N,)``.
       y: Targets ``(N,)``.
       lib, topk, weight_simple, r2_threshold, **fit_kwargs: As in
-        :func:`suggest_symbolic_batch`.
+        :func:`rank_functions_batch`.
 
     Returns:
       Up to ``topk`` :class:`SymbolicCandidate`, best (highest score) first.
 
     Example:
       >>> x = jnp.linspace(-2, 2, 300)
-      >>> suggest_symbolic(x, jnp.sin(3 * x), topk=1)[0].name
+      >>> rank_functions(x, jnp.sin(3 * x), topk=1)[0].name
       'sin'
     """
     x = jnp.asarray(x)
     y = jnp.asarray(y)
     if x.ndim != 1 or x.shape != y.shape:
         raise ValueError(f"x and y must both be (N,); got {x.shape}, {y.shape}")
-    return suggest_symbolic_batch(
+    return rank_functions_batch(
         x[None], y[None], lib=lib, topk=topk, weight_simple=weight_simple,
         r2_threshold=r2_threshold, **fit_kwargs,
     )[0]
-
-
-# ---------------------------------------------------------------------------
-# Formulas
-# ---------------------------------------------------------------------------
-
-
-def to_sympy(
-    name: str,
-    params: Sequence[float] | np.ndarray,
-    x_sym: Any,
-    *,
-    lib: Mapping[str, SymbolicFunction] | None = None,
-) -> sympy.Expr:
-    """The sympy expression ``c * f(a * x + b) + d`` of a fitted edge.
-
-    Args:
-      name: Library key of ``f``.
-      params: ``(4,)`` ``[a, b, c, d]``.
-      x_sym: A sympy expression (usually a Symbol) to substitute for ``x``.
-      lib: Library (default :data:`SYMBOLIC_LIB`).
-
-    Returns:
-      A sympy expression with float coefficients (see :func:`round_constants`).
-    """
-    lib = SYMBOLIC_LIB if lib is None else lib
-    a, b, c, d = (sympy.Float(float(v)) for v in np.asarray(params, np.float64))
-    return c * lib[name].sympy_fn(a * x_sym + b) + d
-
-
-# Irrational units a constant may be a small rational multiple of, with the denominators tried:
-# pi (2*pi*f, pi/2), 1/pi (Coulomb's 1/(4*pi*epsilon), hbar = h/(2*pi)) and 1/sqrt(2*pi) (the
-# Gaussian's normalization). A snap that costs accuracy is undone by the callers' digit
-# escalation (``symbolic_formula`` at more digits snaps with a tighter tolerance).
-_SNAP_UNITS = tuple((unit, float(unit), qs) for unit, qs in (
-    (sympy.pi, (1, 2, 3, 4, 6)),
-    (1 / sympy.pi, (1, 2, 3, 4, 6, 8, 12, 16, 20)),
-    (1 / sympy.sqrt(2 * sympy.pi), (1, 2, 4)),
-))
-
-
-# Largest |p| of a snapped fraction p/q or multiple p/q * unit. The candidates are then few (each
-# is a hypothesis that the constant is exact): with any p, a constant near 6384 would "snap" to
-# 2032*pi and one near 0.61 to 23/(12*pi) (tolerance 1e-4: a few percent of all constants).
-_SNAP_MAX_NUMERATOR = 12
-
-
-def _snap_float(v: float, digits: int, snap_tol: float) -> sympy.Expr:
-    tol = snap_tol * max(1.0, abs(v))
-    r = round(v)
-    if abs(v - r) <= tol:
-        return sympy.Integer(r)
-    for q in range(2, 13):
-        p = round(v * q)
-        if abs(p) <= _SNAP_MAX_NUMERATOR and abs(v - p / q) <= tol:
-            return sympy.Rational(p, q)
-    for unit, u, qs in _SNAP_UNITS:
-        for q in qs:
-            p = round(v * q / u)
-            if p != 0 and abs(p) <= _SNAP_MAX_NUMERATOR and abs(v - p * u / q) <= tol:
-                return sympy.Rational(p, q) * unit
-    rounded = round(v, digits)
-    if rounded == 0:
-        return sympy.Integer(0)
-    return sympy.Float(rounded)
-
-
-def round_constants(expr: sympy.Expr, *, digits: int = 4, snap_tol: float = 1e-4) -> sympy.Expr:
-    """Rounds the float constants of an expression, snapping simple values.
-
-    Each float ``v`` is replaced by the first of these within
-    ``snap_tol * max(1, |v|)``: an integer, a rational ``p/q`` with
-    ``q <= 12``, a multiple ``p*pi/q`` with ``q in {1, 2, 3, 4, 6}``, ``p/(q*pi)``
-    with ``q in {1, 2, 3, 4, 6, 8, 12, 16, 20}``, ``p/(q*sqrt(2*pi))`` with
-    ``q in {1, 2, 4}`` (``|p| <= 12`` in all but the integer); otherwise it is
-    rounded to ``digits`` decimal places (0 if that rounds to zero). E.g. ``3.14159 -> pi``, ``2.0000001 -> 2``,
-    ``0.4999999 -> 1/2``, ``0.0795775 -> 1/(4*pi)``, ``0.3989423 -> 1/sqrt(2*pi)``.
-
-    Args:
-      expr: A sympy expression.
-      digits: Decimal places kept for floats that are not snapped.
-      snap_tol: Relative snapping tolerance.
-
-    Returns:
-      The expression with constants replaced (sympy re-simplifies products
-      such as ``1*x`` automatically).
-    """
-    expr = sympy.sympify(expr)
-    repl = {f: _snap_float(float(f), digits, snap_tol) for f in expr.atoms(sympy.Float)}
-    return expr.xreplace(repl)
