@@ -63,10 +63,8 @@ def count_params(model: nnx.Module) -> int:
     network counts as ``kan_param_count`` says and a symbolic edge adds its four numbers.
     """
     total = sum(np.size(a) for a in jax.tree_util.tree_leaves(nnx.state(model, nnx.Param)))
-    for layer in getattr(model, "layers", ()):
-        sym = getattr(layer, "symbolic", None)
-        if sym is not None:
-            total -= 4 * int((~sym.active()).sum())
+    if isinstance(model, KAN):
+        total -= sum(4 * int((~layer.symbolic.active()).sum()) for layer in model.layers)
     return int(total)
 
 
