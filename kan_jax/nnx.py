@@ -223,7 +223,7 @@ def _set_edges(var, ii, jj, value) -> None:
     """``var[ii, jj] = value`` on the host (a structural edit: no XLA compile per shape)."""
     a = np.array(var[...])
     a[ii, jj] = value
-    var.set_value(jnp.asarray(a))
+    var.set_value(jax.device_put(a))
 
 
 class KAN(nnx.Module):
@@ -310,7 +310,13 @@ class KAN(nnx.Module):
 
     def refine(self, new_grid_size: int, x: jax.Array | None = None) -> None:
         """Grid extension of every layer to ``new_grid_size`` (samples ``x`` used for non-nested sizes)."""
-        for layer in self.layers:
-            nxt = layer(x) if x is not None else None
-            layer.refine(new_grid_size, x)
-            x = nxt
+        inputs = _layer_inputs(self, x) if x is not None else [None] * len(self.layers)
+        for layer, xin in zip(self.layers, inputs):
+            layer.refine(new_grid_size, xin)
+
+
+@nnx.jit
+def _layer_inputs(model: KAN, x: jax.Array) -> list[jax.Array]:
+    """``model.layer_inputs(x)`` as one compiled program per network structure (for host-side
+    edits such as ``refine``; called eagerly, each layer's program and sum would compile)."""
+    return model.layer_inputs(x)

@@ -15,7 +15,6 @@ stays light; figures never open a window (Agg).
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 
@@ -43,27 +42,32 @@ _PAD_PROBE_MAX = 65536  # larger sample batches are not used to pad the probe po
 
 def _probe_curves(model, x, n_points: int):
     """Per layer ``(xs (m, n), phi (m, n, o))``: each input's own sample range, evaluated per edge."""
-    inputs = _layer_inputs_fn(nnx.graphdef(model))(nnx.state(model), jnp.asarray(x))[:-1]
-    out = []
-    for layer, a in zip(model.layers, inputs):
-        dtype = a.dtype
-        a = np.asarray(a, dtype=np.float64)
+    x = x if isinstance(x, jax.Array) else jax.device_put(np.asarray(x))
+    inputs = [np.asarray(a, dtype=np.float64) for a in _layer_inputs(model, x)[:-1]]
+    # Each input's range, swept by column; evaluated in a batch of the samples' size (padded with
+    # the last point), so one program of the samples' shapes draws every layer.
+    rows = x.shape[0] if n_points <= x.shape[0] <= _PAD_PROBE_MAX else n_points
+    sweeps, padded = [], []
+    for a in inputs:
         lo, hi = a.min(axis=0), a.max(axis=0)
         hi = np.where(hi > lo, hi, lo + 1e-6)
         xs = np.linspace(lo, hi, n_points)  # (m, n): column i sweeps input i's range, sorted
-        # Evaluated in a batch of the samples' size (padded with the last point): the programs
-        # compiled for the samples are reused instead of compiling the layer again for m rows.
-        rows = a.shape[0] if n_points <= a.shape[0] <= _PAD_PROBE_MAX else n_points
-        padded = np.concatenate([xs, np.repeat(xs[-1:], rows - n_points, axis=0)])
-        phi = np.asarray(layer.edge_activations(jnp.asarray(padded, dtype)), dtype=np.float64)[:n_points]
-        out.append((xs, phi))
-    return out
+        sweeps.append(xs)
+        padded.append(jax.device_put(np.concatenate([xs, np.repeat(xs[-1:], rows - n_points, axis=0)]).astype(x.dtype)))
+    phis = _edge_activations_per_layer(model, padded)
+    return [(xs, np.asarray(phi, dtype=np.float64)[:n_points]) for xs, phi in zip(sweeps, phis)]
 
 
-@functools.lru_cache(maxsize=16)
-def _layer_inputs_fn(graphdef):
-    """``model.layer_inputs`` as one compiled program per network structure."""
-    return jax.jit(lambda state, x: nnx.merge(graphdef, state).layer_inputs(x))
+@nnx.jit
+def _layer_inputs(model, x):
+    """``model.layer_inputs(x)``, one compiled program per network structure."""
+    return model.layer_inputs(x)
+
+
+@nnx.jit
+def _edge_activations_per_layer(model, xs):
+    """``[layer.edge_activations(x_l) for each layer]`` on given per-layer inputs, one program."""
+    return [layer.edge_activations(x) for layer, x in zip(model.layers, xs)]
 
 
 def plot_kan(

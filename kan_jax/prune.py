@@ -131,7 +131,7 @@ def attribution(
     Outside a trace the magnitudes and scores are computed on the host (numpy arrays: no XLA
     compile of each small reduction per network shape); under ``jax.jit`` they are traced.
     """
-    acts = model.edge_activations(jnp.asarray(x))
+    acts = _edge_activations(model, x)
     if not any(isinstance(a, jax.core.Tracer) for a in acts):
         acts = [np.asarray(a) for a in acts]
         output_scores = None if output_scores is None else np.asarray(output_scores)
@@ -172,7 +172,7 @@ def _layer_config(layer: KANLayer) -> dict:
 
 def _slice_edges(value, rows, cols):
     """``value[rows][:, cols]``, sliced on the host (no XLA compile per shape)."""
-    return jnp.asarray(np.asarray(value)[np.ix_(np.asarray(rows), np.asarray(cols))])
+    return jax.device_put(np.asarray(value)[np.ix_(np.asarray(rows), np.asarray(cols))])
 
 
 def _active(layer: KANLayer) -> np.ndarray:
@@ -190,11 +190,11 @@ def _copy_layer(old: KANLayer, new: KANLayer, rows: np.ndarray, cols: np.ndarray
     n, o = old.in_features, old.out_features
     for name in _EDGE_VARS:
         getattr(new, name).set_value(_slice_edges(getattr(old, name)[...], rows, cols))
-    new.grid.set_value(jnp.asarray(np.asarray(old.grid[...])[np.asarray(rows)]))
+    new.grid.set_value(jax.device_put(np.asarray(old.grid[...])[np.asarray(rows)]))
     bias = np.asarray(old.bias[...])[np.asarray(cols)]
     if bias_shift is not None:
         bias = bias + np.asarray(bias_shift, bias.dtype)
-    new.bias.set_value(jnp.asarray(bias))
+    new.bias.set_value(jax.device_put(bias))
     new.symbolic = old.symbolic.take(rows, cols)
     handled = set(_EDGE_VARS) | {"grid", "bias", "symbolic"}
     for name, val in list(vars(old).items()):
@@ -267,7 +267,7 @@ def mask_nodes(model: KAN, keep: Sequence[Sequence[int]], bias_shifts: Sequence 
         if bias_shifts is not None:
             bias = np.array(layer.bias[...])
             bias[keep[l + 1]] += np.asarray(bias_shifts[l], bias.dtype)
-            layer.bias.set_value(jnp.asarray(bias))
+            layer.bias.set_value(jax.device_put(bias))
     return new
 
 
@@ -302,8 +302,15 @@ def compact(model: KAN) -> KAN:
 # ----------------------------------------------------------------------------- pruning
 
 
+@nnx.jit
+def _edge_activations(model: KAN, x: jax.Array) -> list[jax.Array]:
+    """``model.edge_activations(x)`` as one compiled program per network structure (called
+    eagerly, the layers' programs and the sums between them would each compile)."""
+    return model.edge_activations(x)
+
+
 def _np_acts(model: KAN, x) -> list[np.ndarray]:
-    return [np.asarray(a, dtype=np.float64) for a in model.edge_activations(jnp.asarray(x))]
+    return [np.asarray(a, dtype=np.float64) for a in _edge_activations(model, x)]
 
 
 def prune_edges(
@@ -338,7 +345,7 @@ def prune_edges(
         newly = drop & _active(layer)
         if fold_constants and newly.any():
             shift = np.sum(np.where(newly[None], a, 0.0).mean(axis=0), axis=0)
-            layer.bias.set_value(jnp.asarray(np.asarray(layer.bias[...], np.float64) + shift, layer.bias[...].dtype))
+            layer.bias.set_value(jax.device_put((np.asarray(layer.bias[...], np.float64) + shift).astype(layer.bias[...].dtype)))
         _mask_edges(layer, drop)
     return new
 
@@ -347,7 +354,7 @@ def _mask_edges(layer: KANLayer, drop: np.ndarray) -> None:
     """Masks the edges where ``drop (n, o)`` is True: spline ``mask = 0``, symbolic edges
     cleared (``layer.symbolic.clear``)."""
     mask = np.asarray(layer.mask[...])
-    layer.mask.set_value(jnp.asarray(np.where(drop, 0, mask), mask.dtype))
+    layer.mask.set_value(jax.device_put(np.where(drop, 0, mask).astype(mask.dtype)))
     layer.symbolic.clear_where(np.asarray(drop, bool) & layer.symbolic.active())
 
 

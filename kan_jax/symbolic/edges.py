@@ -191,8 +191,8 @@ class SymbolicEdges(nnx.Module):
         self.out_features = int(out_features)
         self.table = tuple(lib.values())
         n, o = self.in_features, self.out_features
-        self.func = SymbolicIndex(jnp.full((n, o), NO_FUNCTION, jnp.int32))
-        self.affine = nnx.Param(jnp.broadcast_to(jnp.asarray(IDENTITY_PARAMS, param_dtype), (n, o, 4)))
+        self.func = SymbolicIndex(jax.device_put(np.full((n, o), NO_FUNCTION, np.int32)))
+        self.affine = nnx.Param(jax.device_put(np.broadcast_to(np.asarray(IDENTITY_PARAMS), (n, o, 4)).astype(param_dtype)))
 
     # --- evaluation ---
 
@@ -268,8 +268,8 @@ class SymbolicEdges(nnx.Module):
         func = np.array(self.func[...])
         func[ii, jj] = [self._index_of(f) for f in funcs]
         aff[ii, jj] = p
-        self.func.set_value(jnp.asarray(func, jnp.int32))
-        self.affine.set_value(jnp.asarray(aff))
+        self.func.set_value(jax.device_put(func.astype(np.int32)))
+        self.affine.set_value(jax.device_put(aff))
 
     def clear(self, edges: Sequence[tuple[int, int]]) -> None:
         """Makes edges ``[(i, j), ...]`` non-symbolic (``func = -1``, ``affine = [1, 0, 1, 0]``)."""
@@ -280,8 +280,8 @@ class SymbolicEdges(nnx.Module):
         aff = np.array(self.affine[...])
         func[ii, jj] = NO_FUNCTION
         aff[ii, jj] = IDENTITY_PARAMS
-        self.func.set_value(jnp.asarray(func, jnp.int32))
-        self.affine.set_value(jnp.asarray(aff))
+        self.func.set_value(jax.device_put(func.astype(np.int32)))
+        self.affine.set_value(jax.device_put(aff))
 
     def clear_where(self, drop) -> None:
         """Clears every edge where the ``(n, o)`` bool ``drop`` is True."""
@@ -293,6 +293,6 @@ class SymbolicEdges(nnx.Module):
         new = SymbolicEdges(len(rows), len(cols), library={}, param_dtype=self.affine[...].dtype)
         new.table = self.table
         ix = np.ix_(rows, cols)
-        new.func.set_value(jnp.asarray(np.asarray(self.func[...])[ix], jnp.int32))
-        new.affine.set_value(jnp.asarray(np.asarray(self.affine[...])[ix]))
+        new.func.set_value(jax.device_put(np.asarray(self.func[...])[ix].astype(np.int32)))
+        new.affine.set_value(jax.device_put(np.asarray(self.affine[...])[ix]))
         return new

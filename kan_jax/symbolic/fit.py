@@ -352,10 +352,10 @@ def fit_affine_all(
     if pad > 0:
         x = np.concatenate([x, np.broadcast_to(x[:1], (pad,) + x.shape[1:])])
         y = np.concatenate([y, np.broadcast_to(y[:1], (pad,) + y.shape[1:])])
-    params, r2 = _fit_affine_all_jit(jnp.asarray(x), jnp.asarray(y), **static)
+    params, r2 = _fit_affine_all_jit(_on_device(x), _on_device(y), **static)
     params, r2 = np.asarray(params)[:e], np.asarray(r2)[:e]
     params = np.stack([_canonical(params[:, k], c) for k, (_, _, c) in enumerate(resolved)], axis=1)
-    return jnp.asarray(params), jnp.asarray(r2)
+    return jax.device_put(params), jax.device_put(r2)
 
 
 def _padded_edges(e: int) -> int:
@@ -519,3 +519,9 @@ def rank_functions(
         x[None], y[None], lib=lib, topk=topk, weight_simple=weight_simple,
         r2_threshold=r2_threshold, **fit_kwargs,
     )[0]
+
+
+def _on_device(a) -> jax.Array:
+    """``a`` as a JAX array; host arrays move with ``jax.device_put`` (``jnp.asarray`` of a NumPy
+    array compiles a small program per shape)."""
+    return a if isinstance(a, jax.Array) else jax.device_put(np.asarray(a))

@@ -18,9 +18,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import sympy
+from flax import nnx
 
 from kan_jax.symbolic.library import SYMBOLIC_LIB, SymbolicFunction
 
@@ -302,7 +304,7 @@ def check_formula(
     x_np = np.asarray(x, np.float64)
     names = [f"x_{k + 1}" for k in range(x_np.shape[1])] if input_names is None else list(input_names)
     pred_f = formula_predict(formulas, names, x_np)
-    pred_m = np.asarray(model(jnp.asarray(x)), np.float64).reshape(pred_f.shape[0], -1)
+    pred_m = np.asarray(_forward(model, x if isinstance(x, jax.Array) else jax.device_put(np.asarray(x))), np.float64).reshape(pred_f.shape[0], -1)
     with np.errstate(all="ignore"):
         vs_model = float(np.sqrt(np.mean((pred_f - pred_m) ** 2)))
     vs_model = vs_model if np.isfinite(vs_model) else float("inf")
@@ -407,3 +409,9 @@ def round_constants(expr: sympy.Expr, *, digits: int = 4, snap_tol: float = 1e-4
     expr = sympy.sympify(expr)
     repl = {f: _snap_float(float(f), digits, snap_tol) for f in expr.atoms(sympy.Float)}
     return expr.xreplace(repl)
+
+
+@nnx.jit
+def _forward(model, x: jax.Array) -> jax.Array:
+    """``model(x)``, one compiled program per network structure."""
+    return model(x)

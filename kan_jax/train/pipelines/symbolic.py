@@ -137,13 +137,14 @@ def run_symbolic(config, workdir: str) -> dict:
     ds = load_dataset(config)
     metrics = MetricsWriter(workdir, resume_step=-1)
     exact = _exact_level(config, ds)
+    optimizers = {}  # shared by the attempts: the same optimizer objects, the same compiled loops
 
     def runs():
         step0 = 0
         for r in range(restarts):
             if r:
                 logging.info("formula not exact (train rmse <= %.3g): restarting with seed %d", exact, int(config.seed) + r)
-            att = run_attempt(config, ds, seed=int(config.seed) + r, metrics=metrics, step0=step0)
+            att = run_attempt(config, ds, seed=int(config.seed) + r, metrics=metrics, step0=step0, optimizers=optimizers)
             step0 = att["steps"]
             yield att
 
@@ -224,9 +225,13 @@ class Attempt:
         return None if not names else {k: S.SYMBOLIC_LIB[k] for k in names}
 
 
-def run_attempt(config, ds, *, seed: int, metrics, step0: int) -> dict:
-    """One run of the pipeline from ``seed``: train, prune, refine, symbolic passes, formula."""
-    st = Attempt(config=config, ds=ds, seed=seed, metrics=metrics, step0=step0)
+def run_attempt(config, ds, *, seed: int, metrics, step0: int, optimizers: dict | None = None) -> dict:
+    """One run of the pipeline from ``seed``: train, prune, refine, symbolic passes, formula.
+
+    ``optimizers`` (step count -> optimizer, filled as needed) may be shared between attempts so
+    they run the same compiled training loops."""
+    st = Attempt(config=config, ds=ds, seed=seed, metrics=metrics, step0=step0,
+                 optimizers={} if optimizers is None else optimizers)
     if config.symbolic.standardize:
         st.mu, st.sigma = float(np.mean(ds.y_train)), float(np.std(ds.y_train)) or 1.0
     st.fit_ds = _standardized(ds, st.mu, st.sigma)
@@ -560,9 +565,10 @@ def _unstandardize_output(model, mu: float, sigma: float) -> None:
     last = model.layers[-1]
     if last.symbolic.active().any():
         raise ValueError("unstandardize before any edge is made symbolic")
-    last.w_base.set_value(last.w_base[...] * sigma)
-    last.w_spline.set_value(last.w_spline[...] * sigma)
-    last.bias.set_value(last.bias[...] * sigma + mu)
+    # On the host: three eager multiplies would each compile a program.
+    last.w_base.set_value(jax.device_put(np.asarray(last.w_base[...]) * sigma))
+    last.w_spline.set_value(jax.device_put(np.asarray(last.w_spline[...]) * sigma))
+    last.bias.set_value(jax.device_put(np.asarray(last.bias[...]) * sigma + mu))
 
 
 def _draw(model, x, input_names, title: str, path: str) -> None:
