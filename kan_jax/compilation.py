@@ -1,22 +1,18 @@
 """Compile options by the kind of program: quick compiles for programs that run rarely.
 
-On XLA:CPU a small program costs far more to compile than to run: a grid update of a
-``[2, 5, 1]`` KAN compiles in ~0.5 s and runs in ~2 ms, and a pipeline such as hellokan
-compiles ~140 programs, most of them run a handful of times (docs/PERFORMANCE.md). Programs
-of that kind (``quick_jit``: parameter init, grid updates, the training loop's evaluations)
-compile with ``QUICK_CPU_OPTIONS`` on the CPU backend: no LLVM optimization and XLA's
-classic elemental emitters instead of the MLIR fusion emitters, 2-4x faster to compile,
-1.5-3x slower to run. Hot programs (the layer forward, the training loop) keep XLA's defaults.
-On other backends ``quick_jit`` is plain ``jax.jit``.
+This module is the one place that decides how a program is compiled; the algorithms only say
+which of their programs run rarely. On XLA:CPU a small program costs far more to compile than to
+run: a grid update of a ``[2, 5, 1]`` KAN compiles in ~0.5 s and runs in ~2 ms
+(docs/PERFORMANCE.md). Programs of that kind (``quick_jit``: parameter init, grid updates, the
+L-BFGS start, the training loop's evaluations) compile with ``QUICK_CPU_OPTIONS`` on the CPU
+backend: no LLVM optimization and XLA's classic elemental emitters instead of the MLIR fusion
+emitters, 2-4x faster to compile, 1.5-3x slower to run. Hot programs (the layer forward, the
+training chunk) keep XLA's defaults. On other backends ``quick_jit`` is plain ``jax.jit``.
 
 Calls whose inputs hold more than ``QUICK_MAX_INPUT_ELEMENTS`` elements in all use the
 optimized program: their runs, not the compile, dominate. The choice depends only on the input
 shapes, never on timings or call counts, so a resumed run computes bitwise what an
 uninterrupted one does.
-
-Programs that run long but are a few large elementwise loops (the symbolic library fit) use
-``classic_emitter_jit``: the classic emitters with LLVM's optimization, half the compile time
-at the same speed on the CPU backend.
 
 Inside another ``jax.jit`` these functions are inlined like any jitted function and compile
 with the outer program's options.
@@ -29,8 +25,7 @@ from collections.abc import Callable
 
 import jax
 
-__all__ = ["QUICK_CPU_OPTIONS", "QUICK_MAX_INPUT_ELEMENTS", "quick_options", "quick_jit", "CLASSIC_EMITTER_CPU_OPTIONS",
-           "classic_emitter_jit"]
+__all__ = ["QUICK_CPU_OPTIONS", "QUICK_MAX_INPUT_ELEMENTS", "quick_options", "quick_jit"]
 
 # XLA DebugOptions fields (``jax.jit(..., compiler_options=...)``).
 QUICK_CPU_OPTIONS = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
@@ -51,8 +46,7 @@ def quick_jit(fun: Callable | None = None, **jit_kwargs) -> Callable:
     """``jax.jit(fun, **jit_kwargs)`` compiled with ``quick_options()`` unless the inputs are large.
 
     Decorator or call. The backend is read at the first call (not at import), so importing never
-    initializes JAX. ``.lower(...)`` lowers the program a call with those arguments runs (for
-    compiling ahead).
+    initializes JAX.
     """
     if fun is None:
         return functools.partial(quick_jit, **jit_kwargs)
@@ -62,28 +56,6 @@ def quick_jit(fun: Callable | None = None, **jit_kwargs) -> Callable:
         return quick_options(backend) if size <= QUICK_MAX_INPUT_ELEMENTS else None
 
     return _jit_with_options(fun, options, jit_kwargs)
-
-
-# XLA's classic elemental emitters instead of the MLIR fusion emitters, LLVM's optimization kept.
-CLASSIC_EMITTER_CPU_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
-
-
-def classic_emitter_jit(fun: Callable | None = None, **jit_kwargs) -> Callable:
-    """``jax.jit(fun, **jit_kwargs)`` compiled with ``CLASSIC_EMITTER_CPU_OPTIONS`` on the CPU backend.
-
-    For programs whose run time is a few large elementwise loops (transcendentals over big
-    arrays), where the classic emitters generate code as fast and compile in about half the
-    time: the symbolic library fit (``symbolic_fit._fit_affine_all_jit``), hellokan's 10
-    functions on 4 edges in float64, compiles in 0.51 s instead of 0.83 s and runs in 0.275 s
-    either way; the whole library on 64 edges in float32, 0.56 s instead of 1.27 s, running
-    4.1 s against 4.0 s (docs/PERFORMANCE.md). Not for the KAN layer or the training loop,
-    which the classic emitters slow down 1.2-5x. Other backends: plain ``jax.jit``. Decorator
-    or call; ``.lower(...)`` as ``quick_jit``'s.
-    """
-    if fun is None:
-        return functools.partial(classic_emitter_jit, **jit_kwargs)
-    return _jit_with_options(fun, lambda backend, leaves: dict(CLASSIC_EMITTER_CPU_OPTIONS) if backend == "cpu" else None,
-                             jit_kwargs)
 
 
 def _jit_with_options(fun: Callable, options: Callable, jit_kwargs: dict) -> Callable:
@@ -108,5 +80,4 @@ def _jit_with_options(fun: Callable, options: Callable, jit_kwargs: dict) -> Cal
     def call(*args, **kwargs):
         return pick(args, kwargs)(*args, **kwargs)
 
-    call.lower = lambda *args, **kwargs: pick(args, kwargs).lower(*args, **kwargs)  # the program a call runs
     return call

@@ -355,19 +355,6 @@ def test_quick_jit_compiles_optimized_for_large_inputs(monkeypatch):
     assert options == [None, compilation.QUICK_CPU_OPTIONS]
 
 
-def test_classic_emitter_jit_equals_jit_with_its_cpu_options(monkeypatch):
-    from kan_jax import compilation
-
-    options = _spy_compiler_options(monkeypatch)
-    f = lambda a, n: jnp.exp(jnp.sin(a) * n)  # noqa: E731
-    c = compilation.classic_emitter_jit(f, static_argnames=("n",))
-    a = jnp.linspace(-2.0, 2.0, 65)
-    np.testing.assert_allclose(np.asarray(c(a, n=3)), np.asarray(f(a, 3)), rtol=1e-13)
-    np.testing.assert_allclose(np.asarray(jax.jit(lambda a: c(a, n=3))(a)), np.asarray(f(a, 3)), rtol=1e-13)  # inlined
-    assert options[0] == compilation.CLASSIC_EMITTER_CPU_OPTIONS and None in options[1:]
-    assert c.lower(a, n=3).compile() is not None
-
-
 def test_evaluation_forward_is_quick_only_for_small_work(small_ds, monkeypatch):
     """``predict(quick=True)`` compiles quickly while rows x parameters is small: a decision on
     shapes only (never on timings), so resumed runs log bitwise the same metrics."""
