@@ -9,8 +9,8 @@ kan_jax: each protocol runs as ``python -m experiments.main --config=configs/NAM
 directory, fresh workdir). The runner does not record compile time, so the subprocess runs with
 ``JAX_LOG_COMPILES=1`` and the script sums JAX's own "Finished tracing / jaxpr to MLIR / XLA
 compilation ... in X sec" log lines (``compile_s``: tracing + lowering + backend compile; in a warm
-run the backend part is the cache read; ``kan_jax.train.loop.fit`` compiles its training loop in a
-background thread, so the sum can exceed the wall time). ``cold - warm`` is reported as well.
+run the backend part is the cache read) and counts the programs (``n_backend_compiles``: "Finished XLA
+compilation" lines). ``cold - warm`` is reported as well.
 
 pykan (optional, a separate venv: torch and pykan must not enter the kan_jax venv): the same
 protocols written against pykan's public API (driver below, run with ``--pykan-python`` in a

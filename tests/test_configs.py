@@ -11,6 +11,8 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
+from kan_jax.train.config import REQUIRED_FIELDS
+
 pytestmark = pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")  # config_flags loads by path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,22 +33,10 @@ CASE_IDS = [(name, arg) for name, args in CASES.items() for arg in args]
 SPEC_FIELDS = ("seed", "model.kind", "model.widths", "model.grid_size", "model.spline_order", "model.basis",
                "optimizer.name", "optimizer.learning_rate", "mesh", "data")
 
-# Every field the runner (kan_jax.train: pipeline, models, optim, loop, workdir) reads from a
-# config; the defaults live in the configs (configs/default.py), so each must be defined there.
-RUNNER_FIELDS = (
-    "seed", "pipeline", "dtype", "mesh", "compilation_cache_dir", "checkpoint_every", "checkpoint_max_to_keep",
-    "model.kind", "model.widths", "model.grid_size", "model.spline_order", "model.basis", "model.grid_range",
-    "model.extrapolate", "model.activation", "model.mlp_widths",
-    "optimizer.name", "optimizer.learning_rate", "optimizer.schedule", "optimizer.warmup_steps",
-    "optimizer.end_learning_rate_factor", "optimizer.b1", "optimizer.b2", "optimizer.weight_decay",
-    "optimizer.grad_clip", "optimizer.memory_size", "optimizer.linesearch", "optimizer.max_linesearch_steps",
-    "optimizer.use_learning_rate",
-    "training.steps", "training.grid_sizes", "training.batch_size", "training.grid_update_every",
-    "training.stop_grid_update_step", "training.log_every", "training.chunk_size", "training.stop_on_stall",
-    "regularization.lamb", "regularization.metric", "regularization.lamb_l1", "regularization.lamb_entropy",
-    "regularization.lamb_coef", "regularization.lamb_coefdiff",
-    "data.kind", "data.train_num", "data.test_num", "data.seed", "data.dtype",
-)
+# Every field the runner reads from a config (kan_jax.train.config.REQUIRED_FIELDS: the library
+# keeps no defaults, so each must be defined in configs/), plus the SPEC's mesh and the data fields
+# every dataset kind takes.
+RUNNER_FIELDS = REQUIRED_FIELDS + ("mesh", "data.kind", "data.train_num", "data.test_num", "data.seed", "data.dtype")
 # kan_jax.data.load: the dataset's name or formula field and the kind's own fields.
 DATA_FIELDS = {"expression": ("data.expr", "data.ranges", "data.n_var"), "feynman": ("data.equation",),
                "special": ("data.function",)}

@@ -84,6 +84,9 @@ def symbolic_edge_values(
 def _evaluate(func, affine, x, table, *, dtype, reduce: bool):
     """:func:`symbolic_edge_values`, summed over the inputs (``(..., o)``) when ``reduce``."""
     dtype = jnp.result_type(x, affine) if dtype is None else dtype
+    if not table:  # an empty table (a network trained without symbolic edges): nothing to trace
+        n, o = func.shape
+        return jnp.zeros(x.shape[:-1] + ((o,) if reduce else (n, o)), dtype)
     return _edges(func, affine, x, table, jnp.dtype(dtype), reduce)
 
 

@@ -121,7 +121,8 @@ def mlp_widths_matching(
     return [ws[0]] + [best] * n_hidden + [ws[-1]]
 
 
-def make_model(config, *, grid_size: int | None = None, dtype=None, widths=None, seed: int | None = None) -> nnx.Module:
+def make_model(config, *, grid_size: int | None = None, dtype=None, widths=None, seed: int | None = None,
+               symbolic_lib=None) -> nnx.Module:
     """Builds the model described by ``config.model`` (seeded by ``config.seed``).
 
     ``config.model.kind``: ``"kan"`` -> ``kan_jax.KAN(widths, grid_size, spline_order, basis,
@@ -134,6 +135,10 @@ def make_model(config, *, grid_size: int | None = None, dtype=None, widths=None,
       dtype: param dtype override (default ``config.dtype``).
       widths: overrides ``config.model.widths`` (e.g. a narrower network of the same config).
       seed: overrides ``config.seed`` (e.g. a restart).
+      symbolic_lib: the KAN's symbolic function table (``kan_jax.symbolic.SymbolicEdges``).
+        Default: empty, for runs that fix no symbolic edges: the training programs then hold no
+        library function (each table function is traced, compiled and, on symbolic edges,
+        evaluated in every step). The symbolic pipeline passes the library it fixes from.
 
     Raises:
       ValueError: naming the bad field and the allowed values.
@@ -154,6 +159,7 @@ def make_model(config, *, grid_size: int | None = None, dtype=None, widths=None,
             grid_range=tuple(m.grid_range),
             basis=m.basis,
             extrapolate=bool(m.extrapolate),
+            symbolic_lib={} if symbolic_lib is None else symbolic_lib,
             param_dtype=dtype,
             rngs=rngs,
         )

@@ -53,11 +53,12 @@ then has ``stalled: true`` and ``steps`` counts the steps that ran.
 
 No mid-run checkpoints: a rerun restarts (the whole pipeline is minutes on a CPU).
 
-Compiled programs: the network keeps the widths of the first stage to the end (pruning masks
-nodes, the prune search's candidates are masks of the same network, symbolic edges are values in
-``SymbolicEdges``), and the penalty weight is data, so every stage at one grid size runs one
-compiled training loop; the refine stage's new grid size compiles a second (docs/DESIGN.md).
-The diagrams and the node count in results.json use the compacted network (live nodes only).
+Compiled programs: pruning masks nodes and the prune search's candidates are masks of the same
+network, so the sparse, prune and prune-search stages run one compiled training loop (the
+penalty weight is data); the network is then compacted to its live nodes, and the refine stage
+(a new grid size, new shapes anyway) compiles a second loop, which the retrain stages reuse:
+symbolic edges are values in ``SymbolicEdges`` whose table is the configured library. Restarts
+run the same programs when they end at the same pruned widths (docs/DESIGN.md).
 """
 
 from __future__ import annotations
@@ -154,16 +155,15 @@ def run_symbolic(config, workdir: str) -> dict:
                  "pruned_widths": a["pruned"]} for a in done]
     x_train = loop.device_array(ds.x_train)
     names = list(ds.input_names)
-    # The diagrams show the live nodes only (the pipeline trains the pruned network masked).
-    _draw(kprune.compact(best["model_spline"]), x_train, names, "before auto_symbolic", os.path.join(workdir, "plots", "kan_before.png"))
-    _draw(kprune.compact(best["model"]), x_train, names, "after auto_symbolic + retrain", os.path.join(workdir, "plots", "kan.png"))
+    _draw(best["model_spline"], x_train, names, "before auto_symbolic", os.path.join(workdir, "plots", "kan_before.png"))
+    _draw(best["model"], x_train, names, "after auto_symbolic + retrain", os.path.join(workdir, "plots", "kan.png"))
     ev = loop.evaluate(best["model"], ds)
     diverged = any(st.get("diverged") for st in best["stages"]) or not np.isfinite(ev["test_rmse"])
     results = {
         "status": "diverged" if diverged else "completed",
         "steps": done[-1]["steps"],
         "wall_time_s": time.time() - t0,
-        "n_params": models.count_params(kprune.compact(best["model"])),
+        "n_params": models.count_params(best["model"]),
         "n_devices": jax.device_count(),
         **ev,
         "model": "kan",
@@ -186,9 +186,7 @@ def run_symbolic(config, workdir: str) -> dict:
 class Attempt:
     """What one attempt of the pipeline carries from stage to stage.
 
-    The stages below are plain functions of this state, run in order by ``run_attempt``. The
-    network keeps its widths from the first stage to the last: pruning masks nodes, symbolic
-    edges are values, so every stage at one grid size runs the same compiled training loop.
+    The stages below are plain functions of this state, run in order by ``run_attempt``.
 
     Attributes:
       config: the run's config.
@@ -223,6 +221,12 @@ class Attempt:
         """The symbolic library the config names (None: the whole library)."""
         names = self.config.symbolic.lib
         return None if not names else {k: S.SYMBOLIC_LIB[k] for k in names}
+
+    @property
+    def table(self):
+        """The networks' symbolic function table: the library the passes fix from (every
+        function of it is traced into the training programs, and evaluated on symbolic edges)."""
+        return S.SYMBOLIC_LIB if self.lib is None else self.lib
 
 
 def run_attempt(config, ds, *, seed: int, metrics, step0: int, optimizers: dict | None = None) -> dict:
@@ -306,7 +310,7 @@ def sparse_stage(st: Attempt):
     """Stage 1: a fresh network trained ``training.steps`` steps with the sparsity penalty."""
     tr = st.config.training
     steps = int(tr.steps[0] if isinstance(tr.steps, (list, tuple)) else tr.steps)
-    model = models.make_model(st.config, seed=st.seed)
+    model = models.make_model(st.config, seed=st.seed, symbolic_lib=st.table)
     return train(st, model, steps, "train", regularization=st.config.regularization)
 
 
@@ -326,7 +330,9 @@ def prune_stage(st: Attempt, model):
         floor = float(st.config.symbolic.prune_search_rtol) * float(np.std(st.ds.y_train))
         model = _narrowest(st, model, tol=float(st.config.symbolic.prune_search_tol), floor=floor, steps=steps,
                            measure=measure)
-    return model, _widths(model)
+    # The network is compacted to its live nodes once the widths are decided: the refine stage
+    # changes the shapes anyway (a new grid size), and the narrower network trains faster.
+    return kprune.compact(model), _widths(model)
 
 
 def refine_stage(st: Attempt, model):
@@ -536,7 +542,7 @@ def _narrowest(st: Attempt, model, *, tol: float, floor: float, steps: int, meas
             for name in ("prune_search", "prune_search_fresh"):
                 trial = kprune.keep_top_nodes(model, st.x_train, layer=layer, k=k, measure=measure, masked=True)
                 if name == "prune_search_fresh":
-                    fresh = models.make_model(st.config, seed=st.seed)
+                    fresh = models.make_model(st.config, seed=st.seed, symbolic_lib=st.table)
                     trial = kprune.mask_nodes(fresh, kprune.live_nodes(trial))
                 trial = train(st, trial, steps, name, **_no_penalty(st))
                 ok = bool(np.isfinite(st.stages[-1]["train_rmse"]) and st.stages[-1]["train_rmse"] <= ref)
