@@ -24,8 +24,9 @@ import functools
 from collections.abc import Callable
 
 import jax
+from flax import nnx
 
-__all__ = ["QUICK_CPU_OPTIONS", "QUICK_MAX_INPUT_ELEMENTS", "quick_options", "quick_jit"]
+__all__ = ["QUICK_CPU_OPTIONS", "QUICK_MAX_INPUT_ELEMENTS", "quick_options", "quick_jit", "quick_module_fn"]
 
 # XLA DebugOptions fields (``jax.jit(..., compiler_options=...)``).
 QUICK_CPU_OPTIONS = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
@@ -79,5 +80,26 @@ def _jit_with_options(fun: Callable, options: Callable, jit_kwargs: dict) -> Cal
     @functools.wraps(fun)
     def call(*args, **kwargs):
         return pick(args, kwargs)(*args, **kwargs)
+
+    return call
+
+
+def quick_module_fn(fn: Callable) -> Callable:
+    """Decorator: ``fn(module, *args)`` as one ``quick_jit`` program per module structure.
+
+    For queries of a whole network that run rarely and outside any jit (attribution scores, a
+    diagram's curves, a formula check, the layer inputs of a grid extension): called eagerly,
+    each layer's program and every small op between layers would compile on its own. ``fn``
+    must not modify the module. Under a trace it is inlined like any jitted function.
+    """
+    programs: dict = {}
+
+    @functools.wraps(fn)
+    def call(module, *args):
+        graphdef, state = nnx.split(module)
+        prog = programs.get(graphdef)
+        if prog is None:
+            prog = programs[graphdef] = quick_jit(lambda state, *a: fn(nnx.merge(graphdef, state), *a))
+        return prog(state, *args)
 
     return call

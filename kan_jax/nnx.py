@@ -24,6 +24,7 @@ import numpy as np
 from flax import nnx
 
 from kan_jax import functional as F
+from kan_jax.compilation import quick_module_fn
 from kan_jax.symbolic.edges import SymbolicEdges
 
 __all__ = ["Grid", "EdgeMask", "KANLayer", "KAN", "validate_widths"]
@@ -315,7 +316,7 @@ class KAN(nnx.Module):
             layer.refine(new_grid_size, xin)
 
 
-@nnx.jit
+@quick_module_fn
 def _layer_inputs(model: KAN, x: jax.Array) -> list[jax.Array]:
     """``model.layer_inputs(x)`` as one compiled program per network structure (for host-side
     edits such as ``refine``; called eagerly, each layer's program and sum would compile)."""

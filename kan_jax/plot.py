@@ -21,7 +21,8 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
+
+from kan_jax.compilation import quick_module_fn
 
 
 __all__ = ["plot_kan", "symbolic_label", "EDGE_LABEL_PREFIX", "plot_loss", "plot_rmse_vs_grid"]
@@ -58,13 +59,13 @@ def _probe_curves(model, x, n_points: int):
     return [(xs, np.asarray(phi, dtype=np.float64)[:n_points]) for xs, phi in zip(sweeps, phis)]
 
 
-@nnx.jit
+@quick_module_fn
 def _layer_inputs(model, x):
     """``model.layer_inputs(x)``, one compiled program per network structure."""
     return model.layer_inputs(x)
 
 
-@nnx.jit
+@quick_module_fn
 def _edge_activations_per_layer(model, xs):
     """``[layer.edge_activations(x_l) for each layer]`` on given per-layer inputs, one program."""
     return [layer.edge_activations(x) for layer, x in zip(model.layers, xs)]

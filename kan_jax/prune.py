@@ -52,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from kan_jax.compilation import quick_module_fn
 from kan_jax.nnx import KAN, KANLayer
 
 __all__ = [
@@ -302,7 +303,7 @@ def compact(model: KAN) -> KAN:
 # ----------------------------------------------------------------------------- pruning
 
 
-@nnx.jit
+@quick_module_fn
 def _edge_activations(model: KAN, x: jax.Array) -> list[jax.Array]:
     """``model.edge_activations(x)`` as one compiled program per network structure (called
     eagerly, the layers' programs and the sums between them would each compile)."""

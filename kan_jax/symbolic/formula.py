@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import sympy
-from flax import nnx
 
+from kan_jax.compilation import quick_module_fn
 from kan_jax.symbolic.library import SYMBOLIC_LIB, SymbolicFunction
 
 __all__ = [
@@ -411,7 +411,7 @@ def round_constants(expr: sympy.Expr, *, digits: int = 4, snap_tol: float = 1e-4
     return expr.xreplace(repl)
 
 
-@nnx.jit
+@quick_module_fn
 def _forward(model, x: jax.Array) -> jax.Array:
     """``model(x)``, one compiled program per network structure."""
     return model(x)
