@@ -1,4 +1,4 @@
-"""python -m experiments.main --config=configs/hellokan.py --workdir=/tmp/kan_hellokan  (~15 s on 2 CPU cores)
+"""python -m experiments.main --config=configs/hellokan.py --workdir=/tmp/kan_hellokan  (~25 s on 2 CPU cores)
 
 pykan's hellokan, stage for stage: f = exp(sin(pi x_1) + x_2^2) on [-1, 1]^2; a KAN [2, 5, 1]
 trained with sparsity regularization (pykan's edge_forward_spline_n metric and lamb = 0.001,
