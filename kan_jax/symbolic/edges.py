@@ -51,6 +51,12 @@ class SymbolicIndex(nnx.Variable):
     """Per-edge int32 index into a ``SymbolicEdges`` function table, ``(n, o)``; -1: not symbolic."""
 
 
+class UnusedAffine(nnx.Variable):
+    """The affine parameters of a ``SymbolicEdges`` whose table is empty: no edge can use them,
+    so they are not an ``nnx.Param`` (optimizers, L-BFGS's flat vector and parameter counts skip
+    them). They become an ``nnx.Param`` when a function first enters the table."""
+
+
 def _as_input(fn, z):
     """``fn(z)`` broadcast to ``z``'s shape and dtype (a constant function may return a scalar)."""
     return jnp.broadcast_to(jnp.asarray(fn(z)), z.shape).astype(z.dtype)
@@ -195,7 +201,8 @@ class SymbolicEdges(nnx.Module):
         self.table = tuple(lib.values())
         n, o = self.in_features, self.out_features
         self.func = SymbolicIndex(jax.device_put(np.full((n, o), NO_FUNCTION, np.int32)))
-        self.affine = nnx.Param(jax.device_put(np.broadcast_to(np.asarray(IDENTITY_PARAMS), (n, o, 4)).astype(param_dtype)))
+        affine = jax.device_put(np.broadcast_to(np.asarray(IDENTITY_PARAMS), (n, o, 4)).astype(param_dtype))
+        self.affine = nnx.Param(affine) if self.table else UnusedAffine(affine)
 
     # --- evaluation ---
 
@@ -250,6 +257,8 @@ class SymbolicEdges(nnx.Module):
             if f == fn:
                 return k
         self.table = self.table + (fn,)  # a function outside the table: a new static structure
+        if not isinstance(self.affine, nnx.Param):  # the first function: its parameters train
+            self.affine = nnx.Param(self.affine[...])
         return len(self.table) - 1
 
     def set(self, edges: Sequence[tuple[int, int]], funcs, params=None) -> None:
@@ -297,5 +306,5 @@ class SymbolicEdges(nnx.Module):
         new.table = self.table
         ix = np.ix_(rows, cols)
         new.func.set_value(jax.device_put(np.asarray(self.func[...])[ix].astype(np.int32)))
-        new.affine.set_value(jax.device_put(np.asarray(self.affine[...])[ix]))
+        new.affine = type(self.affine)(jax.device_put(np.asarray(self.affine[...])[ix]))  # Param iff a table
         return new

@@ -64,7 +64,8 @@ def count_params(model: nnx.Module) -> int:
     """
     total = sum(np.size(a) for a in jax.tree_util.tree_leaves(nnx.state(model, nnx.Param)))
     if isinstance(model, KAN):
-        total -= sum(4 * int((~layer.symbolic.active()).sum()) for layer in model.layers)
+        total -= sum(4 * int((~layer.symbolic.active()).sum()) for layer in model.layers
+                     if isinstance(layer.symbolic.affine, nnx.Param))
     return int(total)
 
 
