@@ -521,3 +521,17 @@ def test_symbolic_network_checkpoint_round_trip(tmp_path):
     np.testing.assert_array_equal(fresh(x), m(x))
     assert S.symbolic_edges(fresh) == S.symbolic_edges(m)
     assert nnx.graphdef(fresh) == nnx.graphdef(m)
+
+
+def test_simplify_cancels_a_constant_shared_by_numerator_and_denominator():
+    """The recovery set's ``1/(2+x_1)+x_2**2`` came back as ``0.4542/(0.4542 x_1 + 0.9083)``:
+    the bounded rewrites now scale the denominator monic when that shortens the formula, and
+    leave other quotients as they were."""
+    import sympy
+
+    from kan_jax.symbolic import formula
+
+    x1, x2 = sympy.symbols("x_1 x_2")
+    e = x2**2 + sympy.Float("0.45415841") / (sympy.Float("0.45415841") * x1 + sympy.Float("0.90831682"))
+    assert formula._simplify(e, 4) == x2**2 + 1 / (x1 + 2)
+    assert formula._simplify(x1 * x2 / (2.0 * x1 + 1.0), 4) == x1 * x2 / (2 * x1 + 1)

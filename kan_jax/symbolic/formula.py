@@ -87,17 +87,49 @@ def _snap_tol(digits: int) -> float:
 
 
 def _simplify(expr, digits: int):
-    """Expands sums out of exponents (so constant factors meet and round), rounds, recombines."""
+    """Expands sums out of exponents (so constant factors meet and round), rounds, recombines;
+    the shorter (``count_ops``) of that with and without ``_monic_denominators`` (which cancels a
+    constant shared by a numerator and a denominator, and only lengthens other quotients)."""
+    return min((_simplify_with(expr, digits, monic) for monic in (False, True)), key=sympy.count_ops)
+
+
+def _simplify_with(expr, digits: int, monic: bool):
     expr = round_constants(expr, digits=max(digits, 12), snap_tol=1e-12)
     try:
         e = sympy.expand(expr, power_exp=True, mul=True, multinomial=True, log=False, trig=False)
     except Exception:  # pragma: no cover - sympy corner cases
         e = expr
     e = _pull_constants(e)
+    if monic:
+        e = _monic_denominators(e)
     e = round_constants(e, digits=digits, snap_tol=_snap_tol(digits))
     e = sympy.powsimp(e, combine="exp")
     e = _targeted_simplify(e)
     return round_constants(_shorter_factored(e), digits=digits, snap_tol=_snap_tol(digits))
+
+
+def _monic_denominators(expr):
+    """Scales each reciprocal of a sum, ``(a x + b)**-n``, to ``a**-n (x + b/a)**-n``: the sum's
+    first non-constant term gets coefficient 1 and the factor moves out, where it meets (and
+    cancels against) the numerator's constants, e.g. ``0.4542/(0.4542 x + 0.9083)`` ->
+    ``1.0/(x + 2.0)``, which rounding then snaps."""
+
+    def is_reciprocal_of_sum(e):
+        return e.is_Pow and e.base.is_Add and e.exp.is_Integer and e.exp.is_negative
+
+    def monic(e):
+        lead = next((t for t in e.base.as_ordered_terms() if t.free_symbols), None)
+        if lead is None:
+            return e
+        c = lead.as_coeff_Mul()[0]
+        if not c.is_Number or c == 0 or c == 1:
+            return e
+        return c**e.exp * sympy.expand(e.base / c) ** e.exp
+
+    try:
+        return expr.replace(is_reciprocal_of_sum, monic)
+    except Exception:  # pragma: no cover - sympy corner cases
+        return expr
 
 
 # Above this many operations only the linear-time rewrites run (``trigsimp`` and ``cancel`` can
