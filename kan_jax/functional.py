@@ -46,9 +46,26 @@ __all__ = [
     "refine",
     "check_features",
     "layer_kwargs",
+    "MODEL_AXIS",
+    "out_features_sharding",
 ]
 
 Params = dict[str, jax.Array]
+
+MODEL_AXIS = "model"
+"""The mesh axis a layer's output features shard over (``kan_jax.train.sharding``; docs/SCALING.md)."""
+
+
+def out_features_sharding(ndim: int, axis: int = 1) -> dict:
+    """The partitioning metadata of a layer array whose axis ``axis`` is the output features:
+    ``out_sharding`` names ``MODEL_AXIS`` there (``nnx.get_partition_spec`` reads it). Eager
+    sharding is off: a layer is built the same with or without a mesh, and is placed by
+    ``kan_jax.train.sharding.place_state`` (or ``jax.device_put`` with
+    ``nnx.get_named_sharding``)."""
+    spec = [None] * ndim
+    spec[axis] = MODEL_AXIS
+    return {"out_sharding": tuple(spec), "eager_sharding": False}
+
 
 BASE_ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "silu": jax.nn.silu,

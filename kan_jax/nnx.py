@@ -26,7 +26,9 @@ from flax import nnx
 from kan_jax import functional as F
 from kan_jax.symbolic.edges import SymbolicEdges
 
-__all__ = ["Grid", "EdgeMask", "KANLayer", "KAN", "validate_widths"]
+__all__ = ["Grid", "EdgeMask", "KANLayer", "KAN", "validate_widths", "MODEL_AXIS"]
+
+MODEL_AXIS = F.MODEL_AXIS
 
 
 class Grid(nnx.Variable):
@@ -81,6 +83,11 @@ class KANLayer(nnx.Module):
     symbolic changes values, never the module structure).
 
     Call with ``x (batch, n)`` -> ``(batch, o)``.
+
+    Sharding: the arrays carry NNX partitioning metadata naming ``MODEL_AXIS`` on their output
+    features (``coef (n, o, M)``, ``w_base``/``w_spline``/``mask (n, o)``, ``bias (o,)``, the
+    symbolic edges' ``func (n, o)``/``affine (n, o, 4)``; ``grid`` replicated), so
+    ``nnx.get_partition_spec(nnx.state(layer))`` shows the rule for any model holding layers.
     """
 
     def __init__(
@@ -125,12 +132,14 @@ class KANLayer(nnx.Module):
         self.grid_eps = grid_eps
         self.extrapolate = bool(extrapolate)
         self.dtype = dtype
-        self.coef = nnx.Param(params["coef"])
-        self.w_base = nnx.Param(params["w_base"])
-        self.w_spline = nnx.Param(params["w_spline"])
-        self.bias = nnx.Param(params["bias"])
+        # Partitioning metadata (docs/SCALING.md): the output-feature axis of every per-edge array
+        # and of the bias names the ``model`` mesh axis; the knots are replicated.
+        self.coef = nnx.Param(params["coef"], **F.out_features_sharding(3))
+        self.w_base = nnx.Param(params["w_base"], **F.out_features_sharding(2))
+        self.w_spline = nnx.Param(params["w_spline"], **F.out_features_sharding(2))
+        self.bias = nnx.Param(params["bias"], **F.out_features_sharding(1, 0))
         self.grid = Grid(grid)
-        self.mask = EdgeMask(mask)
+        self.mask = EdgeMask(mask, **F.out_features_sharding(2))
         self.symbolic = SymbolicEdges(in_features, out_features, library=symbolic_lib, param_dtype=param_dtype)
 
     @property

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from kan_jax.functional import out_features_sharding
 from kan_jax.symbolic.library import SYMBOLIC_LIB, SymbolicFunction
 
 __all__ = ["SymbolicEdges", "SymbolicIndex", "symbolic_edge_values", "IDENTITY_PARAMS", "NO_FUNCTION"]
@@ -200,9 +201,9 @@ class SymbolicEdges(nnx.Module):
         self.out_features = int(out_features)
         self.table = tuple(lib.values())
         n, o = self.in_features, self.out_features
-        self.func = SymbolicIndex(jax.device_put(np.full((n, o), NO_FUNCTION, np.int32)))
+        self.func = SymbolicIndex(jax.device_put(np.full((n, o), NO_FUNCTION, np.int32)), **out_features_sharding(2))
         affine = jax.device_put(np.broadcast_to(np.asarray(IDENTITY_PARAMS), (n, o, 4)).astype(param_dtype))
-        self.affine = nnx.Param(affine) if self.table else UnusedAffine(affine)
+        self.affine = (nnx.Param if self.table else UnusedAffine)(affine, **out_features_sharding(3))
 
     # --- evaluation ---
 
@@ -258,7 +259,7 @@ class SymbolicEdges(nnx.Module):
                 return k
         self.table = self.table + (fn,)  # a function outside the table: a new static structure
         if not isinstance(self.affine, nnx.Param):  # the first function: its parameters train
-            self.affine = nnx.Param(self.affine[...])
+            self.affine = nnx.Param(self.affine[...], **out_features_sharding(3))
         return len(self.table) - 1
 
     def set(self, edges: Sequence[tuple[int, int]], funcs, params=None) -> None:
@@ -306,5 +307,5 @@ class SymbolicEdges(nnx.Module):
         new.table = self.table
         ix = np.ix_(rows, cols)
         new.func.set_value(jax.device_put(np.asarray(self.func[...])[ix].astype(np.int32)))
-        new.affine = type(self.affine)(jax.device_put(np.asarray(self.affine[...])[ix]))  # Param iff a table
+        new.affine = type(self.affine)(jax.device_put(np.asarray(self.affine[...])[ix]), **out_features_sharding(3))  # Param iff a table
         return new

@@ -24,6 +24,7 @@ from flax import nnx
 from jax.flatten_util import ravel_pytree
 
 from kan_jax.compilation import quick_jit
+from kan_jax.train import sharding
 from kan_jax.train.models import count_params
 
 __all__ = ["fit", "evaluate", "predict", "make_loss_fn", "init_opt_state", "FitState", "chunk_boundaries", "device_array"]
@@ -138,11 +139,12 @@ def _batch(key, x, y, batch_size):
 
 
 @functools.lru_cache(maxsize=64)
-def _make_chunk_fn(graphdef, optimizer, lbfgs: bool, reg_items, batch_size: int, chunk_size: int):
+def _make_chunk_fn(graphdef, optimizer, lbfgs: bool, reg_items, batch_size: int, chunk_size: int, layout=None):
     """Jitted ``(params, rest, opt_state, x, y, key, step0, n, lamb) -> (params, opt_state, losses[chunk_size])``.
 
     L-BFGS steps run on the raveled params (``init_opt_state``). ``lamb`` (the penalty weight) is
-    data: stages that differ only in it run one compiled program.
+    data: stages that differ only in it run one compiled program. ``layout`` (on a mesh): the
+    flattened shardings of ``(params, opt_state)`` (``_Layout``), kept by every chunk's outputs.
     """
     loss_fn = _loss_with_lamb(graphdef, reg_items)
 
@@ -180,7 +182,32 @@ def _make_chunk_fn(graphdef, optimizer, lbfgs: bool, reg_items, batch_size: int,
         params, opt_state, losses = jax.lax.fori_loop(0, n, body, (params, opt_state, losses))
         return (unravel(params) if lbfgs else params), opt_state, losses
 
-    return jax.jit(chunk, donate_argnums=(0, 2))
+    if layout is None:
+        return jax.jit(chunk, donate_argnums=(0, 2))
+    params_sh, opt_sh = layout.unflatten()
+    return jax.jit(chunk, donate_argnums=(0, 2), out_shardings=(params_sh, opt_sh, sharding.replicated(layout.mesh)))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+    """Where ``(params, opt_state)`` live on ``mesh``: their shardings, flattened so that the
+    layout can key the cache of compiled chunks (``_make_chunk_fn``)."""
+
+    mesh: Any
+    treedef: Any
+    leaves: tuple
+
+    @staticmethod
+    def of(tree, mesh) -> "_Layout":
+        leaves, treedef = jax.tree_util.tree_flatten(jax.tree.map(lambda a: a.sharding, tree))
+        return _Layout(mesh, treedef, tuple(leaves))
+
+    def unflatten(self):
+        return jax.tree_util.tree_unflatten(self.treedef, self.leaves)
+
+    def put(self, tree):
+        """``tree`` (same structure) moved into this layout (a no-op for arrays already there)."""
+        return jax.device_put(tree, self.unflatten())
 
 
 @functools.lru_cache(maxsize=64)
@@ -240,6 +267,7 @@ def fit(
     chunk_size: int = 100,
     stop_on_nan: bool = True,
     stop_on_stall: bool = False,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> tuple[nnx.Module, dict]:
     """Trains a copy of ``model`` on ``dataset`` for ``steps`` optimizer steps (pykan ``fit`` semantics).
 
@@ -274,16 +302,32 @@ def fit(
         grid update is left in the schedule: the optimizer is stuck (typically L-BFGS at float
         rounding, its line search failing at every step). The remaining steps would leave the
         loss where it is; the params may still move at rounding level.
+      mesh: a device mesh (``kan_jax.train.sharding.make_mesh``) to train on: the samples' rows
+        split over its ``data`` axis, the model's arrays placed by their partitioning metadata
+        (``sharding.state_shardings``), and every step keeps that layout. The programs compute
+        on the global arrays: the loss is the mean over all samples, grid updates see all of
+        them. None (default): the default device.
 
     Returns:
       ``(model, history)``; ``history``: ``step`` and ``train_loss`` (one entry per step run),
       ``diverged`` and ``stalled`` (bools), ``state`` (the final ``FitState``, with the optimizer
       state; its ``step`` is where the run stopped).
     """
-    graphdef, params, rest, opt_state, lbfgs, reg_items, lamb = _setup(model, optimizer, lbfgs, opt_state, regularization, lamb)
+    graphdef, params, rest, opt_state, lbfgs, reg_items, lamb = _setup(model, optimizer, lbfgs, opt_state, regularization,
+                                                                       lamb, mesh)
     key = jax.random.PRNGKey(0) if key is None else key
-    x = device_array(dataset.x_train)
-    y = device_array(dataset.y_train)
+    layout = None
+    if mesh is None:
+        x = device_array(dataset.x_train)
+        y = device_array(dataset.y_train)
+    else:
+        x = sharding.put_batch(dataset.x_train, mesh, what="the training set")
+        y = sharding.put_batch(dataset.y_train, mesh, what="the training set")
+        key = sharding.put_replicated(key, mesh)
+        # The layout every program keeps: params and the rest as their metadata says, the
+        # optimizer state where its init put it (host-side edits are moved back into it).
+        layout = _Layout.of((params, opt_state), mesh)
+        place_params, place_rest, place_opt = (_Layout.of(t, mesh).put for t in (params, rest, opt_state))
     batch_size = int(batch_size or 0)
     can_update_grid = hasattr(model, "update_grid") and grid_update_every and grid_update_every > 0
     chunk_size = max(1, int(chunk_size))
@@ -301,10 +345,14 @@ def fit(
     for end in bounds:
         if can_update_grid and step < stop_grid_update_step and step % grid_update_every == 0:
             params, rest = _grid_update_fn(graphdef)(params, rest, x)
+            if layout is not None:
+                params, rest = place_params(params), place_rest(rest)
         n = end - step
-        fn = _make_chunk_fn(graphdef, optimizer, bool(lbfgs), reg_items, batch_size, chunk_size)
+        fn = _make_chunk_fn(graphdef, optimizer, bool(lbfgs), reg_items, batch_size, chunk_size, layout)
         if lbfgs and batch_size <= 0:
             opt_state = _lbfgs_start_fn(graphdef, reg_items)(params, rest, opt_state, x, y, lamb)
+            if layout is not None:
+                opt_state = place_opt(opt_state)
         params, opt_state, losses = fn(params, rest, opt_state, x, y, key, np.asarray(step), np.asarray(n), lamb)
         losses = np.asarray(losses[:n])
         hist_steps.extend(range(step + 1, end + 1))
@@ -336,9 +384,11 @@ def device_array(a) -> jax.Array:
     return a if isinstance(a, jax.Array) else jax.device_put(np.asarray(a))
 
 
-def _setup(model, optimizer, lbfgs, opt_state, regularization, lamb):
-    """``fit``'s split of ``model``, optimizer state and penalty settings."""
+def _setup(model, optimizer, lbfgs, opt_state, regularization, lamb, mesh=None):
+    """``fit``'s split of ``model``, optimizer state and penalty settings (placed on ``mesh``)."""
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    if mesh is not None:
+        params, rest = sharding.place_state(params, mesh), sharding.place_state(rest, mesh)
     if lbfgs is None:
         lbfgs = uses_linesearch(opt_state if opt_state is not None else jax.eval_shape(optimizer.init, params))
     if opt_state is None:

@@ -16,6 +16,7 @@ import jax
 from absl import logging
 
 from kan_jax.train.config import PRECISIONS, ConfigError, load_dataset, validate_config
+from kan_jax.train import sharding
 from kan_jax.train.pipelines import PIPELINES
 from kan_jax.train.workdir import check_or_write_config, read_json, setup_compilation_cache, write_json
 
@@ -53,6 +54,7 @@ def _run(config, workdir: str) -> dict:
         raise
     except (ValueError, TypeError, KeyError, AttributeError) as err:
         raise ConfigError(f"bad config: {err}") from None
+    sharding.mesh_sizes(config)  # a bad mesh spec, likewise
     load_dataset(config)  # a bad data spec stops here, before anything is written
     check_or_write_config(workdir, config)
     results_path = os.path.join(workdir, "results.json")
@@ -86,7 +88,17 @@ def summary_line(results: dict, workdir: str) -> str:
         msg += f"; formula {results['formula']} (formula_test_rmse {num('formula_test_rmse')})"
     elif "formula" in results:
         msg += f"; no formula ({results.get('formula_error') or 'see results.json'})"
+    if (results.get("n_devices") or 1) > 1 or (results.get("n_processes") or 1) > 1:
+        mesh = ",".join(f"{a}:{n}" for a, n in (results.get("mesh") or {}).items())
+        msg += f"; {results.get('n_devices')} devices (mesh {mesh}), {results.get('n_processes')} process(es)"
     return msg + f"; results, metrics and plots/ in {workdir}"
+
+
+def _layout(config) -> dict:
+    try:
+        return sharding.run_layout(config)
+    except ConfigError:  # a bad mesh spec is what failed
+        return {"n_devices": jax.device_count(), "n_processes": jax.process_count()}
 
 
 def _failure(config, status, err, start):
@@ -94,7 +106,7 @@ def _failure(config, status, err, start):
         "status": status,
         "error": f"{type(err).__name__}: {err}",
         "wall_time_s": time.time() - start,
-        "n_devices": jax.device_count(),
+        **_layout(config),
         "pipeline": config.get("pipeline", None),
     }
 

@@ -20,7 +20,7 @@ from absl import logging
 from flax import nnx
 
 from kan_jax import plot as kplot
-from kan_jax.train import loop, models, optim
+from kan_jax.train import loop, models, optim, sharding
 from kan_jax.train.checkpoint import Checkpointer
 from kan_jax.train.config import load_dataset, stage_plan
 from kan_jax.train.pipelines import register_pipeline
@@ -54,6 +54,7 @@ def run_fit(config, workdir: str) -> dict:
     total_steps = sum(s for _, s in plan)
     tr = config.training
     key = jax.random.PRNGKey(int(config.seed))
+    mesh = sharding.mesh_for(config)  # None on one device
     with Checkpointer(workdir, max_to_keep=int(config.checkpoint_max_to_keep)) as ckpt:  # closed on failure too
         checkpoint_every = int(config.checkpoint_every)
         x_train = loop.device_array(ds.x_train)
@@ -68,6 +69,8 @@ def run_fit(config, workdir: str) -> dict:
             prev_wall = float(meta.get("wall_time_s", 0.0))
             model = models.make_model(config, grid_size=plan[stage][0])
             optimizer = optim.make_optimizer(config.optimizer, plan[stage][1])
+            if mesh is not None:  # restore straight into this run's layout (any device count saved it)
+                model = sharding.place_model(model, mesh)
             like = _ckpt_state(model, loop.init_opt_state(optimizer, nnx.state(model, nnx.Param), lbfgs=optim.is_lbfgs(config.optimizer)), key)
             restored = ckpt.restore_state(latest, like)
             model = _load_into(model, restored)
@@ -130,6 +133,7 @@ def run_fit(config, workdir: str) -> dict:
                 checkpoint_every=checkpoint_every,
                 checkpoint_fn=checkpoint_fn,
                 chunk_size=int(tr.chunk_size),
+                mesh=mesh,
             )
             stage_step = 0
             if hist["diverged"]:
@@ -155,7 +159,7 @@ def run_fit(config, workdir: str) -> dict:
         "steps": total_steps if status == "completed" else int(hist["state"].step + sum(st for _, st in plan[:s])),
         "wall_time_s": prev_wall + time.time() - t_start,
         "n_params": n_params,
-        "n_devices": jax.device_count(),
+        **sharding.run_layout(config),
         **ev,
         "model": config.model.kind,
         "pipeline": "fit",

@@ -76,7 +76,7 @@ from flax import nnx
 
 from kan_jax import prune as kprune
 from kan_jax import symbolic as S
-from kan_jax.train import loop, models, optim
+from kan_jax.train import loop, models, optim, sharding
 from kan_jax.train.config import ConfigError, check_number, load_dataset, require_fields
 from kan_jax.train.pipelines import register_pipeline
 from kan_jax.train.workdir import MetricsWriter, write_json
@@ -164,7 +164,7 @@ def run_symbolic(config, workdir: str) -> dict:
         "steps": done[-1]["steps"],
         "wall_time_s": time.time() - t0,
         "n_params": models.count_params(best["model"]),
-        "n_devices": jax.device_count(),
+        **sharding.run_layout(config),
         **ev,
         "model": "kan",
         "pipeline": "symbolic",
@@ -199,6 +199,7 @@ class Attempt:
       mu, sigma: the standardization (0, 1 when none).
       stages: one record per stage run (results.json ``stages``).
       optimizers: one optimizer object per step count (L-BFGS: one in all), so compiled loops are shared.
+      mesh: the devices the training stages run on (``sharding.mesh_for``; None on one device).
     """
 
     config: Any
@@ -211,6 +212,7 @@ class Attempt:
     sigma: float = 1.0
     stages: list = dataclasses.field(default_factory=list)
     optimizers: dict = dataclasses.field(default_factory=dict)
+    mesh: Any = None
 
     @property
     def x_train(self) -> jax.Array:
@@ -235,7 +237,7 @@ def run_attempt(config, ds, *, seed: int, metrics, step0: int, optimizers: dict 
     ``optimizers`` (step count -> optimizer, filled as needed) may be shared between attempts so
     they run the same compiled training loops."""
     st = Attempt(config=config, ds=ds, seed=seed, metrics=metrics, step0=step0,
-                 optimizers={} if optimizers is None else optimizers)
+                 optimizers={} if optimizers is None else optimizers, mesh=sharding.mesh_for(config))
     if config.symbolic.standardize:
         st.mu, st.sigma = float(np.mean(ds.y_train)), float(np.std(ds.y_train)) or 1.0
     st.fit_ds = _standardized(ds, st.mu, st.sigma)
@@ -281,7 +283,7 @@ def train(st: Attempt, model, steps: int, name: str, *, regularization=None, lam
         batch_size=int(tr.batch_size), chunk_size=int(tr.chunk_size),
         grid_update_every=every, stop_grid_update_step=int(tr.stop_grid_update_step) if every else 0,
         regularization=regularization, lamb=lamb, key=jax.random.fold_in(jax.random.PRNGKey(st.seed), len(st.stages)),
-        log_every=int(tr.log_every), log_fn=log_fn, stop_on_stall=bool(tr.stop_on_stall),
+        log_every=int(tr.log_every), log_fn=log_fn, stop_on_stall=bool(tr.stop_on_stall), mesh=st.mesh,
     )
     ran = int(hist["state"].step)  # fewer than ``steps`` when the stage diverged or stalled
     st.step0 += ran
