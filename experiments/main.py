@@ -68,6 +68,9 @@ def main(argv):
     import jax
 
     if _distributed():
+        # CPU processes talk through gloo (several processes on one machine, a CPU cluster);
+        # GPU and TPU backends bring their own collectives and ignore this.
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(
             coordinator_address=_COORD.value, num_processes=_NPROC.value, process_id=_PID.value
         )

@@ -9,6 +9,10 @@ Same math as the NNX modules (``kan_jax.functional``). Trainable arrays live in 
     y = model.apply(variables, x)
     variables = kan_jax.linen.update_grid(model, variables, x)   # adapt the grids to x
     model, variables = kan_jax.linen.refine(model, variables, 10, x)  # grid extension to G=10
+
+The params are boxed with ``nn.with_partitioning`` (output features over the ``"model"`` mesh
+axis, the NNX layer's rule): ``nn.get_partition_spec(variables)`` gives the layout,
+``nn.meta.unbox(variables)`` the plain arrays.
 """
 
 from __future__ import annotations
@@ -28,6 +32,11 @@ __all__ = ["KANDense", "KAN", "update_grid", "refine", "GRID_COLLECTION"]
 
 GRID_COLLECTION = "grid"
 _PARAM_NAMES = ("coef", "w_base", "w_spline", "bias")
+# The NNX layer's rule (kan_jax.KANLayer): output features over the "model" mesh axis. The params
+# are boxed in ``nn.Partitioned`` (``nn.get_partition_spec(variables)`` reads them; ``apply``
+# unboxes them as usual).
+_PARTITIONING = {name: F.out_features_sharding(ndim, axis)["out_sharding"]
+                 for name, ndim, axis in (("coef", 3, 1), ("w_base", 2, 1), ("w_spline", 2, 1), ("bias", 1, 0))}
 
 
 class KANDense(nn.Module):
@@ -66,7 +75,9 @@ class KANDense(nn.Module):
     def _variables(self, n):
         F.get_base_activation(self.base_activation)
         params = {
-            name: self.param(name, lambda key, name=name: self._init_state(key, n)[0][name]) for name in _PARAM_NAMES
+            name: self.param(name, nn.with_partitioning(lambda key, name=name: self._init_state(key, n)[0][name],
+                                                        _PARTITIONING[name]))
+            for name in _PARAM_NAMES
         }
         knots = self.variable(GRID_COLLECTION, "knots", lambda: self._init_state(jax.random.key(0), n)[1])
         mask = self.variable(GRID_COLLECTION, "mask", lambda: self._init_state(jax.random.key(0), n)[2])
@@ -138,14 +149,18 @@ class KAN(nn.Module):
 
 
 def _layer_state(variables, l):
+    """Layer ``l``'s params (unboxed arrays) and grid collection."""
     name = f"layers_{l}"
-    return dict(variables["params"][name]), variables[GRID_COLLECTION][name]
+    return dict(nn.meta.unbox(dict(variables["params"][name]))), variables[GRID_COLLECTION][name]
 
 
 def _with_layer(variables, l, params, knots):
+    """``variables`` with layer ``l``'s params and knots replaced (params keep their boxes)."""
     name = f"layers_{l}"
     new = {c: dict(v) for c, v in variables.items()}
-    new["params"][name] = params
+    old = variables["params"][name]
+    new["params"][name] = {k: old[k].replace_boxed(v) if isinstance(old[k], nn.meta.AxisMetadata) else v
+                           for k, v in params.items()}
     new[GRID_COLLECTION][name] = {**variables[GRID_COLLECTION][name], "knots": knots}
     return new
 

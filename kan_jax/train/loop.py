@@ -393,6 +393,8 @@ def _setup(model, optimizer, lbfgs, opt_state, regularization, lamb, mesh=None):
         lbfgs = uses_linesearch(opt_state if opt_state is not None else jax.eval_shape(optimizer.init, params))
     if opt_state is None:
         opt_state = init_opt_state(optimizer, params, lbfgs=bool(lbfgs))
+    if mesh is not None:
+        opt_state = sharding.onto_mesh(opt_state, mesh)
     # Params and state are donated to the jitted steps; the caller's arrays may be shared (an
     # ``nnx.clone`` shares them) and optax may alias one buffer in several leaves: copy.
     params, opt_state = _owned_copy((params, jax.tree_util.tree_map(jnp.asarray, opt_state)))
@@ -421,8 +423,9 @@ def predict(model: nnx.Module, x, *, batch: int = 65536, quick: bool = False) ->
     ``QUICK_FORWARD_MAX_WORK`` (the training loop's evaluations of small networks).
     """
     graphdef, state = nnx.split(model)
-    fn = _forward_fn(graphdef, quick and _quick_forward(model, min(len(x), batch)))
-    x = device_array(x)
+    mesh = sharding.on_mesh(state)  # a model placed on a mesh: inputs and outputs replicated on it
+    fn = _forward_fn(graphdef, quick and _quick_forward(model, min(len(x), batch)), mesh)
+    x = device_array(x) if mesh is None else sharding.put_replicated(x, mesh)
     return np.concatenate([np.asarray(fn(state, x[i : i + batch])) for i in range(0, x.shape[0], batch)], axis=0)
 
 
@@ -432,9 +435,10 @@ def _quick_forward(model, rows: int) -> bool:
 
 
 @functools.lru_cache(maxsize=32)
-def _forward_fn(graphdef, quick: bool):
+def _forward_fn(graphdef, quick: bool, mesh=None):
     fn = lambda state, x: nnx.merge(graphdef, state)(x)  # noqa: E731
-    return quick_jit(fn) if quick else jax.jit(fn)
+    kw = {} if mesh is None else {"out_shardings": sharding.replicated(mesh)}
+    return quick_jit(fn, **kw) if quick else jax.jit(fn, **kw)
 
 
 @functools.lru_cache(maxsize=16)

@@ -48,6 +48,7 @@ __all__ = [
     "replicated",
     "put_batch",
     "put_replicated",
+    "onto_mesh",
     "on_mesh",
 ]
 
@@ -195,6 +196,20 @@ def put_batch(x, mesh: jax.sharding.Mesh, *, what: str = "the batch") -> jax.Arr
 def put_replicated(x, mesh: jax.sharding.Mesh) -> jax.Array:
     """``x`` (the same on every process) replicated on every device of ``mesh``."""
     return jax.device_put(np.asarray(x), replicated(mesh))
+
+
+def onto_mesh(tree, mesh: jax.sharding.Mesh):
+    """``tree`` with every array that is not on ``mesh`` yet replicated on it (an optimizer
+    state restored by orbax, or one whose counters XLA left on one device); arrays already on
+    ``mesh`` keep their layout."""
+
+    def one(a):
+        s = getattr(a, "sharding", None)
+        if isinstance(s, NamedSharding) and s.mesh == mesh:
+            return a
+        return jax.device_put(a, replicated(mesh))
+
+    return jax.tree.map(one, tree)
 
 
 def on_mesh(tree) -> jax.sharding.Mesh | None:

@@ -18,6 +18,7 @@ from absl import logging
 from kan_jax.train.config import ConfigError
 
 __all__ = [
+    "is_writer",
     "config_to_dict",
     "check_or_write_config",
     "write_json",
@@ -26,6 +27,13 @@ __all__ = [
     "Progress",
     "setup_compilation_cache",
 ]
+
+
+def is_writer() -> bool:
+    """Whether this process writes the workdir's files (config.json, metrics.jsonl, results.json,
+    plots): process 0 of a multi-process run, or the only process. Checkpoints are written by
+    every process together (orbax)."""
+    return jax.process_index() == 0
 
 
 def _jsonable(o):
@@ -45,7 +53,10 @@ def config_to_dict(config) -> dict:
 
 
 def write_json(path: str, obj: Any) -> None:
-    """Writes ``obj`` as JSON atomically (tmp file + rename); NaN/inf become null."""
+    """Writes ``obj`` as JSON atomically (tmp file + rename); NaN/inf become null. Only the
+    writing process writes (``is_writer``); the others return."""
+    if not is_writer():
+        return
 
     def clean(o):
         if isinstance(o, float) and not math.isfinite(o):
@@ -110,6 +121,10 @@ class MetricsWriter:
 
     def __init__(self, workdir: str, *, resume_step: int | None = None):
         self.path = os.path.join(workdir, "metrics.jsonl")
+        self._tb = None
+        self.enabled = is_writer()  # other processes of a multi-process run write nothing
+        if not self.enabled:
+            return
         keep = []
         if resume_step is not None and os.path.exists(self.path):
             # A resumed run rewrites the steps after its checkpoint: drop them so the file
@@ -123,7 +138,6 @@ class MetricsWriter:
                     keep.append(line if line.endswith("\n") else line + "\n")
         with open(self.path, "w") as f:
             f.writelines(keep)
-        self._tb = None
         try:
             from tensorboardX import SummaryWriter  # optional
 
@@ -132,6 +146,8 @@ class MetricsWriter:
             self._tb = None
 
     def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
         with open(self.path, "a") as f:
             f.write(json.dumps(record, default=_jsonable) + "\n")
         if self._tb is not None:

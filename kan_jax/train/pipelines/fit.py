@@ -24,7 +24,7 @@ from kan_jax.train import loop, models, optim, sharding
 from kan_jax.train.checkpoint import Checkpointer
 from kan_jax.train.config import load_dataset, stage_plan
 from kan_jax.train.pipelines import register_pipeline
-from kan_jax.train.workdir import MetricsWriter, Progress, write_json
+from kan_jax.train.workdir import MetricsWriter, Progress, is_writer, write_json
 
 __all__ = ["run_fit"]
 
@@ -35,7 +35,9 @@ _after_checkpoint: Callable[[int], None] | None = None
 
 def _ckpt_state(model, opt_state, key):
     _, params, rest = nnx.split(model, nnx.Param, ...)
-    return {"params": nnx.to_pure_dict(params), "rest": nnx.to_pure_dict(rest), "opt_state": opt_state, "key": jax.random.key_data(key)}
+    return {"params": nnx.to_pure_dict(params), "rest": nnx.to_pure_dict(rest), "opt_state": opt_state,
+            # The key as a host array: the same on every process (orbax saves it once).
+            "key": np.asarray(jax.random.key_data(key))}
 
 
 def _load_into(model, state_dict):
@@ -57,7 +59,8 @@ def run_fit(config, workdir: str) -> dict:
     mesh = sharding.mesh_for(config)  # None on one device
     with Checkpointer(workdir, max_to_keep=int(config.checkpoint_max_to_keep)) as ckpt:  # closed on failure too
         checkpoint_every = int(config.checkpoint_every)
-        x_train = loop.device_array(ds.x_train)
+        # The grid extension's samples: on a mesh, replicated on it (every process holds them).
+        x_train = loop.device_array(ds.x_train) if mesh is None else sharding.put_replicated(ds.x_train, mesh)
 
         # ---- resume
         stage, stage_step, stage_records, prev_wall = 0, 0, [], 0.0
@@ -170,8 +173,17 @@ def run_fit(config, workdir: str) -> dict:
         results["grid_size"] = int(model.grid_size)
     records = metrics.read()
     metrics.close()
-    os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
+    if is_writer():
+        _plots(workdir, records, stage_records, plan)
+    write_json(os.path.join(workdir, "results.json"), results)
+    logging.info("%s: test_rmse %.4g (%s) in %.1fs", workdir, results["test_rmse"], status, results["wall_time_s"])
+    return results
+
+
+def _plots(workdir: str, records: list, stage_records: list, plan) -> None:
+    """plots/loss.png and (with grid extension) plots/rmse_vs_grid.png; a failure only warns."""
     try:
+        os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
         bounds = np.cumsum([st for _, st in plan])[:-1].tolist()
         if records:
             kplot.plot_loss(os.path.join(workdir, "plots", "loss.png"), records, stage_bounds=bounds)
@@ -179,9 +191,6 @@ def run_fit(config, workdir: str) -> dict:
             kplot.plot_rmse_vs_grid(os.path.join(workdir, "plots", "rmse_vs_grid.png"), stage_records)
     except Exception as err:  # noqa: BLE001 - plots never fail a finished run
         logging.warning("plotting failed: %s", err)
-    write_json(os.path.join(workdir, "results.json"), results)
-    logging.info("%s: test_rmse %.4g (%s) in %.1fs", workdir, results["test_rmse"], status, results["wall_time_s"])
-    return results
 
 
 def _is_typed(key) -> bool:

@@ -79,7 +79,7 @@ from kan_jax import symbolic as S
 from kan_jax.train import loop, models, optim, sharding
 from kan_jax.train.config import ConfigError, check_number, load_dataset, require_fields
 from kan_jax.train.pipelines import register_pipeline
-from kan_jax.train.workdir import MetricsWriter, write_json
+from kan_jax.train.workdir import MetricsWriter, is_writer, write_json
 
 
 # The ``symbolic`` section's fields (configs/symbolic.py defines them all; ``_check_symbolic``
@@ -153,7 +153,8 @@ def run_symbolic(config, workdir: str) -> dict:
     metrics.close()
     attempts = [{"seed": a["seed"], "formula": a["results_formula"]["formula"], "formula_train_rmse": a["formula_train_rmse"],
                  "pruned_widths": a["pruned"]} for a in done]
-    x_train = loop.device_array(ds.x_train)
+    mesh = sharding.mesh_for(config)
+    x_train = loop.device_array(ds.x_train) if mesh is None else sharding.put_replicated(ds.x_train, mesh)
     names = list(ds.input_names)
     _draw(best["model_spline"], x_train, names, "before auto_symbolic", os.path.join(workdir, "plots", "kan_before.png"))
     _draw(best["model"], x_train, names, "after auto_symbolic + retrain", os.path.join(workdir, "plots", "kan.png"))
@@ -216,7 +217,11 @@ class Attempt:
 
     @property
     def x_train(self) -> jax.Array:
-        return loop.device_array(self.ds.x_train)
+        """The training inputs for host-side queries (pruning, symbolic fits): on a mesh,
+        replicated on it (every process holds them)."""
+        if self.mesh is None:
+            return loop.device_array(self.ds.x_train)
+        return sharding.put_replicated(self.ds.x_train, self.mesh)
 
     @property
     def lib(self):
@@ -581,7 +586,9 @@ def _unstandardize_output(model, mu: float, sigma: float) -> None:
 
 def _draw(model, x, input_names, title: str, path: str) -> None:
     """Writes the KAN diagram of ``model`` (``kan_jax.plot.plot_kan``) to ``path``; a failure is
-    logged as a warning (a diagram never fails the run)."""
+    logged as a warning (a diagram never fails the run). Only the writing process draws."""
+    if not is_writer():
+        return
     try:
         from kan_jax import plot as kplot
 
