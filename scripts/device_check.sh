@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The prepared accelerator run (one call of the device tool, about 5-8 minutes on an H200):
+# The prepared accelerator run (one call of the device tool, about 6-9 minutes on an H200):
 # the layer benchmark in float32 and bfloat16 up to batch 65536 and width 1024, compiled memory
 # included, next to efficient-kan (PyTorch, on the same GPU) when its source is carried in
-# .peers/src, then a short configs/toy.py run. JSON lines and logs go to $OUT (./device_out when
-# unset), to be recorded in docs/PERFORMANCE.md with the machine line of env.txt.
+# .peers/src, then a short configs/toy.py run, then the wide training step of
+# scripts/bench_scale.py on the one GPU (docs/SCALING.md). JSON lines and logs go to $OUT
+# (./device_out when unset), to be recorded in docs/PERFORMANCE.md and docs/SCALING.md with the
+# machine line of env.txt.
 #
 # The device image has jax, flax, optax, orbax, chex, absl, sympy, scipy and matplotlib but not
 # ml_collections. Before the call, in the repository root here:
@@ -15,7 +17,8 @@
 #
 # then run `bash scripts/device_check.sh` there with carry=[".whl", ".peers"] and timeout_s=600.
 # Sizes can be shrunk for a dry run on a CPU:
-#   BIG_BATCH=512 BIG_WIDTH=32 GRID_BATCH=256 GRID_WIDTH=16 OUT=/tmp/dev bash scripts/device_check.sh
+#   BIG_BATCH=512 BIG_WIDTH=32 GRID_BATCH=256 GRID_WIDTH=16 SCALE_WIDTHS=8,32,32,4 SCALE_BATCH=256 \
+#     OUT=/tmp/dev bash scripts/device_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-device_out}
@@ -24,6 +27,8 @@ BIG_BATCH=${BIG_BATCH:-65536}
 BIG_WIDTH=${BIG_WIDTH:-1024}
 GRID_BATCH=${GRID_BATCH:-1024,8192}
 GRID_WIDTH=${GRID_WIDTH:-64,256}
+SCALE_WIDTHS=${SCALE_WIDTHS:-256,1024,1024,10}
+SCALE_BATCH=${SCALE_BATCH:-65536}
 if compgen -G ".whl/*.whl" > /dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
         && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
@@ -54,3 +59,11 @@ timeout 120 python3 -m experiments.main --config=configs/toy.py --workdir=/tmp/k
 echo "toy: exit $?"
 cp /tmp/kan_toy_device/results.json "$OUT/toy_results.json" 2>/dev/null
 tail -1 "$OUT/toy.log"
+# 4. The wide training step (Adam on the MSE of a [256, 1024, 1024, 10] KAN, G = 10, batch 65536;
+#    docs/SCALING.md) on the one GPU, mesh data:1, float32 and bfloat16: steps/s, samples/s,
+#    compile time and memory_analysis. About 30-60 s; lines written before a timeout are kept.
+timeout 90 python3 scripts/bench_scale.py --widths="$SCALE_WIDTHS" --batch="$SCALE_BATCH" --grid=10 \
+    --dtypes=float32,bfloat16 --meshes=data:1 --rounds=5 --min-time=0.2 \
+    > "$OUT/bench_scale.jsonl" 2> "$OUT/bench_scale.err"
+echo "bench scale: exit $?, $(grep -c '"kind": "step"' "$OUT/bench_scale.jsonl") steps"
+grep '"kind": "step"' "$OUT/bench_scale.jsonl" | grep -o '"dtype": "[a-z0-9]*"\|"compile_s": [0-9.]*\|"samples_per_s": [0-9.]*' | paste -sd' ' -
