@@ -362,7 +362,7 @@ def test_evaluation_forward_is_quick_only_for_small_work(small_ds, monkeypatch):
     model = train.make_model(_toy_quick(), dtype="float64")
     flags = []
     orig = loop._forward_fn
-    monkeypatch.setattr(loop, "_forward_fn", lambda graphdef, quick: flags.append(quick) or orig(graphdef, quick))
+    monkeypatch.setattr(loop, "_forward_fn", lambda graphdef, quick, mesh=None: flags.append(quick) or orig(graphdef, quick, mesh))
     x = np.asarray(small_ds.x_train)
     small = loop.predict(model, x, quick=True)
     monkeypatch.setattr(loop, "QUICK_FORWARD_MAX_WORK", 1)
