@@ -120,8 +120,10 @@ def init_opt_state(optimizer: optax.GradientTransformation, params, *, lbfgs: bo
 
 
 @functools.lru_cache(maxsize=64)
-def _init_fn(optimizer, lbfgs: bool):
-    return quick_jit(lambda p: optimizer.init(ravel_pytree(p)[0] if lbfgs else p))
+def _init_fn(optimizer, lbfgs: bool, layout: "_Layout | None" = None):
+    """The jitted init; ``layout`` (on a mesh): the state's shardings, so it is created in place."""
+    init = lambda p: optimizer.init(ravel_pytree(p)[0] if lbfgs else p)  # noqa: E731
+    return quick_jit(init) if layout is None else quick_jit(init, out_shardings=layout.unflatten())
 
 
 def uses_linesearch(opt_state) -> bool:
@@ -199,7 +201,11 @@ class _Layout:
 
     @staticmethod
     def of(tree, mesh) -> "_Layout":
-        leaves, treedef = jax.tree_util.tree_flatten(jax.tree.map(lambda a: a.sharding, tree))
+        return _Layout.of_shardings(jax.tree.map(lambda a: a.sharding, tree), mesh)
+
+    @staticmethod
+    def of_shardings(shardings, mesh) -> "_Layout":
+        leaves, treedef = jax.tree_util.tree_flatten(shardings)
         return _Layout(mesh, treedef, tuple(leaves))
 
     def unflatten(self):
@@ -387,14 +393,19 @@ def device_array(a) -> jax.Array:
 def _setup(model, optimizer, lbfgs, opt_state, regularization, lamb, mesh=None):
     """``fit``'s split of ``model``, optimizer state and penalty settings (placed on ``mesh``)."""
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    if mesh is not None:
-        params, rest = sharding.place_state(params, mesh), sharding.place_state(rest, mesh)
     if lbfgs is None:
         lbfgs = uses_linesearch(opt_state if opt_state is not None else jax.eval_shape(optimizer.init, params))
-    if opt_state is None:
-        opt_state = init_opt_state(optimizer, params, lbfgs=bool(lbfgs))
-    if mesh is not None:
-        opt_state = sharding.onto_mesh(opt_state, mesh)
+    if mesh is None:
+        if opt_state is None:
+            opt_state = init_opt_state(optimizer, params, lbfgs=bool(lbfgs))
+    else:
+        params, rest = sharding.place_state(params, mesh), sharding.place_state(rest, mesh)
+        shape = opt_state if opt_state is not None else jax.eval_shape(_init_fn(optimizer, bool(lbfgs)), params)
+        opt_sh = sharding.opt_state_shardings(optimizer, shape, params, mesh, lbfgs=bool(lbfgs))
+        if opt_state is None:  # created in its layout: Adam's moments beside their parameters
+            opt_state = _init_fn(optimizer, bool(lbfgs), _Layout.of_shardings(opt_sh, mesh))(params)
+        else:  # a given (e.g. restored) state moved into it
+            opt_state = jax.device_put(opt_state, opt_sh)
     # Params and state are donated to the jitted steps; the caller's arrays may be shared (an
     # ``nnx.clone`` shares them) and optax may alias one buffer in several leaves: copy.
     params, opt_state = _owned_copy((params, jax.tree_util.tree_map(jnp.asarray, opt_state)))

@@ -16,8 +16,10 @@ The layout rule:
   and the symbolic edges' ``func`` / ``affine``; its knots ``grid (in, K)`` are replicated.
   An axis whose size does not divide evenly over its mesh axis (a 1-wide output layer on a
   2-way ``model`` axis) stays whole: ``state_shardings`` replicates it instead of failing.
-* **optimizer state**: wherever the optimizer's init puts it from the placed parameters (Adam's
-  moments follow their parameters); L-BFGS works on one flat vector, replicated.
+* **optimizer state** (``opt_state_shardings``): every tree in it shaped like the parameters
+  (Adam's moments) in the parameters' layout, found with ``optax.tree_map_params``; the rest
+  (step counts) replicated. L-BFGS works on one flat vector (``loop.init_opt_state``): its whole
+  state is replicated.
 
 On one device in all (``mesh_for`` returns None) nothing here runs: single-device runs are
 exactly the programs they were before sharding existed.
@@ -29,6 +31,7 @@ import math
 
 import jax
 import numpy as np
+import optax
 from flax import nnx
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
@@ -43,12 +46,12 @@ __all__ = [
     "state_shardings",
     "place_state",
     "place_model",
+    "opt_state_shardings",
     "run_layout",
     "batch_sharding",
     "replicated",
     "put_batch",
     "put_replicated",
-    "onto_mesh",
     "on_mesh",
 ]
 
@@ -157,6 +160,22 @@ def place_model(model: nnx.Module, mesh: jax.sharding.Mesh) -> nnx.Module:
     return nnx.merge(graphdef, place_state(state, mesh))
 
 
+def opt_state_shardings(optimizer: optax.GradientTransformation, opt_state, params, mesh: jax.sharding.Mesh, *,
+                        lbfgs: bool):
+    """``NamedSharding`` per leaf of ``opt_state`` (arrays or ``jax.ShapeDtypeStruct``s).
+
+    Trees shaped like ``params`` (Adam's ``mu`` and ``nu``) take the parameters' shardings
+    (``state_shardings``); every other leaf is replicated. ``lbfgs``: the state is over the
+    raveled parameter vector, all replicated.
+    """
+    rep = replicated(mesh)
+    if lbfgs:
+        return jax.tree.map(lambda _: rep, opt_state)
+    # One sharding per array leaf, in the parameters' own tree structure (Variables and all).
+    per_leaf = jax.tree.unflatten(jax.tree.structure(params), jax.tree.leaves(state_shardings(params, mesh)))
+    return optax.tree_map_params(optimizer, lambda _, s: s, opt_state, per_leaf, transform_non_params=lambda _: rep)
+
+
 def run_layout(config) -> dict:
     """results.json's ``mesh`` (``{axis: size}`` as ``config.mesh`` writes it), ``n_devices``
     (global) and ``n_processes``."""
@@ -196,20 +215,6 @@ def put_batch(x, mesh: jax.sharding.Mesh, *, what: str = "the batch") -> jax.Arr
 def put_replicated(x, mesh: jax.sharding.Mesh) -> jax.Array:
     """``x`` (the same on every process) replicated on every device of ``mesh``."""
     return jax.device_put(np.asarray(x), replicated(mesh))
-
-
-def onto_mesh(tree, mesh: jax.sharding.Mesh):
-    """``tree`` with every array that is not on ``mesh`` yet replicated on it (an optimizer
-    state restored by orbax, or one whose counters XLA left on one device); arrays already on
-    ``mesh`` keep their layout."""
-
-    def one(a):
-        s = getattr(a, "sharding", None)
-        if isinstance(s, NamedSharding) and s.mesh == mesh:
-            return a
-        return jax.device_put(a, replicated(mesh))
-
-    return jax.tree.map(one, tree)
 
 
 def on_mesh(tree) -> jax.sharding.Mesh | None:
