@@ -172,14 +172,59 @@ def fit_coef(x: jax.Array, y: jax.Array, knots: jax.Array, order: int, *, ridge:
     scale = jnp.sqrt(ridge * jnp.mean(basis**2, axis=(1, 2), keepdims=True))  # (n, 1, 1)
     a = jnp.concatenate([basis, scale * jnp.eye(m, dtype=basis.dtype)[None]], axis=1)
     b = jnp.concatenate([y, jnp.zeros((y.shape[0], m, y.shape[2]), y.dtype)], axis=1)
-    coef = jax.vmap(_qr_solve)(a, b)  # (n, m, out)
-    return jnp.swapaxes(coef, 1, 2)
+    return jnp.swapaxes(_lstsq_householder(a, b), 1, 2)
 
 
-def _qr_solve(a, b):
-    """Least-squares solution of a full-column-rank system ``a c = b`` by Householder QR."""
-    q, r = jnp.linalg.qr(a)
-    return jax.scipy.linalg.solve_triangular(r, q.T @ b)
+def _lstsq_householder(a: jax.Array, b: jax.Array) -> jax.Array:
+    """Least-squares solutions of full-column-rank systems ``a c = b``, batched over the first axis.
+
+    Householder QR and back substitution in plain array ops, ``a``: ``(n, rows, m)``, ``b``:
+    ``(n, rows, out)`` -> ``(n, m, out)``. Not ``jnp.linalg.qr``: on XLA:CPU that is a LAPACK
+    call which splits a large batch over XLA's thread pool and blocks until the pieces are done.
+    With several CPU devices in one process (``--xla_force_host_platform_device_count``), every
+    device runs that call at once on the same pool, and once all of its threads wait, nothing runs
+    the pieces: a grid update of a ``[16, 64, 64, 1]`` KAN on a ``data: 2, model: 2`` mesh of 4 CPU
+    devices hung in ``lapack_dgeqrf_ffi`` (jax 0.10.2). The loops here have ``m`` steps of
+    ``O(n rows m)`` work each (LAPACK's unblocked QR), on every backend.
+    """
+    n, rows, m = a.shape
+    row = jnp.arange(rows)
+
+    def reflector(a, j):  # the Householder reflection I - s v v^T that zeroes column j below the diagonal
+        col = jnp.where(row >= j, jax.lax.dynamic_index_in_dim(a, j, axis=2, keepdims=False), 0)  # (n, rows)
+        diag = jax.lax.dynamic_index_in_dim(col, j, axis=1, keepdims=False)  # (n,)
+        alpha = -jnp.where(diag >= 0, 1, -1) * jnp.linalg.norm(col, axis=1)
+        v = col - jnp.where(row == j, alpha[:, None], 0)
+        vv = jnp.sum(v * v, axis=1)
+        s = jnp.where(vv > 0, 2 / jnp.where(vv > 0, vv, 1), 0)  # a zero column: no reflection
+        return reflect(a, (v, s)), (v, s)
+
+    def reflect(a, vs):  # (I - s v v^T) a
+        v, s = vs
+        return a - v[:, :, None] * (s[:, None] * jnp.einsum("nr,nrk->nk", v, a))[:, None, :]
+
+    # Q^T b: b reflected along with a when it has at most m columns; else Q's first m columns
+    # (H_0 ... H_{m-1} applied to them) and one contraction, cheaper for wide b (measured in
+    # scripts/bench_lstsq.py).
+    wide = b.shape[2] > m
+    ab = a if wide else jnp.concatenate([a, b.astype(a.dtype)], axis=2)
+    ab, reflectors = jax.lax.scan(reflector, ab, jnp.arange(m))
+    r = ab[:, :m, :m]  # R: the upper triangle (below it rounding-level values, never read)
+    if wide:
+        eye = jnp.broadcast_to(jnp.eye(rows, m, dtype=a.dtype), (n, rows, m))
+        q = jax.lax.scan(lambda q, vs: (reflect(q, vs), None), eye, reflectors, reverse=True)[0]
+        qtb = jnp.einsum("nrm,nro->nmo", q, b.astype(a.dtype))
+    else:
+        qtb = ab[:, :m, m:]
+
+    def substitute(i, c):  # solve row j = m-1-i of R c = Q^T b; c is still zero in rows <= j
+        j = m - 1 - i
+        r_j = jax.lax.dynamic_index_in_dim(r, j, axis=1, keepdims=False)  # (n, m)
+        rhs = jax.lax.dynamic_index_in_dim(qtb, j, axis=1, keepdims=False) - jnp.einsum("nm,nmo->no", r_j, c)
+        diag = jax.lax.dynamic_index_in_dim(r_j, j, axis=1, keepdims=True)  # (n, 1)
+        return jax.lax.dynamic_update_index_in_dim(c, rhs / diag, j, axis=1)
+
+    return jax.lax.fori_loop(0, m, substitute, jnp.zeros((n, m, b.shape[2]), a.dtype))
 
 
 def adaptive_knots(x: jax.Array, grid_size: int, order: int, *, grid_eps: float = 0.02) -> jax.Array:
