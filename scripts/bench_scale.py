@@ -4,15 +4,16 @@ One Adam step (``optax.adam(1e-3)``) on the MSE of a ``kan_jax.KAN`` against ran
 written as a single ``jax.jit`` function ``(params, rest, opt_state, x, y) -> (params, opt_state,
 loss)``: params and the rest of the model's state placed by ``kan_jax.train.sharding.place_state``
 (the layers' partitioning metadata: output features over ``model``), ``x``/``y`` rows over ``data``
-(``sharding.put_batch``), the optimizer state from ``jax.jit(optimizer.init)`` on the placed
-params; ``out_shardings`` fixed to that input layout, params and optimizer state donated. This is
+(``sharding.put_batch``), the optimizer state from ``jax.jit(optimizer.init)`` in its layout; ``out_shardings`` fixed to that input layout, params and optimizer state donated. This is
 the step of ``kan_jax.train.loop.fit`` on a mesh without its loop, minibatch sampling and penalty.
 
 The model is built as ``kan_jax.train.models.make_model`` builds it for training: an empty symbolic
 table (``--symbolic-lib=default`` keeps ``KANLayer``'s own table, whose gated symbolic branch is
 compiled into every step and its buffers counted in the memory, even though no edge is symbolic).
-Adam's moments: ``--opt-layout=init`` (default) where ``jax.jit(optimizer.init)`` leaves them,
-replicated over the mesh (as ``fit`` has them); ``--opt-layout=params`` sharded like their params.
+Adam's moments: ``--opt-layout=params`` (default) sharded like their params, as ``fit`` creates them
+(``sharding.opt_state_shardings``); ``--opt-layout=replicated`` on every device. (Lines recorded
+before 2026-12-05 say ``opt_layout: "init"``: the moments where ``jax.jit(optimizer.init)`` left
+them, which was replicated.)
 
 Per (mesh, dtype) one JSON line (``kind: "step"``) on stdout (and appended to ``--out``):
 
@@ -207,21 +208,7 @@ def devices_needed(mesh_spec: str) -> int:
 # --------------------------------------------------------------------------- the step
 
 
-def follow_params(optimizer, params):
-    """Shardings for ``optimizer.init(params)`` where every subtree shaped like ``params`` (Adam's
-    ``mu``, ``nu``) takes the params' shardings and every other leaf (``count``) is replicated."""
-    p_sh = jax.tree.map(lambda a: a.sharding, params)
-    p_def = jax.tree.structure(params)
-    mesh = jax.tree.leaves(p_sh)[0].mesh
-    shapes = jax.eval_shape(optimizer.init, params)
-
-    def like_params(t):
-        return not isinstance(t, jax.ShapeDtypeStruct) and jax.tree.structure(t) == p_def
-
-    return jax.tree.map(lambda t: p_sh if like_params(t) else sharding.replicated(mesh), shapes, is_leaf=like_params)
-
-
-def build(widths, grid, order, batch, dtype_name, mesh, seed, opt_layout="init", symbolic_lib="empty"):
+def build(widths, grid, order, batch, dtype_name, mesh, seed, opt_layout="params", symbolic_lib="empty"):
     """The placed arrays and the jitted step on ``mesh``."""
     dtype = jnp.dtype(dtype_name)
     lib = {} if symbolic_lib == "empty" else None  # None: KANLayer's default table (SYMBOLIC_LIB)
@@ -231,13 +218,12 @@ def build(widths, grid, order, batch, dtype_name, mesh, seed, opt_layout="init",
     params = sharding.place_state(params, mesh)
     rest = sharding.place_state(rest, mesh)
     optimizer = optax.adam(1e-3)
-    if opt_layout == "params":
-        opt_state = jax.jit(optimizer.init, out_shardings=follow_params(optimizer, params))(params)
-    else:
-        # Adam's init is zeros_like: the values of params are unused, and a plain jit would prune
-        # them and put the state (uncommitted) on the default device; keep_unused keeps the
-        # program on the mesh, where XLA leaves the unconnected zeros replicated.
-        opt_state = jax.jit(optimizer.init, keep_unused=True)(params)
+    if opt_layout == "params":  # as kan_jax.train.loop.fit creates it
+        shapes = jax.eval_shape(optimizer.init, params)
+        out = sharding.opt_state_shardings(optimizer, shapes, params, mesh, lbfgs=False)
+    else:  # every leaf replicated
+        out = sharding.replicated(mesh)
+    opt_state = jax.jit(optimizer.init, out_shardings=out)(params)
     rng = np.random.default_rng(seed)
     x = sharding.put_batch(rng.uniform(-1.0, 1.0, size=(batch, widths[0])).astype(dtype), mesh, what="x")
     y = sharding.put_batch(rng.normal(size=(batch, widths[-1])).astype(np.float32), mesh, what="y")
@@ -302,9 +288,9 @@ def main():
     ap.add_argument("--warmup", type=int, default=2, help="steps before timing")
     ap.add_argument("--compile-only", action="store_true",
                     help="lower and compile only: memory and collectives, no timing")
-    ap.add_argument("--opt-layout", choices=("init", "params"), default="init",
-                    help="Adam's moments: 'init' where jax.jit(optimizer.init) puts them (replicated, as "
-                         "kan_jax.train.loop.fit has them), 'params' sharded like their parameters")
+    ap.add_argument("--opt-layout", choices=("params", "replicated"), default="params",
+                    help="Adam's moments: 'params' sharded like their parameters (as kan_jax.train.loop.fit "
+                         "creates them, sharding.opt_state_shardings), 'replicated' on every device")
     ap.add_argument("--symbolic-lib", choices=("empty", "default"), default="empty",
                     help="the layers' symbolic table: 'empty' as kan_jax.train.models.make_model builds models "
                          "for training (no symbolic edges: nothing traced), 'default' KANLayer's SYMBOLIC_LIB "
