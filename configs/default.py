@@ -20,7 +20,7 @@ def get_config(arg=None):
     c.seed = 0
     c.pipeline = "fit"  # "fit"; other pipelines register in kan_jax.train.PIPELINES
     c.dtype = "float64"  # "float32" or "float64" (sets jax_enable_x64 before anything is built)
-    c.mesh = ml_collections.config_dict.placeholder(str)  # device mesh (multi-device issue)
+    c.mesh = ml_collections.config_dict.placeholder(str)  # "data:-1" (None), "data:2,model:2": docs/SCALING.md
     c.compilation_cache_dir = ml_collections.config_dict.placeholder(str)  # None: ~/.cache/kan_jax/jax; "": off
 
     c.model = ml_collections.ConfigDict()

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The prepared accelerator run (one call of the device tool, about 6-9 minutes on an H200):
+# The prepared accelerator run (one call of the device tool, at most 590 s of step timeouts:
+# 230 + 150 + 120 + 90, inside the tool's 600 s):
 # the layer benchmark in float32 and bfloat16 up to batch 65536 and width 1024, compiled memory
 # included, next to efficient-kan (PyTorch, on the same GPU) when its source is carried in
 # .peers/src, then a short configs/toy.py run, then the wide training step of
@@ -41,7 +42,7 @@ cat "$OUT/env.txt"
 
 # 1. G = 5 at every size (the acceptance case is batch 1024, 64 -> 64), both dtypes, memory too;
 #    the local-support path (it gathers batch * n * (k+1) * o elements) only in step 2.
-timeout 300 python3 scripts/bench_layer.py --batch=1024,"$BIG_BATCH" --width=64,"$BIG_WIDTH" --grid=5 \
+timeout 230 python3 scripts/bench_layer.py --batch=1024,"$BIG_BATCH" --width=64,"$BIG_WIDTH" --grid=5 \
     --dtype=float32,bfloat16 --paths=auto,uniform,general --rounds=5 --memory --memory-case= --peers \
     > "$OUT/bench_layer_g5.jsonl" 2> "$OUT/bench_layer_g5.err"
 echo "bench G=5: exit $?, $(grep -c '"kind": "time"' "$OUT/bench_layer_g5.jsonl") timings"
