@@ -31,6 +31,7 @@ def get_config(arg=None):
     c.model.basis = "bspline"
     c.model.grid_range = (-1.0, 1.0)
     c.model.extrapolate = True  # continue splines' end pieces beyond the grid (KANLayer(extrapolate=...))
+    c.model.sharding = "outputs"  # KAN layers on a model mesh axis: "outputs" or "alternate" (docs/SCALING.md)
     c.model.activation = "silu"  # MLP only
     c.model.mlp_widths = ml_collections.config_dict.placeholder(tuple)  # MLP only; None: match the KAN's params
 

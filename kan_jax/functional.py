@@ -47,23 +47,42 @@ __all__ = [
     "check_features",
     "layer_kwargs",
     "MODEL_AXIS",
-    "out_features_sharding",
+    "LAYER_SHARDS",
+    "check_shard",
+    "shard_metadata",
 ]
 
 Params = dict[str, jax.Array]
 
 MODEL_AXIS = "model"
-"""The mesh axis a layer's output features shard over (``kan_jax.train.sharding``; docs/SCALING.md)."""
+"""The mesh axis a layer's features shard over (``kan_jax.train.sharding``; docs/SCALING.md)."""
+
+LAYER_SHARDS = ("outputs", "inputs")
+"""Which features of a layer ``MODEL_AXIS`` splits: its outputs (the default) or its inputs."""
 
 
-def out_features_sharding(ndim: int, axis: int = 1) -> dict:
-    """The partitioning metadata of a layer array whose axis ``axis`` is the output features:
-    ``out_sharding`` names ``MODEL_AXIS`` there (``nnx.get_partition_spec`` reads it). Eager
-    sharding is off: a layer is built the same with or without a mesh, and is placed by
-    ``kan_jax.train.sharding.place_state`` (or ``jax.device_put`` with
-    ``nnx.get_named_sharding``)."""
+def check_shard(shard: str) -> str:
+    if shard not in LAYER_SHARDS:
+        raise ValueError(f"shard must be one of {list(LAYER_SHARDS)}, got {shard!r}")
+    return shard
+
+
+def shard_metadata(shard: str, ndim: int, *, bias: bool = False) -> dict:
+    """The partitioning metadata of a layer array (``nnx.Variable`` keyword arguments).
+
+    A per-edge array ``(n, o, ...)`` names ``MODEL_AXIS`` on ``o`` (``shard="outputs"``) or on
+    ``n`` (``"inputs"``); the bias ``(o,)`` (``bias=True``) on ``o``, or replicated when the inputs
+    are split (each device then holds partial sums of every output, added up across the axis
+    before the bias). Eager sharding is off: a layer is built the same with or without a mesh,
+    and is placed by ``kan_jax.train.sharding.place_state`` (or ``jax.device_put`` with
+    ``nnx.get_named_sharding``).
+    """
     spec = [None] * ndim
-    spec[axis] = MODEL_AXIS
+    if bias:
+        if check_shard(shard) == "outputs":
+            spec[0] = MODEL_AXIS
+    else:
+        spec[1 if check_shard(shard) == "outputs" else 0] = MODEL_AXIS
     return {"out_sharding": tuple(spec), "eager_sharding": False}
 
 

@@ -26,24 +26,28 @@ import jax.numpy as jnp
 
 from kan_jax import functional as F
 from kan_jax import splines
-from kan_jax.nnx import validate_widths
+from kan_jax.nnx import layer_shards, validate_widths
 
 __all__ = ["KANDense", "KAN", "update_grid", "refine", "GRID_COLLECTION"]
 
 GRID_COLLECTION = "grid"
 _PARAM_NAMES = ("coef", "w_base", "w_spline", "bias")
-# The NNX layer's rule (kan_jax.KANLayer): output features over the "model" mesh axis. The params
-# are boxed in ``nn.Partitioned`` (``nn.get_partition_spec(variables)`` reads them; ``apply``
-# unboxes them as usual).
-_PARTITIONING = {name: F.out_features_sharding(ndim, axis)["out_sharding"]
-                 for name, ndim, axis in (("coef", 3, 1), ("w_base", 2, 1), ("w_spline", 2, 1), ("bias", 1, 0))}
+# The NNX layer's rule (kan_jax.KANLayer): output (or input) features over the "model" mesh axis.
+# The params are boxed in ``nn.Partitioned`` (``nn.get_partition_spec(variables)`` reads them;
+# ``apply`` unboxes them as usual).
+_PARAM_NDIM = {"coef": 3, "w_base": 2, "w_spline": 2, "bias": 1}
+
+
+def _partitioning(name: str, shard: str) -> tuple:
+    return F.shard_metadata(shard, _PARAM_NDIM[name], bias=name == "bias")["out_sharding"]
 
 
 class KANDense(nn.Module):
     """A KAN layer: ``(..., in) -> (..., features)``; ``in`` is inferred from the input.
 
     Attributes mirror ``kan_jax.KANLayer`` (``grid_size``, ``spline_order``, ``grid_range``,
-    ``basis``, ``base_activation``, ``noise_scale``, ``base_scale``, ``dtype``, ``param_dtype``).
+    ``basis``, ``base_activation``, ``noise_scale``, ``base_scale``, ``dtype``, ``param_dtype``,
+    ``shard``: the params' partitioning names ``model`` on their ``"outputs"`` or ``"inputs"``).
     """
 
     features: int
@@ -57,6 +61,7 @@ class KANDense(nn.Module):
     extrapolate: bool = False
     dtype: Any = None
     param_dtype: Any = jnp.float32
+    shard: str = "outputs"
 
     def _init_state(self, key, n):
         return F.init_layer(
@@ -76,7 +81,7 @@ class KANDense(nn.Module):
         F.get_base_activation(self.base_activation)
         params = {
             name: self.param(name, nn.with_partitioning(lambda key, name=name: self._init_state(key, n)[0][name],
-                                                        _PARTITIONING[name]))
+                                                        _partitioning(name, self.shard)))
             for name in _PARAM_NAMES
         }
         knots = self.variable(GRID_COLLECTION, "knots", lambda: self._init_state(jax.random.key(0), n)[1])
@@ -99,7 +104,10 @@ class KANDense(nn.Module):
 
 
 class KAN(nn.Module):
-    """A KAN network of ``KANDense`` layers (submodules ``layers_0``, ``layers_1``, ...)."""
+    """A KAN network of ``KANDense`` layers (submodules ``layers_0``, ``layers_1``, ...).
+
+    ``model_sharding``: as ``kan_jax.KAN`` (``"outputs"`` or ``"alternate"``).
+    """
 
     widths: Sequence[int]
     grid_size: int = 5
@@ -112,6 +120,7 @@ class KAN(nn.Module):
     extrapolate: bool = False
     dtype: Any = None
     param_dtype: Any = jnp.float32
+    model_sharding: str = "outputs"
 
     def setup(self):
         widths = validate_widths(self.widths)
@@ -129,8 +138,9 @@ class KAN(nn.Module):
                 extrapolate=self.extrapolate,
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,
+                shard=shard,
             )
-            for o in widths[1:]
+            for o, shard in zip(widths[1:], layer_shards(self.model_sharding, len(widths) - 1))
         ]
 
     def __call__(self, x):

@@ -26,7 +26,7 @@ from flax import nnx
 from kan_jax import functional as F
 from kan_jax.symbolic.edges import SymbolicEdges
 
-__all__ = ["Grid", "EdgeMask", "KANLayer", "KAN", "validate_widths", "MODEL_AXIS"]
+__all__ = ["Grid", "EdgeMask", "KANLayer", "KAN", "validate_widths", "MODEL_AXIS", "MODEL_SHARDINGS", "layer_shards"]
 
 MODEL_AXIS = F.MODEL_AXIS
 
@@ -75,6 +75,8 @@ class KANLayer(nnx.Module):
       param_dtype: dtype of params and grid.
       symbolic_lib: the function table of the layer's symbolic edges (default
         ``kan_jax.symbolic.SYMBOLIC_LIB``).
+      shard: which features the ``model`` mesh axis splits, ``"outputs"`` or ``"inputs"``
+        (partitioning metadata only: nothing is placed until a mesh is used).
       rngs: ``nnx.Rngs``.
 
     Every edge ``(i, j)`` is a spline ``mask_ij * phi_ij(x_i)`` plus, when made symbolic
@@ -88,6 +90,9 @@ class KANLayer(nnx.Module):
     features (``coef (n, o, M)``, ``w_base``/``w_spline``/``mask (n, o)``, ``bias (o,)``, the
     symbolic edges' ``func (n, o)``/``affine (n, o, 4)``; ``grid`` replicated), so
     ``nnx.get_partition_spec(nnx.state(layer))`` shows the rule for any model holding layers.
+    ``shard="inputs"`` names it on the input features ``n`` of the per-edge arrays instead (bias
+    replicated): a layer after an output-sharded one then takes its input as it is laid out and
+    sums its outputs across ``model`` (``KAN(model_sharding="alternate")``; docs/SCALING.md).
     """
 
     def __init__(
@@ -107,9 +112,11 @@ class KANLayer(nnx.Module):
         dtype=None,
         param_dtype=jnp.float32,
         symbolic_lib=None,
+        shard: str = "outputs",
         rngs: nnx.Rngs,
     ):
         F.get_base_activation(base_activation)
+        F.check_shard(shard)
         if not 0.0 <= grid_eps <= 1.0:
             raise ValueError(f"grid_eps must be in [0, 1], got {grid_eps!r}")
         params, grid, mask = F.init_layer(
@@ -132,15 +139,18 @@ class KANLayer(nnx.Module):
         self.grid_eps = grid_eps
         self.extrapolate = bool(extrapolate)
         self.dtype = dtype
-        # Partitioning metadata (docs/SCALING.md): the output-feature axis of every per-edge array
-        # and of the bias names the ``model`` mesh axis; the knots are replicated.
-        self.coef = nnx.Param(params["coef"], **F.out_features_sharding(3))
-        self.w_base = nnx.Param(params["w_base"], **F.out_features_sharding(2))
-        self.w_spline = nnx.Param(params["w_spline"], **F.out_features_sharding(2))
-        self.bias = nnx.Param(params["bias"], **F.out_features_sharding(1, 0))
+        self.shard = shard
+        # Partitioning metadata (docs/SCALING.md): the output (or input) feature axis of every
+        # per-edge array, and of the bias when outputs shard, names the ``model`` mesh axis; the
+        # knots are replicated.
+        self.coef = nnx.Param(params["coef"], **F.shard_metadata(shard, 3))
+        self.w_base = nnx.Param(params["w_base"], **F.shard_metadata(shard, 2))
+        self.w_spline = nnx.Param(params["w_spline"], **F.shard_metadata(shard, 2))
+        self.bias = nnx.Param(params["bias"], **F.shard_metadata(shard, 1, bias=True))
         self.grid = Grid(grid)
-        self.mask = EdgeMask(mask, **F.out_features_sharding(2))
-        self.symbolic = SymbolicEdges(in_features, out_features, library=symbolic_lib, param_dtype=param_dtype)
+        self.mask = EdgeMask(mask, **F.shard_metadata(shard, 2))
+        self.symbolic = SymbolicEdges(in_features, out_features, library=symbolic_lib, param_dtype=param_dtype,
+                                      shard=shard)
 
     @property
     def grid_size(self) -> int:
@@ -235,12 +245,30 @@ def _set_edges(var, ii, jj, value) -> None:
     var.set_value(jax.device_put(a))
 
 
+MODEL_SHARDINGS = ("outputs", "alternate")
+"""``KAN(model_sharding=...)``: every layer on its outputs, or pairs of outputs then inputs."""
+
+
+def layer_shards(model_sharding: str, n_layers: int) -> list[str]:
+    """Each layer's ``KANLayer(shard=...)`` under ``model_sharding`` (``MODEL_SHARDINGS``)."""
+    if model_sharding not in MODEL_SHARDINGS:
+        raise ValueError(f"model_sharding must be one of {list(MODEL_SHARDINGS)}, got {model_sharding!r}")
+    if model_sharding == "outputs":
+        return ["outputs"] * n_layers
+    return ["outputs" if l % 2 == 0 else "inputs" for l in range(n_layers)]
+
+
 class KAN(nnx.Module):
     """A Kolmogorov-Arnold network: a stack of ``KANLayer``.
 
     Args:
       widths: layer widths, e.g. ``[2, 5, 1]``.
       grid_size, spline_order, grid_range, basis, ...: as ``KANLayer`` (shared by all layers).
+      model_sharding: how the ``model`` mesh axis splits the layers (docs/SCALING.md):
+        ``"outputs"`` (default) every layer on its output features; ``"alternate"`` the layers
+        in pairs, outputs then inputs (``KANLayer(shard=...)``), so the second layer of a pair
+        takes the first one's output as it is laid out, with no gather, and every device
+        computes B-spline features for its share of the inputs only.
       rngs: ``nnx.Rngs``.
 
     Example::
@@ -257,10 +285,12 @@ class KAN(nnx.Module):
         spline_order: int = 3,
         grid_range: Sequence[float] = (-1.0, 1.0),
         basis: str = "bspline",
+        model_sharding: str = "outputs",
         rngs: nnx.Rngs,
         **layer_kwargs,
     ):
         self.widths = validate_widths(widths)
+        self.model_sharding = model_sharding
         self.layers = nnx.List(
             [
                 KANLayer(
@@ -270,10 +300,11 @@ class KAN(nnx.Module):
                     spline_order=spline_order,
                     grid_range=grid_range,
                     basis=basis,
+                    shard=shard,
                     rngs=rngs,
                     **layer_kwargs,
                 )
-                for i, o in zip(self.widths[:-1], self.widths[1:])
+                for i, o, shard in zip(self.widths[:-1], self.widths[1:], layer_shards(model_sharding, len(self.widths) - 1))
             ]
         )
 

@@ -229,7 +229,8 @@ def subnetwork(model: KAN, keep: Sequence[Sequence[int]], bias_shifts: Sequence 
     layers = list(model.layers)
     cfg = _layer_config(layers[0])
     # Abstract construction (no random init to compile): every variable is set below.
-    new = nnx.eval_shape(lambda: KAN([int(k.size) for k in keep], rngs=nnx.Rngs(0), **cfg))
+    new = nnx.eval_shape(lambda: KAN([int(k.size) for k in keep], model_sharding=model.model_sharding, rngs=nnx.Rngs(0),
+                                     **cfg))
     for l, (old_l, new_l) in enumerate(zip(layers, new.layers)):
         shift = None if bias_shifts is None else bias_shifts[l]
         _copy_layer(old_l, new_l, keep[l], keep[l + 1], shift)

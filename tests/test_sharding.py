@@ -113,6 +113,47 @@ def test_linen_params_are_partitioned_the_same_way():
     np.testing.assert_allclose(model10.apply(refined, x), model.apply(updated, x), atol=1e-5)
 
 
+def test_alternate_model_sharding_splits_inputs_of_every_second_layer():
+    """``model_sharding="alternate"``: layers 0, 2, ... on their outputs, 1, 3, ... on their inputs
+    (bias replicated there); NNX, Linen and a pruned subnetwork alike."""
+    model = kan_jax.KAN([3, 8, 8, 2], grid_size=4, model_sharding="alternate", rngs=nnx.Rngs(0))
+    specs = nnx.get_partition_spec(nnx.state(model))["layers"]
+    assert [specs[l]["coef"].get_value() for l in range(3)] == [P(None, "model", None), P("model", None, None),
+                                                                P(None, "model", None)]
+    inner = specs[1]
+    assert (inner["w_base"].get_value(), inner["w_spline"].get_value(), inner["mask"].get_value()) == (P("model", None),) * 3
+    assert inner["bias"].get_value() == P(None) and inner["grid"].get_value() == P()
+    assert inner["symbolic"]["func"].get_value() == P("model", None)
+    assert inner["symbolic"]["affine"].get_value() == P("model", None, None)
+    small = kan_jax.prune.subnetwork(model, [[0, 1, 2], [0, 2, 4, 6], [1, 3], [0, 1]])
+    assert [layer.shard for layer in small.layers] == ["outputs", "inputs", "outputs"]
+    assert nnx.get_partition_spec(nnx.state(small))["layers"][1]["coef"].get_value() == P("model", None, None)
+
+    variables = klinen.KAN([3, 8, 8, 2], grid_size=4, model_sharding="alternate").init(jax.random.key(0), jnp.zeros((4, 3)))
+    lspecs = nn.get_partition_spec(variables)["params"]
+    assert lspecs["layers_1"] == {"coef": P("model", None, None), "w_base": P("model", None),
+                                  "w_spline": P("model", None), "bias": P(None)}
+    assert lspecs["layers_2"]["coef"] == P(None, "model", None)
+
+    with pytest.raises(ValueError, match="model_sharding must be one of"):
+        kan_jax.KAN([3, 8, 2], model_sharding="inputs", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="shard must be one of"):
+        kan_jax.KANLayer(3, 8, shard="rows", rngs=nnx.Rngs(0))
+
+
+def test_model_sharding_config_errors():
+    from configs import toy
+
+    c = toy.get_config("quick")
+    c.model.sharding = "columns"
+    with pytest.raises(ConfigError, match="model.sharding must be one of"):
+        train_and_evaluate(c, "/nonexistent/never-written")
+    c = toy.get_config("quick")
+    c.model.kind, c.model.sharding = "mlp", "alternate"
+    with pytest.raises(ConfigError, match="KANs only"):
+        train_and_evaluate(c, "/nonexistent/never-written")
+
+
 def test_state_shardings_replicate_what_does_not_divide():
     mesh = sharding.make_mesh({"data": 2, "model": 2})
     model = kan_jax.KAN([4, 6, 1], grid_size=3, rngs=nnx.Rngs(0))
@@ -132,8 +173,9 @@ def _wide_problem():
     return types.SimpleNamespace(x_train=x, y_train=y)  # what loop.fit reads
 
 
-def _fit_wide(mesh, steps=6):
-    model = kan_jax.KAN([16, 64, 64, 1], grid_size=4, param_dtype=jnp.float64, rngs=nnx.Rngs(0))
+def _fit_wide(mesh, steps=6, model_sharding="outputs"):
+    model = kan_jax.KAN([16, 64, 64, 1], grid_size=4, param_dtype=jnp.float64, model_sharding=model_sharding,
+                        rngs=nnx.Rngs(0))
     return loop.fit(model, _wide_problem(), steps=steps, optimizer=optax.adam(1e-2), lbfgs=False, chunk_size=3,
                     grid_update_every=3, stop_grid_update_step=4, mesh=mesh)[0]
 
@@ -151,6 +193,17 @@ def test_model_parallel_training_matches_one_device_with_coefficients_sharded():
         np.testing.assert_allclose(layer.grid[...], single.layers[l].grid[...], rtol=1e-9, atol=1e-11)
     # 16 -> 64 -> 64 -> 1: two wide layers sharded, the output layer whole.
     assert [layer.coef[...].sharding.shard_shape(layer.coef.shape)[1] for layer in sharded.layers] == [32, 32, 1]
+    for a, b in zip(jax.tree.leaves(nnx.state(sharded, nnx.Param)), jax.tree.leaves(nnx.state(single, nnx.Param))):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-9, atol=1e-11)
+
+
+def test_alternate_model_sharding_trains_like_one_device():
+    """Layer 1 of [16, 64, 64, 1] split on its 64 inputs, its outputs summed across ``model``."""
+    mesh = sharding.make_mesh({"data": 2, "model": 2})
+    sharded, single = _fit_wide(mesh, model_sharding="alternate"), _fit_wide(None, model_sharding="alternate")
+    coef = [layer.coef[...] for layer in sharded.layers]
+    assert [c.sharding.shard_shape(c.shape)[:2] for c in coef] == [(16, 32), (32, 64), (64, 1)]
+    assert sharded.layers[1].bias[...].sharding.is_fully_replicated
     for a, b in zip(jax.tree.leaves(nnx.state(sharded, nnx.Param)), jax.tree.leaves(nnx.state(single, nnx.Param))):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-9, atol=1e-11)
 
@@ -252,9 +305,12 @@ def _close(a, b, rtol=1e-4):
     assert abs(a - b) <= rtol * abs(b), (a, b)
 
 
-@pytest.mark.parametrize("mesh, want", [(None, {"data": 4}), ("data:2,model:2", {"data": 2, "model": 2})])
-def test_toy_on_four_devices_equals_one_device(one_device_toy, tmp_path, mesh, want):
-    r = train_and_evaluate(_toy_quick(checkpoint_every=10, mesh=mesh), str(tmp_path / "w"))
+@pytest.mark.parametrize("mesh, model_sharding, want", [(None, "outputs", {"data": 4}),
+                                                        ("data:2,model:2", "outputs", {"data": 2, "model": 2}),
+                                                        ("model:4", "alternate", {"model": 4})])
+def test_toy_on_four_devices_equals_one_device(one_device_toy, tmp_path, mesh, model_sharding, want):
+    config = _toy_quick(checkpoint_every=10, mesh=mesh, **{"model.sharding": model_sharding})
+    r = train_and_evaluate(config, str(tmp_path / "w"))
     assert r["status"] == "completed" and r["n_devices"] == 4 and r["n_processes"] == 1 and r["mesh"] == want
     assert one_device_toy["n_devices"] == 1 and one_device_toy["mesh"] == {"data": 1}
     _close(r["train_rmse"], one_device_toy["train_rmse"])

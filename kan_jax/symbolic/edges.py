@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from kan_jax.functional import out_features_sharding
+from kan_jax.functional import check_shard, shard_metadata
 from kan_jax.symbolic.library import SYMBOLIC_LIB, SymbolicFunction
 
 __all__ = ["SymbolicEdges", "SymbolicIndex", "symbolic_edge_values", "IDENTITY_PARAMS", "NO_FUNCTION"]
@@ -177,6 +177,8 @@ class SymbolicEdges(nnx.Module):
       library: the function table, a mapping ``name -> SymbolicFunction`` (default
         ``SYMBOLIC_LIB``); kept as the static tuple ``table``.
       param_dtype: dtype of ``affine``.
+      shard: the layer's ``shard`` (``kan_jax.KANLayer``): ``func`` and ``affine`` name the
+        ``model`` mesh axis on their output (``"outputs"``) or input (``"inputs"``) axis.
 
     Attributes:
       func: :class:`SymbolicIndex` ``(n, o)`` int32, ``-1`` on non-symbolic edges.
@@ -195,15 +197,17 @@ class SymbolicEdges(nnx.Module):
         *,
         library: Mapping[str, SymbolicFunction] | None = None,
         param_dtype=jnp.float32,
+        shard: str = "outputs",
     ):
         lib = SYMBOLIC_LIB if library is None else library
+        self.shard = check_shard(shard)
         self.in_features = int(in_features)
         self.out_features = int(out_features)
         self.table = tuple(lib.values())
         n, o = self.in_features, self.out_features
-        self.func = SymbolicIndex(jax.device_put(np.full((n, o), NO_FUNCTION, np.int32)), **out_features_sharding(2))
+        self.func = SymbolicIndex(jax.device_put(np.full((n, o), NO_FUNCTION, np.int32)), **shard_metadata(self.shard, 2))
         affine = jax.device_put(np.broadcast_to(np.asarray(IDENTITY_PARAMS), (n, o, 4)).astype(param_dtype))
-        self.affine = (nnx.Param if self.table else UnusedAffine)(affine, **out_features_sharding(3))
+        self.affine = (nnx.Param if self.table else UnusedAffine)(affine, **shard_metadata(self.shard, 3))
 
     # --- evaluation ---
 
@@ -259,7 +263,7 @@ class SymbolicEdges(nnx.Module):
                 return k
         self.table = self.table + (fn,)  # a function outside the table: a new static structure
         if not isinstance(self.affine, nnx.Param):  # the first function: its parameters train
-            self.affine = nnx.Param(self.affine[...], **out_features_sharding(3))
+            self.affine = nnx.Param(self.affine[...], **shard_metadata(self.shard, 3))
         return len(self.table) - 1
 
     def set(self, edges: Sequence[tuple[int, int]], funcs, params=None) -> None:
@@ -303,9 +307,9 @@ class SymbolicEdges(nnx.Module):
     def take(self, rows: Sequence[int], cols: Sequence[int]) -> SymbolicEdges:
         """A new ``SymbolicEdges`` for inputs ``rows`` and outputs ``cols`` (the same table)."""
         rows, cols = np.asarray(rows, np.int64), np.asarray(cols, np.int64)
-        new = SymbolicEdges(len(rows), len(cols), library={}, param_dtype=self.affine[...].dtype)
+        new = SymbolicEdges(len(rows), len(cols), library={}, param_dtype=self.affine[...].dtype, shard=self.shard)
         new.table = self.table
         ix = np.ix_(rows, cols)
         new.func.set_value(jax.device_put(np.asarray(self.func[...])[ix].astype(np.int32)))
-        new.affine = type(self.affine)(jax.device_put(np.asarray(self.affine[...])[ix]), **out_features_sharding(3))  # Param iff a table
+        new.affine = type(self.affine)(jax.device_put(np.asarray(self.affine[...])[ix]), **shard_metadata(self.shard, 3))  # Param iff a table
         return new

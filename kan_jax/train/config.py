@@ -13,6 +13,7 @@ import json
 import numpy as np
 from flax import nnx
 
+from kan_jax.nnx import MODEL_SHARDINGS
 from kan_jax.train import models, optim
 
 __all__ = ["ConfigError", "validate_config", "require_fields", "stage_plan", "check_number", "load_dataset", "PRECISIONS", "REQUIRED_FIELDS"]
@@ -56,7 +57,7 @@ def stage_plan(config) -> list[tuple[int | None, int]]:
 REQUIRED_FIELDS = (
     "seed", "pipeline", "dtype", "compilation_cache_dir", "checkpoint_every", "checkpoint_max_to_keep",
     "model.kind", "model.widths", "model.grid_size", "model.spline_order", "model.basis", "model.grid_range",
-    "model.extrapolate", "model.activation", "model.mlp_widths",
+    "model.extrapolate", "model.activation", "model.mlp_widths", "model.sharding",
     "optimizer.name", "optimizer.learning_rate", "optimizer.schedule", "optimizer.warmup_steps",
     "optimizer.end_learning_rate_factor", "optimizer.b1", "optimizer.b2", "optimizer.weight_decay",
     "optimizer.grad_clip", "optimizer.memory_size", "optimizer.linesearch", "optimizer.max_linesearch_steps",
@@ -95,9 +96,13 @@ def validate_config(config) -> None:
         ("model.activation", m.activation, sorted(models.MLP_ACTIVATIONS)),  # MLP only; a typo is reported anyway
         ("regularization.metric", config.regularization.metric, regularize.METRICS),
         ("dtype", config.dtype, PRECISIONS),
+        ("model.sharding", m.sharding, MODEL_SHARDINGS),
     ):
         if value not in allowed:
             raise ConfigError(f"{field} must be one of {list(allowed)}, got {value!r}")
+    if m.kind == "mlp" and m.sharding != "outputs":
+        raise ConfigError(f"model.sharding={m.sharding!r} applies to KANs only (an MLP's weights are replicated "
+                          "on the model mesh axis); leave it 'outputs'")
     if tr.stop_on_stall and config.pipeline != "symbolic":
         raise ConfigError(f"training.stop_on_stall is supported by the symbolic pipeline only (pipeline={config.pipeline!r}); set it to False")
     check_number("training.batch_size", tr.batch_size, integer=True)

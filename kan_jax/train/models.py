@@ -127,7 +127,7 @@ def make_model(config, *, grid_size: int | None = None, dtype=None, widths=None,
     """Builds the model described by ``config.model`` (seeded by ``config.seed``).
 
     ``config.model.kind``: ``"kan"`` -> ``kan_jax.KAN(widths, grid_size, spline_order, basis,
-    grid_range)``; ``"mlp"`` -> ``MLP(widths or mlp_widths_matching(...), activation)``
+    grid_range, model_sharding=config.model.sharding)``; ``"mlp"`` -> ``MLP(widths or mlp_widths_matching(...), activation)``
     (``config.model.mlp_widths`` when set, else sized to match the KAN of the same config).
 
     Args:
@@ -162,6 +162,7 @@ def make_model(config, *, grid_size: int | None = None, dtype=None, widths=None,
             extrapolate=bool(m.extrapolate),
             symbolic_lib={} if symbolic_lib is None else symbolic_lib,
             param_dtype=dtype,
+            model_sharding=m.sharding,
             rngs=rngs,
         )
     mlp_widths = m.mlp_widths
