@@ -35,11 +35,12 @@ _PARAM_NAMES = ("coef", "w_base", "w_spline", "bias")
 # The NNX layer's rule (kan_jax.KANLayer): output (or input) features over the "model" mesh axis.
 # The params are boxed in ``nn.Partitioned`` (``nn.get_partition_spec(variables)`` reads them;
 # ``apply`` unboxes them as usual).
-_PARAM_NDIM = {"coef": 3, "w_base": 2, "w_spline": 2, "bias": 1}
+_NDIM = {"coef": 3, "w_base": 2, "w_spline": 2, "bias": 1, "knots": 2, "mask": 2}
 
 
 def _partitioning(name: str, shard: str) -> tuple:
-    return F.shard_metadata(shard, _PARAM_NDIM[name], bias=name == "bias")["out_sharding"]
+    role = {"bias": "bias", "knots": "grid"}.get(name, "edge")
+    return F.shard_metadata(shard, _NDIM[name], role=role)["out_sharding"]
 
 
 class KANDense(nn.Module):
@@ -84,8 +85,11 @@ class KANDense(nn.Module):
                                                         _partitioning(name, self.shard)))
             for name in _PARAM_NAMES
         }
-        knots = self.variable(GRID_COLLECTION, "knots", lambda: self._init_state(jax.random.key(0), n)[1])
-        mask = self.variable(GRID_COLLECTION, "mask", lambda: self._init_state(jax.random.key(0), n)[2])
+        # The grid collection is boxed like the params (knots on the inputs when they shard).
+        knots = self.variable(GRID_COLLECTION, "knots", nn.with_partitioning(
+            lambda: self._init_state(jax.random.key(0), n)[1], _partitioning("knots", self.shard)))
+        mask = self.variable(GRID_COLLECTION, "mask", nn.with_partitioning(
+            lambda: self._init_state(jax.random.key(0), n)[2], _partitioning("mask", self.shard)))
         return params, knots.value, mask.value
 
     def _kw(self):
@@ -159,19 +163,24 @@ class KAN(nn.Module):
 
 
 def _layer_state(variables, l):
-    """Layer ``l``'s params (unboxed arrays) and grid collection."""
+    """Layer ``l``'s params and grid collection (unboxed arrays)."""
     name = f"layers_{l}"
-    return dict(nn.meta.unbox(dict(variables["params"][name]))), variables[GRID_COLLECTION][name]
+    return (dict(nn.meta.unbox(dict(variables["params"][name]))),
+            dict(nn.meta.unbox(dict(variables[GRID_COLLECTION][name]))))
 
 
 def _with_layer(variables, l, params, knots):
-    """``variables`` with layer ``l``'s params and knots replaced (params keep their boxes)."""
+    """``variables`` with layer ``l``'s params and knots replaced (boxed values keep their boxes)."""
     name = f"layers_{l}"
     new = {c: dict(v) for c, v in variables.items()}
+
+    def rebox(old, v):
+        return old.replace_boxed(v) if isinstance(old, nn.meta.AxisMetadata) else v
+
     old = variables["params"][name]
-    new["params"][name] = {k: old[k].replace_boxed(v) if isinstance(old[k], nn.meta.AxisMetadata) else v
-                           for k, v in params.items()}
-    new[GRID_COLLECTION][name] = {**variables[GRID_COLLECTION][name], "knots": knots}
+    new["params"][name] = {k: rebox(old[k], v) for k, v in params.items()}
+    grid = variables[GRID_COLLECTION][name]
+    new[GRID_COLLECTION][name] = {**grid, "knots": rebox(grid["knots"], knots)}
     return new
 
 

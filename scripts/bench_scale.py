@@ -33,7 +33,7 @@ Per (mesh, dtype) one JSON line (``kind: "step"``) on stdout (and appended to ``
   (as the backend reports it) and ``total = argument + output - alias + temp``; ``params_bytes``
   and ``batch_bytes`` (global sizes) to read them against;
 * the mesh (``mesh``: the spec, ``mesh_sizes``, ``n_devices``), ``dtype``, ``widths``, ``grid``,
-  ``batch``, ``opt_layout``, ``symbolic_lib``, ``device_kind``, ``backend``, ``jax``, ``xla_flags``.
+  ``batch``, ``opt_layout``, ``symbolic_lib``, ``model_sharding``, ``device_kind``, ``backend``, ``jax``, ``xla_flags``.
 
 After each dtype, ``kind: "ratio"`` lines compare every mesh with ``data:1`` (same dtype, when it
 was measured): ``memory_total``, ``memory_temp`` and ``memory_argument`` ratios, and
@@ -208,12 +208,13 @@ def devices_needed(mesh_spec: str) -> int:
 # --------------------------------------------------------------------------- the step
 
 
-def build(widths, grid, order, batch, dtype_name, mesh, seed, opt_layout="params", symbolic_lib="empty"):
+def build(widths, grid, order, batch, dtype_name, mesh, seed, opt_layout="params", symbolic_lib="empty",
+          model_sharding="outputs"):
     """The placed arrays and the jitted step on ``mesh``."""
     dtype = jnp.dtype(dtype_name)
     lib = {} if symbolic_lib == "empty" else None  # None: KANLayer's default table (SYMBOLIC_LIB)
     model = kan_jax.KAN(widths, grid_size=grid, spline_order=order, param_dtype=dtype, dtype=dtype, symbolic_lib=lib,
-                        rngs=nnx.Rngs(seed))
+                        model_sharding=model_sharding, rngs=nnx.Rngs(seed))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     params = sharding.place_state(params, mesh)
     rest = sharding.place_state(rest, mesh)
@@ -295,6 +296,9 @@ def main():
                     help="the layers' symbolic table: 'empty' as kan_jax.train.models.make_model builds models "
                          "for training (no symbolic edges: nothing traced), 'default' KANLayer's SYMBOLIC_LIB "
                          "(a gated branch per layer whose buffers count in the memory)")
+    ap.add_argument("--model-sharding", choices=("outputs", "alternate"), default="outputs",
+                    help="kan_jax.KAN(model_sharding=...): every layer split on its outputs over 'model', or "
+                         "pairs of layers split on outputs then inputs")
     ap.add_argument("--dump-hlo", default=None, help="write each compiled HLO text into this folder")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="also append the JSON lines to this file")
@@ -313,6 +317,7 @@ def main():
         rows = {}
         for spec in meshes:
             base = dict(mesh=spec.replace(",", "+"), opt_layout=args.opt_layout, symbolic_lib=args.symbolic_lib,
+                        model_sharding=args.model_sharding,
                         dtype=dtype_name, widths=widths, grid=args.grid, order=args.order, batch=args.batch, **common)
             try:
                 need = devices_needed(spec)
@@ -324,7 +329,7 @@ def main():
                 sizes = {a: int(mesh.shape[a]) for a in sharding.MESH_AXES}
                 fn, fargs, n_params, params_bytes, batch_bytes = build(widths, args.grid, args.order, args.batch,
                                                                         dtype_name, mesh, args.seed, args.opt_layout,
-                                                                        args.symbolic_lib)
+                                                                        args.symbolic_lib, args.model_sharding)
                 t = time.perf_counter()
                 lowered = fn.lower(*fargs)
                 lower_s = time.perf_counter() - t
@@ -336,7 +341,7 @@ def main():
                 if args.dump_hlo:
                     os.makedirs(args.dump_hlo, exist_ok=True)
                     name = "_".join((spec.replace(",", "+").replace(":", ""), dtype_name, args.opt_layout,
-                                     args.symbolic_lib))
+                                     args.symbolic_lib, args.model_sharding))
                     with open(os.path.join(args.dump_hlo, name + ".hlo.txt"), "w") as fh:
                         fh.write(hlo)
                 rec = dict(kind="step", **base, mesh_sizes=sizes, n_devices=need, n_params=n_params,
@@ -357,7 +362,7 @@ def main():
             continue
         for spec, rec in rows.items():
             out = dict(kind="ratio", vs="data:1", mesh=spec.replace(",", "+"), opt_layout=args.opt_layout,
-                       symbolic_lib=args.symbolic_lib, dtype=dtype_name, widths=widths,
+                       symbolic_lib=args.symbolic_lib, model_sharding=args.model_sharding, dtype=dtype_name, widths=widths,
                        grid=args.grid, batch=args.batch, **common)
             m, r = rec.get("memory") or {}, ref.get("memory") or {}
             for key in ("total", "temp", "argument"):

@@ -93,7 +93,7 @@ def test_nnx_params_name_the_model_axis_on_output_features():
     assert layer["mask"].get_value() == P(None, "model")
     assert layer["symbolic"]["func"].get_value() == P(None, "model")
     assert layer["symbolic"]["affine"].get_value() == P(None, "model", None)
-    assert layer["grid"].get_value() == P()  # knots replicated
+    assert layer["grid"].get_value() == P(None, None)  # knots replicated
 
 
 def test_linen_params_are_partitioned_the_same_way():
@@ -122,7 +122,7 @@ def test_alternate_model_sharding_splits_inputs_of_every_second_layer():
                                                                 P(None, "model", None)]
     inner = specs[1]
     assert (inner["w_base"].get_value(), inner["w_spline"].get_value(), inner["mask"].get_value()) == (P("model", None),) * 3
-    assert inner["bias"].get_value() == P(None) and inner["grid"].get_value() == P()
+    assert inner["bias"].get_value() == P(None) and inner["grid"].get_value() == P("model", None)
     assert inner["symbolic"]["func"].get_value() == P("model", None)
     assert inner["symbolic"]["affine"].get_value() == P("model", None, None)
     small = kan_jax.prune.subnetwork(model, [[0, 1, 2], [0, 2, 4, 6], [1, 3], [0, 1]])
@@ -134,6 +134,9 @@ def test_alternate_model_sharding_splits_inputs_of_every_second_layer():
     assert lspecs["layers_1"] == {"coef": P("model", None, None), "w_base": P("model", None),
                                   "w_spline": P("model", None), "bias": P(None)}
     assert lspecs["layers_2"]["coef"] == P(None, "model", None)
+    gspecs = nn.get_partition_spec(variables)["grid"]
+    assert gspecs["layers_1"] == {"knots": P("model", None), "mask": P("model", None)}
+    assert gspecs["layers_0"] == {"knots": P(None, None), "mask": P(None, "model")}
 
     with pytest.raises(ValueError, match="model_sharding must be one of"):
         kan_jax.KAN([3, 8, 2], model_sharding="inputs", rngs=nnx.Rngs(0))
@@ -204,6 +207,7 @@ def test_alternate_model_sharding_trains_like_one_device():
     coef = [layer.coef[...] for layer in sharded.layers]
     assert [c.sharding.shard_shape(c.shape)[:2] for c in coef] == [(16, 32), (32, 64), (64, 1)]
     assert sharded.layers[1].bias[...].sharding.is_fully_replicated
+    assert sharded.layers[1].grid[...].sharding.shard_shape(sharded.layers[1].grid.shape)[0] == 32
     for a, b in zip(jax.tree.leaves(nnx.state(sharded, nnx.Param)), jax.tree.leaves(nnx.state(single, nnx.Param))):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-9, atol=1e-11)
 
