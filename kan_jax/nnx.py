@@ -246,16 +246,23 @@ def _set_edges(var, ii, jj, value) -> None:
 
 
 MODEL_SHARDINGS = ("outputs", "alternate")
-"""``KAN(model_sharding=...)``: every layer on its outputs, or pairs of outputs then inputs."""
+"""``KAN(model_sharding=...)``: every layer on its outputs, or alternating (``layer_shards``)."""
 
 
 def layer_shards(model_sharding: str, n_layers: int) -> list[str]:
-    """Each layer's ``KANLayer(shard=...)`` under ``model_sharding`` (``MODEL_SHARDINGS``)."""
+    """Each layer's ``KANLayer(shard=...)`` under ``model_sharding`` (``MODEL_SHARDINGS``).
+
+    ``"alternate"``: layer ``l`` splits its outputs when ``l`` is even and not the last layer, its
+    inputs otherwise. Pairs of layers then need no gather between them (the second takes the
+    first's output features where they are), and the last layer, whose few outputs (the
+    targets) rarely divide the axis, splits its wide inputs: ``[256, 1024, 1024, 10]`` is
+    outputs, inputs, inputs.
+    """
     if model_sharding not in MODEL_SHARDINGS:
         raise ValueError(f"model_sharding must be one of {list(MODEL_SHARDINGS)}, got {model_sharding!r}")
     if model_sharding == "outputs":
         return ["outputs"] * n_layers
-    return ["outputs" if l % 2 == 0 else "inputs" for l in range(n_layers)]
+    return ["outputs" if l % 2 == 0 and l < n_layers - 1 else "inputs" for l in range(n_layers)]
 
 
 class KAN(nnx.Module):
@@ -266,9 +273,11 @@ class KAN(nnx.Module):
       grid_size, spline_order, grid_range, basis, ...: as ``KANLayer`` (shared by all layers).
       model_sharding: how the ``model`` mesh axis splits the layers (docs/SCALING.md):
         ``"outputs"`` (default) every layer on its output features; ``"alternate"`` the layers
-        in pairs, outputs then inputs (``KANLayer(shard=...)``), so the second layer of a pair
-        takes the first one's output as it is laid out, with no gather, and every device
-        computes B-spline features for its share of the inputs only.
+        in pairs, outputs then inputs, the last layer on its inputs (``layer_shards``,
+        ``KANLayer(shard=...)``): the second layer of a pair takes the first one's output as it
+        is laid out, with no gather, and every device computes B-spline features for its share
+        of the inputs only (a third of the memory per device on a 4-way ``model`` axis;
+        docs/SCALING.md).
       rngs: ``nnx.Rngs``.
 
     Example::

@@ -114,26 +114,28 @@ def test_linen_params_are_partitioned_the_same_way():
 
 
 def test_alternate_model_sharding_splits_inputs_of_every_second_layer():
-    """``model_sharding="alternate"``: layers 0, 2, ... on their outputs, 1, 3, ... on their inputs
-    (bias replicated there); NNX, Linen and a pruned subnetwork alike."""
+    """``model_sharding="alternate"``: layers 0, 2, ... on their outputs, 1, 3, ... and the last on
+    their inputs (bias replicated, knots split there); NNX, Linen and a pruned subnetwork alike."""
+    assert kan_jax.nnx.layer_shards("alternate", 5) == ["outputs", "inputs", "outputs", "inputs", "inputs"]
+    assert kan_jax.nnx.layer_shards("alternate", 1) == ["inputs"]
     model = kan_jax.KAN([3, 8, 8, 2], grid_size=4, model_sharding="alternate", rngs=nnx.Rngs(0))
     specs = nnx.get_partition_spec(nnx.state(model))["layers"]
     assert [specs[l]["coef"].get_value() for l in range(3)] == [P(None, "model", None), P("model", None, None),
-                                                                P(None, "model", None)]
+                                                                P("model", None, None)]
     inner = specs[1]
     assert (inner["w_base"].get_value(), inner["w_spline"].get_value(), inner["mask"].get_value()) == (P("model", None),) * 3
     assert inner["bias"].get_value() == P(None) and inner["grid"].get_value() == P("model", None)
     assert inner["symbolic"]["func"].get_value() == P("model", None)
     assert inner["symbolic"]["affine"].get_value() == P("model", None, None)
     small = kan_jax.prune.subnetwork(model, [[0, 1, 2], [0, 2, 4, 6], [1, 3], [0, 1]])
-    assert [layer.shard for layer in small.layers] == ["outputs", "inputs", "outputs"]
+    assert [layer.shard for layer in small.layers] == ["outputs", "inputs", "inputs"]
     assert nnx.get_partition_spec(nnx.state(small))["layers"][1]["coef"].get_value() == P("model", None, None)
 
     variables = klinen.KAN([3, 8, 8, 2], grid_size=4, model_sharding="alternate").init(jax.random.key(0), jnp.zeros((4, 3)))
     lspecs = nn.get_partition_spec(variables)["params"]
     assert lspecs["layers_1"] == {"coef": P("model", None, None), "w_base": P("model", None),
                                   "w_spline": P("model", None), "bias": P(None)}
-    assert lspecs["layers_2"]["coef"] == P(None, "model", None)
+    assert lspecs["layers_2"]["coef"] == P("model", None, None)
     gspecs = nn.get_partition_spec(variables)["grid"]
     assert gspecs["layers_1"] == {"knots": P("model", None), "mask": P("model", None)}
     assert gspecs["layers_0"] == {"knots": P(None, None), "mask": P(None, "model")}
@@ -201,11 +203,12 @@ def test_model_parallel_training_matches_one_device_with_coefficients_sharded():
 
 
 def test_alternate_model_sharding_trains_like_one_device():
-    """Layer 1 of [16, 64, 64, 1] split on its 64 inputs, its outputs summed across ``model``."""
+    """[16, 64, 64, 1]: layer 0 split on its 64 outputs, layers 1 and 2 on their 64 inputs (their
+    outputs summed across ``model``)."""
     mesh = sharding.make_mesh({"data": 2, "model": 2})
     sharded, single = _fit_wide(mesh, model_sharding="alternate"), _fit_wide(None, model_sharding="alternate")
     coef = [layer.coef[...] for layer in sharded.layers]
-    assert [c.sharding.shard_shape(c.shape)[:2] for c in coef] == [(16, 32), (32, 64), (64, 1)]
+    assert [c.sharding.shard_shape(c.shape)[:2] for c in coef] == [(16, 32), (32, 64), (32, 1)]
     assert sharded.layers[1].bias[...].sharding.is_fully_replicated
     assert sharded.layers[1].grid[...].sharding.shard_shape(sharded.layers[1].grid.shape)[0] == 32
     for a, b in zip(jax.tree.leaves(nnx.state(sharded, nnx.Param)), jax.tree.leaves(nnx.state(single, nnx.Param))):
