@@ -67,32 +67,23 @@ def check_shard(shard: str) -> str:
     return shard
 
 
-def shard_metadata(shard: str, ndim: int, *, role: str = "edge") -> dict:
+def shard_metadata(shard: str, ndim: int, *, bias: bool = False) -> dict:
     """The partitioning metadata of a layer array (``nnx.Variable`` keyword arguments).
 
-    ``role="edge"``, a per-edge array ``(n, o, ...)``: ``MODEL_AXIS`` on ``o``
-    (``shard="outputs"``) or on ``n`` (``"inputs"``). ``"bias"`` ``(o,)``: on ``o``, or replicated
-    when the inputs are split (each device then holds partial sums of every output, added up
-    across the axis before the bias). ``"grid"``, the knots ``(n, K)``: replicated when the
-    outputs are split (every device evaluates every input), on ``n`` when the inputs are (each
-    device evaluates the basis of its own inputs only; with replicated knots XLA computes the
-    basis of all inputs on every device: 0.90x instead of 0.36x of one device's memory in
-    docs/SCALING.md). Eager sharding is off: a layer is built the same with or without a mesh,
-    and is placed by ``kan_jax.train.sharding.place_state`` (or ``jax.device_put`` with
-    ``nnx.get_named_sharding``).
+    A per-edge array ``(n, o, ...)`` names ``MODEL_AXIS`` on ``o`` (``shard="outputs"``) or on
+    ``n`` (``"inputs"``); the bias ``(o,)`` (``bias=True``) on ``o``, or is replicated when the
+    inputs are split (each device then holds partial sums of every output, added up across the
+    axis before the bias). The knots carry none (replicated: a few numbers per input; splitting
+    them with the inputs changed no byte of the wide step in docs/SCALING.md). Eager sharding is
+    off: a layer is built the same with or without a mesh, and is placed by
+    ``kan_jax.train.sharding.place_state`` (or ``jax.device_put`` with ``nnx.get_named_sharding``).
     """
     spec = [None] * ndim
-    inputs = check_shard(shard) == "inputs"
-    if role == "edge":
-        spec[0 if inputs else 1] = MODEL_AXIS
-    elif role == "bias":
-        if not inputs:
-            spec[0] = MODEL_AXIS
-    elif role == "grid":
-        if inputs:
+    if bias:
+        if check_shard(shard) == "outputs":
             spec[0] = MODEL_AXIS
     else:
-        raise ValueError(f"role must be 'edge', 'bias' or 'grid', got {role!r}")
+        spec[1 if check_shard(shard) == "outputs" else 0] = MODEL_AXIS
     return {"out_sharding": tuple(spec), "eager_sharding": False}
 
 

@@ -35,12 +35,11 @@ _PARAM_NAMES = ("coef", "w_base", "w_spline", "bias")
 # The NNX layer's rule (kan_jax.KANLayer): output (or input) features over the "model" mesh axis.
 # The params are boxed in ``nn.Partitioned`` (``nn.get_partition_spec(variables)`` reads them;
 # ``apply`` unboxes them as usual).
-_NDIM = {"coef": 3, "w_base": 2, "w_spline": 2, "bias": 1, "knots": 2, "mask": 2}
+_NDIM = {"coef": 3, "w_base": 2, "w_spline": 2, "bias": 1, "mask": 2}
 
 
 def _partitioning(name: str, shard: str) -> tuple:
-    role = {"bias": "bias", "knots": "grid"}.get(name, "edge")
-    return F.shard_metadata(shard, _NDIM[name], role=role)["out_sharding"]
+    return F.shard_metadata(shard, _NDIM[name], bias=name == "bias")["out_sharding"]
 
 
 class KANDense(nn.Module):
@@ -85,9 +84,8 @@ class KANDense(nn.Module):
                                                         _partitioning(name, self.shard)))
             for name in _PARAM_NAMES
         }
-        # The grid collection is boxed like the params (knots on the inputs when they shard).
-        knots = self.variable(GRID_COLLECTION, "knots", nn.with_partitioning(
-            lambda: self._init_state(jax.random.key(0), n)[1], _partitioning("knots", self.shard)))
+        # The mask is boxed like the params; the knots are replicated (plain).
+        knots = self.variable(GRID_COLLECTION, "knots", lambda: self._init_state(jax.random.key(0), n)[1])
         mask = self.variable(GRID_COLLECTION, "mask", nn.with_partitioning(
             lambda: self._init_state(jax.random.key(0), n)[2], _partitioning("mask", self.shard)))
         return params, knots.value, mask.value

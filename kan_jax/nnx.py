@@ -90,8 +90,8 @@ class KANLayer(nnx.Module):
     features (``coef (n, o, M)``, ``w_base``/``w_spline``/``mask (n, o)``, ``bias (o,)``, the
     symbolic edges' ``func (n, o)``/``affine (n, o, 4)``; ``grid`` replicated), so
     ``nnx.get_partition_spec(nnx.state(layer))`` shows the rule for any model holding layers.
-    ``shard="inputs"`` names it on the input features ``n`` of the per-edge arrays and the grid
-    instead (bias replicated): a layer after an output-sharded one then takes its input as it is laid out and
+    ``shard="inputs"`` names it on the input features ``n`` of the per-edge arrays instead (bias
+    replicated): a layer after an output-sharded one then takes its input as it is laid out and
     sums its outputs across ``model`` (``KAN(model_sharding="alternate")``; docs/SCALING.md).
     """
 
@@ -141,13 +141,13 @@ class KANLayer(nnx.Module):
         self.dtype = dtype
         self.shard = shard
         # Partitioning metadata (docs/SCALING.md, functional.shard_metadata): the output (or input)
-        # feature axis of every per-edge array, of the bias when outputs shard and of the knots
-        # when inputs shard, names the ``model`` mesh axis.
+        # feature axis of every per-edge array, and of the bias when outputs shard, names the
+        # ``model`` mesh axis; the knots are replicated.
         self.coef = nnx.Param(params["coef"], **F.shard_metadata(shard, 3))
         self.w_base = nnx.Param(params["w_base"], **F.shard_metadata(shard, 2))
         self.w_spline = nnx.Param(params["w_spline"], **F.shard_metadata(shard, 2))
-        self.bias = nnx.Param(params["bias"], **F.shard_metadata(shard, 1, role="bias"))
-        self.grid = Grid(grid, **F.shard_metadata(shard, 2, role="grid"))
+        self.bias = nnx.Param(params["bias"], **F.shard_metadata(shard, 1, bias=True))
+        self.grid = Grid(grid)
         self.mask = EdgeMask(mask, **F.shard_metadata(shard, 2))
         self.symbolic = SymbolicEdges(in_features, out_features, library=symbolic_lib, param_dtype=param_dtype,
                                       shard=shard)
