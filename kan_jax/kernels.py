@@ -22,6 +22,12 @@ Every path is wrapped in a ``jax.custom_vjp`` whose backward recomputes the basi
 derivative (``dB_m^k/dx = k/(t_{m+k}-t_m) B_m^{k-1} - k/(t_{m+k+1}-t_{m+1}) B_{m+1}^{k-1}``)
 instead of keeping the recursion's intermediates: the residuals are just ``x``, ``grid`` and
 ``W``. The knots get a zero cotangent (the grid is not trained by gradient).
+
+Large batches run in chunks (``_scan_batch``). Under a device mesh whose ``DATA_AXIS`` splits
+the rows (``jax.set_mesh``, as ``kan_jax.train.loop.fit`` traces on a mesh), each device chunks
+its own rows and the accumulated weight cotangent is summed across devices once, at the end
+(``jax.shard_map``): chunking the global rows instead would make XLA gather the whole batch onto
+every device and run the full backward there (docs/SCALING.md).
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ import jax.numpy as jnp
 __all__ = ["PATHS", "choose_path", "contract", "is_uniform", "uniform_basis", "general_basis"]
 
 PATHS = ("uniform", "general", "local_uniform", "local_general")
+
+DATA_AXIS = "data"
+"""The mesh axis a batch's rows split over (``kan_jax.train.sharding``)."""
 
 
 # --------------------------------------------------------------------------- base activations
@@ -380,9 +389,32 @@ def _chunks(batch: int, row: int, budget: int) -> tuple[int, int]:
 def _scan_batch(step, carry, arrays, row: int, budget: int):
     """``step(carry, *chunks) -> (carry, out)`` over batch chunks of ``arrays`` (leading axis batch).
 
-    The batch is padded with zero rows to a whole number of chunks; ``out`` (leading axis batch)
-    is cut back. Callers make zero rows contribute nothing to ``carry`` (zero cotangents).
+    ``carry`` accumulates sums from zeros (``None`` for none). The batch is padded with zero rows
+    to a whole number of chunks; ``out`` (leading axis batch) is cut back. Callers make zero rows
+    contribute nothing to ``carry`` (zero cotangents).
+
+    Under a context mesh whose ``DATA_AXIS`` (size ``d > 1``) divides the rows, every device
+    scans its own ``batch / d`` rows (``jax.shard_map`` over that axis; the other axes stay
+    automatic) and the carries are summed across it once. Wide step on 4 CPU devices, data:4
+    (``scripts/bench_scale.py``): no batch all-gather, 1,467 MB per device instead of 1,585 MB.
     """
+    mesh = jax.sharding.get_abstract_mesh()
+    d = 0 if mesh.empty or DATA_AXIS not in mesh.axis_names else mesh.shape[DATA_AXIS]
+    if d <= 1 or arrays[0].shape[0] % d:
+        return _scan_rows(step, carry, arrays, row, budget)
+
+    def local(carry, *arrays):
+        carry = jax.tree.map(lambda c: jax.lax.pcast(c, (DATA_AXIS,), to="varying"), carry)
+        carry, out = _scan_rows(step, carry, arrays, row, budget)
+        return jax.tree.map(lambda c: jax.lax.psum(c, DATA_AXIS), carry), out
+
+    spec = jax.sharding.PartitionSpec(DATA_AXIS)
+    return jax.shard_map(local, in_specs=(jax.sharding.PartitionSpec(),) + (spec,) * len(arrays),
+                         out_specs=(jax.sharding.PartitionSpec(), spec), axis_names={DATA_AXIS})(carry, *arrays)
+
+
+def _scan_rows(step, carry, arrays, row: int, budget: int):
+    """``_scan_batch`` on the rows as given (one device's view)."""
     batch = arrays[0].shape[0]
     n_chunks, size = _chunks(batch, row, budget)
     if n_chunks == 1:

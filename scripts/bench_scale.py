@@ -5,7 +5,8 @@ written as a single ``jax.jit`` function ``(params, rest, opt_state, x, y) -> (p
 loss)``: params and the rest of the model's state placed by ``kan_jax.train.sharding.place_state``
 (the layers' partitioning metadata: output features over ``model``), ``x``/``y`` rows over ``data``
 (``sharding.put_batch``), the optimizer state from ``jax.jit(optimizer.init)`` in its layout; ``out_shardings`` fixed to that input layout, params and optimizer state donated. This is
-the step of ``kan_jax.train.loop.fit`` on a mesh without its loop, minibatch sampling and penalty.
+the step of ``kan_jax.train.loop.fit`` on a mesh without its loop, minibatch sampling and penalty;
+like ``fit`` it is traced under ``jax.set_mesh(mesh)``.
 
 The model is built as ``kan_jax.train.models.make_model`` builds it for training: an empty symbolic
 table (``--symbolic-lib=default`` keeps ``KANLayer``'s own table, whose gated symbolic branch is
@@ -331,7 +332,8 @@ def main():
                                                                         dtype_name, mesh, args.seed, args.opt_layout,
                                                                         args.symbolic_lib, args.model_sharding)
                 t = time.perf_counter()
-                lowered = fn.lower(*fargs)
+                with jax.set_mesh(mesh):  # as loop.fit traces on a mesh (the kernels chunk local rows)
+                    lowered = fn.lower(*fargs)
                 lower_s = time.perf_counter() - t
                 t = time.perf_counter()
                 compiled = lowered.compile()

@@ -10,6 +10,7 @@ the raveled parameter vector (``init_opt_state``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -348,36 +349,39 @@ def fit(
     diverged = stalled = False
     last_loss = None  # the loss each chunk starts from is the previous chunk's last (same params)
     step = start_step
-    for end in bounds:
-        if can_update_grid and step < stop_grid_update_step and step % grid_update_every == 0:
-            params, rest = _grid_update_fn(graphdef)(params, rest, x)
-            if layout is not None:
-                params, rest = place_params(params), place_rest(rest)
-        n = end - step
-        fn = _make_chunk_fn(graphdef, optimizer, bool(lbfgs), reg_items, batch_size, chunk_size, layout)
-        if lbfgs and batch_size <= 0:
-            opt_state = _lbfgs_start_fn(graphdef, reg_items)(params, rest, opt_state, x, y, lamb)
-            if layout is not None:
-                opt_state = place_opt(opt_state)
-        params, opt_state, losses = fn(params, rest, opt_state, x, y, key, np.asarray(step), np.asarray(n), lamb)
-        losses = np.asarray(losses[:n])
-        hist_steps.extend(range(step + 1, end + 1))
-        hist_loss.extend(losses.tolist())
-        step = end
-        model = nnx.merge(graphdef, params, rest)
-        if stop_on_nan and not np.all(np.isfinite(losses)):
-            diverged = True
-            break
-        grid_updates_left = can_update_grid and step < stop_grid_update_step
-        stalled = stop_on_stall and last_loss is not None and not grid_updates_left and bool(np.all(losses == last_loss))
-        last_loss = losses[-1]
-        if log_fn is not None and ((log_every and step % log_every == 0) or step == steps or stalled):
-            log_fn(step, model, {"train_loss": float(losses[-1])})
-        if checkpoint_fn is not None and checkpoint_every and step % checkpoint_every == 0 and step != steps:
-            checkpoint_fn(FitState(step, model, opt_state))
-        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-        if stalled:
-            break
+    # On a mesh every program traces under it (``jax.set_mesh``): the layer kernels then chunk
+    # each device's own rows (``kan_jax.kernels._scan_batch``).
+    with jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext():
+        for end in bounds:
+            if can_update_grid and step < stop_grid_update_step and step % grid_update_every == 0:
+                params, rest = _grid_update_fn(graphdef)(params, rest, x)
+                if layout is not None:
+                    params, rest = place_params(params), place_rest(rest)
+            n = end - step
+            fn = _make_chunk_fn(graphdef, optimizer, bool(lbfgs), reg_items, batch_size, chunk_size, layout)
+            if lbfgs and batch_size <= 0:
+                opt_state = _lbfgs_start_fn(graphdef, reg_items)(params, rest, opt_state, x, y, lamb)
+                if layout is not None:
+                    opt_state = place_opt(opt_state)
+            params, opt_state, losses = fn(params, rest, opt_state, x, y, key, np.asarray(step), np.asarray(n), lamb)
+            losses = np.asarray(losses[:n])
+            hist_steps.extend(range(step + 1, end + 1))
+            hist_loss.extend(losses.tolist())
+            step = end
+            model = nnx.merge(graphdef, params, rest)
+            if stop_on_nan and not np.all(np.isfinite(losses)):
+                diverged = True
+                break
+            grid_updates_left = can_update_grid and step < stop_grid_update_step
+            stalled = stop_on_stall and last_loss is not None and not grid_updates_left and bool(np.all(losses == last_loss))
+            last_loss = losses[-1]
+            if log_fn is not None and ((log_every and step % log_every == 0) or step == steps or stalled):
+                log_fn(step, model, {"train_loss": float(losses[-1])})
+            if checkpoint_fn is not None and checkpoint_every and step % checkpoint_every == 0 and step != steps:
+                checkpoint_fn(FitState(step, model, opt_state))
+            graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+            if stalled:
+                break
     model = nnx.merge(graphdef, params, rest)
     # nnx.merge builds a fresh module: callers must use the returned model.
     return model, {"step": hist_steps, "train_loss": hist_loss, "diverged": diverged, "stalled": stalled,

@@ -35,6 +35,8 @@ import optax
 from flax import nnx
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
+from kan_jax.functional import MODEL_AXIS
+from kan_jax.kernels import DATA_AXIS
 from kan_jax.train.config import ConfigError
 
 __all__ = [
@@ -55,7 +57,7 @@ __all__ = [
     "on_mesh",
 ]
 
-MESH_AXES = ("data", "model")
+MESH_AXES = (DATA_AXIS, MODEL_AXIS)
 """The axis names every mesh has: ``data`` (batch rows) and ``model`` (a layer's output features)."""
 
 
