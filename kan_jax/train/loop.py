@@ -332,7 +332,8 @@ def fit(
         y = sharding.put_batch(dataset.y_train, mesh, what="the training set")
         key = sharding.put_replicated(key, mesh)
         # The layout every program keeps: params and the rest as their metadata says, the
-        # optimizer state where its init put it (host-side edits are moved back into it).
+        # optimizer state as ``_setup`` created it (``sharding.opt_state_shardings``); what the
+        # host-side programs return is moved back into it.
         layout = _Layout.of((params, opt_state), mesh)
         place_params, place_rest, place_opt = (_Layout.of(t, mesh).put for t in (params, rest, opt_state))
     batch_size = int(batch_size or 0)
