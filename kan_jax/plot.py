@@ -19,7 +19,6 @@ import math
 from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from kan_jax.compilation import quick_module_fn

@@ -7,7 +7,6 @@ option of ``make_optimizer`` (against a numpy Adam on clipped gradients),
 
 import math
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
