@@ -31,7 +31,10 @@ def get_config(arg=None):
     c.model.basis = "bspline"
     c.model.grid_range = (-1.0, 1.0)
     c.model.extrapolate = True  # continue splines' end pieces beyond the grid (KANLayer(extrapolate=...))
-    c.model.sharding = "outputs"  # KAN layers on a model mesh axis: "outputs" or "alternate" (docs/SCALING.md)
+    # KAN layers on a mesh's model axis (docs/SCALING.md): "alternate" (pairs of layers split
+    # outputs then inputs: a third of the memory per device on a 4-way axis) or "outputs" (every
+    # layer on its outputs, kan_jax.KAN's own default). KAN only: an MLP's weights are replicated.
+    c.model.sharding = "alternate"
     c.model.activation = "silu"  # MLP only
     c.model.mlp_widths = ml_collections.config_dict.placeholder(tuple)  # MLP only; None: match the KAN's params
 

@@ -8,7 +8,9 @@ loss)``: params and the rest of the model's state placed by ``kan_jax.train.shar
 the step of ``kan_jax.train.loop.fit`` on a mesh without its loop, minibatch sampling and penalty;
 like ``fit`` it is traced under ``jax.set_mesh(mesh)``.
 
-The model is built as ``kan_jax.train.models.make_model`` builds it for training: an empty symbolic
+The model is built as ``kan_jax.train.models.make_model`` builds it for training from
+configs/default.py (``--model-sharding=alternate``, ``model.sharding``'s default; ``outputs`` is
+``kan_jax.KAN``'s own default): an empty symbolic
 table (``--symbolic-lib=default`` keeps ``KANLayer``'s own table, whose gated symbolic branch is
 compiled into every step and its buffers counted in the memory, even though no edge is symbolic).
 Adam's moments: ``--opt-layout=params`` (default) sharded like their params, as ``fit`` creates them
@@ -297,9 +299,10 @@ def main():
                     help="the layers' symbolic table: 'empty' as kan_jax.train.models.make_model builds models "
                          "for training (no symbolic edges: nothing traced), 'default' KANLayer's SYMBOLIC_LIB "
                          "(a gated branch per layer whose buffers count in the memory)")
-    ap.add_argument("--model-sharding", choices=("outputs", "alternate"), default="outputs",
-                    help="kan_jax.KAN(model_sharding=...): every layer split on its outputs over 'model', or "
-                         "pairs of layers split on outputs then inputs")
+    ap.add_argument("--model-sharding", choices=("outputs", "alternate"), default="alternate",
+                    help="kan_jax.KAN(model_sharding=...): 'alternate' (configs/default.py's model.sharding) "
+                         "pairs of layers split on outputs then inputs over 'model', 'outputs' every layer on "
+                         "its outputs (kan_jax.KAN's own default)")
     ap.add_argument("--dump-hlo", default=None, help="write each compiled HLO text into this folder")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="also append the JSON lines to this file")

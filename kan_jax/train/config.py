@@ -100,9 +100,6 @@ def validate_config(config) -> None:
     ):
         if value not in allowed:
             raise ConfigError(f"{field} must be one of {list(allowed)}, got {value!r}")
-    if m.kind == "mlp" and m.sharding != "outputs":
-        raise ConfigError(f"model.sharding={m.sharding!r} applies to KANs only (an MLP's weights are replicated "
-                          "on the model mesh axis); leave it 'outputs'")
     if tr.stop_on_stall and config.pipeline != "symbolic":
         raise ConfigError(f"training.stop_on_stall is supported by the symbolic pipeline only (pipeline={config.pipeline!r}); set it to False")
     check_number("training.batch_size", tr.batch_size, integer=True)
