@@ -1,8 +1,11 @@
-"""Test setup: float64 available everywhere (tests opt in per array), fast compiles."""
+"""Test setup: 4 CPU devices, float64 available everywhere (tests opt in per array), fast compiles."""
 
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+# 4 CPU devices (tests/test_sharding.py trains on meshes of them), kept alongside any flags the
+# environment already sets.
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402

@@ -31,7 +31,14 @@ from kan_jax import linen as klinen
 from kan_jax.train import ConfigError, loop, sharding, train_and_evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-pytestmark = pytest.mark.skipif(jax.device_count() != 4, reason="needs conftest's 4 CPU devices")
+
+
+@pytest.fixture(autouse=True)
+def _four_devices():
+    """conftest.py gives the test process 4 CPU devices; any other count is a broken setup, not
+    a reason to skip."""
+    assert jax.device_count() == 4, (f"tests/test_sharding.py needs 4 devices, found {jax.device_count()} "
+                                     "(XLA_FLAGS sets another --xla_force_host_platform_device_count?)")
 
 
 # --------------------------------------------------------------------------- mesh specs
