@@ -1,8 +1,12 @@
 """Runs one experiment: ``python -m experiments.main --config=configs/toy.py --workdir=DIR``.
 
 Flags -> ``kan_jax.train.train_and_evaluate(config, workdir)``. Overrides use absl's form
-(``--config.model.grid_size=10``). Runner errors (bad flags or config values, a workdir
-holding another config) are one line on stderr and exit status 2; no traceback.
+(``--config.model.grid_size=10``).
+
+Exit status: 0 completed; 2 a runner error (bad flags or config values, a workdir holding
+another config: one line on stderr, no traceback, nothing written); 3 diverged (a loss turned
+non-finite: results.json has ``status: "diverged"``, ``diverged_step`` and ``diverged_stage``,
+and the checkpoints stop at the last good state, so a rerun resumes from there).
 """
 
 import re
@@ -16,6 +20,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for config.json, metr
 _COORD = flags.DEFINE_string("coordinator_address", None, "jax.distributed coordinator host:port (multi-host).")
 _NPROC = flags.DEFINE_integer("num_processes", None, "jax.distributed: number of processes.")
 _PID = flags.DEFINE_integer("process_id", None, "jax.distributed: this process's id.")
+
+
+EXIT_DIVERGED = 3
 
 
 def _die(msg: str) -> None:
@@ -83,6 +90,8 @@ def main(argv):
         _die(str(err))
     if jax.process_index() == 0:
         print(summary_line(results, _WORKDIR.value))
+    if results.get("status") == "diverged":
+        sys.exit(EXIT_DIVERGED)
 
 
 def _distributed() -> bool:

@@ -108,6 +108,28 @@ def test_cli_runs_and_refuses_a_different_config(tmp_path):
     assert json.loads((tmp_path / "results.json").read_text())["status"] == "completed"
 
 
+def test_cli_diverged_run_exits_3_and_keeps_the_last_good_checkpoint(tmp_path):
+    """Adam at learning rate 1e8 on toy:quick: the loss turns non-finite at the start of stage 1.
+    The run stops there, says where, exits 3, and its checkpoints and metrics end before that
+    step; the rerun resumes from the last good checkpoint and stops at the same step."""
+    args = ("--config=configs/toy.py:quick", f"--workdir={tmp_path}", "--config.optimizer.name=adam",
+            "--config.optimizer.learning_rate=1e8")
+    for attempt in range(2):
+        proc = _cli(*args)
+        assert proc.returncode == 3, proc.stderr[-2000:]
+        r = json.loads((tmp_path / "results.json").read_text())
+        assert r["status"] == "diverged" and r["diverged_stage"] == 1 and r["diverged_grid_size"] == 5
+        step = r["diverged_step"]
+        assert 20 < step <= 40 and proc.stdout.strip().splitlines()[-1].startswith(f"diverged at step {step} (stage 1")
+        saved = sorted(int(d) for d in os.listdir(tmp_path / "checkpoints"))
+        assert saved and max(saved) < step, saved
+        logged = [json.loads(line)["step"] for line in open(tmp_path / "metrics.jsonl")]
+        assert logged == sorted(set(logged)) and max(logged) < step
+        if attempt == 0:
+            first = step
+    assert step == first
+
+
 def test_summary_line_without_a_formula():
     """The closing line of a symbolic run whose fit diverged (formula None) names why, no TypeError."""
     summary = train.summary_line

@@ -185,7 +185,7 @@ def test_diverged_run_reports_status(tmp_path):
     c.optimizer.learning_rate = 1e200
     c.training.grid_sizes = [3]
     r = train.train_and_evaluate(c, str(tmp_path))
-    assert r["status"] == "diverged"
+    assert r["status"] == "diverged" and r["diverged_stage"] == 0 and 1 <= r["diverged_step"] <= r["steps"]
     assert json.loads((tmp_path / "results.json").read_text())["status"] == "diverged"
 
 

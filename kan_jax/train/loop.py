@@ -317,8 +317,9 @@ def fit(
 
     Returns:
       ``(model, history)``; ``history``: ``step`` and ``train_loss`` (one entry per step run),
-      ``diverged`` and ``stalled`` (bools), ``state`` (the final ``FitState``, with the optimizer
-      state; its ``step`` is where the run stopped).
+      ``diverged`` and ``stalled`` (bools), ``diverged_step`` (the first step whose loss is not
+      finite; None unless diverged), ``state`` (the final ``FitState``, with the optimizer state;
+      its ``step`` is where the run stopped: the end of the chunk holding ``diverged_step``).
     """
     graphdef, params, rest, opt_state, lbfgs, reg_items, lamb = _setup(model, optimizer, lbfgs, opt_state, regularization,
                                                                        lamb, mesh)
@@ -348,6 +349,7 @@ def fit(
     )
     hist_steps, hist_loss = [], []
     diverged = stalled = False
+    diverged_step = None
     last_loss = None  # the loss each chunk starts from is the previous chunk's last (same params)
     step = start_step
     # On a mesh every program traces under it (``jax.set_mesh``): the layer kernels then chunk
@@ -372,6 +374,7 @@ def fit(
             model = nnx.merge(graphdef, params, rest)
             if stop_on_nan and not np.all(np.isfinite(losses)):
                 diverged = True
+                diverged_step = end - n + 1 + int(np.argmin(np.isfinite(losses)))  # the first non-finite loss
                 break
             grid_updates_left = can_update_grid and step < stop_grid_update_step
             stalled = stop_on_stall and last_loss is not None and not grid_updates_left and bool(np.all(losses == last_loss))
@@ -385,8 +388,8 @@ def fit(
                 break
     model = nnx.merge(graphdef, params, rest)
     # nnx.merge builds a fresh module: callers must use the returned model.
-    return model, {"step": hist_steps, "train_loss": hist_loss, "diverged": diverged, "stalled": stalled,
-                   "state": FitState(step, model, opt_state)}
+    return model, {"step": hist_steps, "train_loss": hist_loss, "diverged": diverged, "diverged_step": diverged_step,
+                   "stalled": stalled, "state": FitState(step, model, opt_state)}
 
 
 def device_array(a) -> jax.Array:

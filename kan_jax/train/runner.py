@@ -84,6 +84,9 @@ def summary_line(results: dict, workdir: str) -> str:
         return "n/a" if v is None else f"{v:.3g}"
 
     msg = f"{results.get('status')}: test_rmse {num('test_rmse')}"
+    if results.get("diverged_step") is not None:
+        msg = (f"diverged at step {results['diverged_step']} (stage {results.get('diverged_stage')}; a loss turned "
+               "non-finite, checkpoints kept up to the last good step)")
     if results.get("formula") is not None:
         msg += f"; formula {results['formula']} (formula_test_rmse {num('formula_test_rmse')})"
     elif "formula" in results:

@@ -89,7 +89,7 @@ def run_fit(config, workdir: str) -> dict:
         metrics = MetricsWriter(workdir, resume_step=latest if latest is not None else -1)
         n_params = models.count_params(model)
         progress = Progress(total_steps)
-        diverged = False
+        diverged = None  # {"diverged_step", "diverged_stage", "diverged_grid_size"} once a loss is not finite
         log_every = int(tr.log_every)
 
         for s in range(stage, len(plan)):
@@ -139,8 +139,9 @@ def run_fit(config, workdir: str) -> dict:
                 mesh=mesh,
             )
             stage_step = 0
-            if hist["diverged"]:
-                diverged = True
+            if hist["diverged"]:  # stop at the first bad chunk; the last checkpoint is the last good state
+                diverged = {"diverged_step": base + hist["diverged_step"], "diverged_stage": s,
+                            "diverged_grid_size": grid_size}
                 break
             ev = loop.evaluate(model, ds)
             n_params = models.count_params(model)
@@ -155,7 +156,7 @@ def run_fit(config, workdir: str) -> dict:
 
     ev = loop.evaluate(model, ds)
     status = "completed"
-    if diverged or not np.isfinite(ev["test_rmse"]):
+    if diverged is not None or not np.isfinite(ev["test_rmse"]):
         status = "diverged"
     results = {
         "status": status,
@@ -167,6 +168,7 @@ def run_fit(config, workdir: str) -> dict:
         "model": config.model.kind,
         "pipeline": "fit",
         "dataset": ds.name,
+        **(diverged or {}),
     }
     if config.model.kind == "kan":
         results["stages"] = stage_records

@@ -158,7 +158,8 @@ def run_symbolic(config, workdir: str) -> dict:
     _draw(best["model_spline"], x_train, names, "before auto_symbolic", os.path.join(workdir, "plots", "kan_before.png"))
     _draw(best["model"], x_train, names, "after auto_symbolic + retrain", os.path.join(workdir, "plots", "kan.png"))
     ev = loop.evaluate(best["model"], ds)
-    diverged = any(st.get("diverged") for st in best["stages"]) or not np.isfinite(ev["test_rmse"])
+    bad = [st for st in best["stages"] if st.get("diverged")]
+    diverged = bool(bad) or not np.isfinite(ev["test_rmse"])
     results = {
         "status": "diverged" if diverged else "completed",
         "steps": done[-1]["steps"],
@@ -173,6 +174,7 @@ def run_symbolic(config, workdir: str) -> dict:
         "pruned_widths": best["pruned"],
         "model_test_rmse_before_symbolic": best["model_before"]["test_rmse"],
         "stages": best["stages"],
+        **({"diverged_step": bad[0]["diverged_step"], "diverged_stage": bad[0]["stage"]} if bad else {}),
         "seed": best["seed"],
         "attempts": attempts,
         "formula_train_rmse": best["formula_train_rmse"],
@@ -294,7 +296,8 @@ def train(st: Attempt, model, steps: int, name: str, *, regularization=None, lam
     ev = _evaluate(st, model)
     st.stages.append({"stage": name, "steps": ran, "widths": _widths(model), "grid_size": int(model.grid_size),
                       "train_rmse": ev["train_rmse"], "test_rmse": ev["test_rmse"],
-                      "diverged": bool(hist["diverged"]), "stalled": bool(hist["stalled"])})
+                      "diverged": bool(hist["diverged"]), "stalled": bool(hist["stalled"]),
+                      **({"diverged_step": base + hist["diverged_step"]} if hist["diverged"] else {})})
     logging.info("%s: train_rmse %.3g test_rmse %.3g", name, ev["train_rmse"], ev["test_rmse"])
     return model
 
