@@ -107,8 +107,15 @@ def test_make_regression_multi_output_and_readonly():
 
 
 def test_make_regression_errors():
-  with pytest.raises(ValueError, match="non-finite"):
+  with pytest.raises(ValueError, match=r"not finite in \d+ of 1000 train rows \(output column 1;") as e:
     make_regression(lambda x: np.log(x[:, 0]), 1, ranges=(-1, 1))
+  assert float(str(e.value).split("first at x = (")[1].split(")")[0]) <= 0  # log's pole side
+  # Finite in float64, infinite in float32: caught before any training, with the failing column.
+  with pytest.raises(ValueError, match=r"exceed float32's range in 20 of 20 train rows \(output column 2;"):
+    make_regression(lambda x: np.stack([x[:, 0], np.exp(100 * x[:, 0])], 1), 1, ranges=(0.9, 1), train_num=20,
+                    dtype="float32")
+  ds = make_regression(lambda x: np.exp(100 * x[:, 0]), 1, ranges=(0.9, 1), train_num=20, dtype="float64")
+  assert np.all(np.isfinite(ds.y_train))
   with pytest.raises(ValueError, match="low < high"):
     make_regression(_prod, 2, ranges=(1.0, -1.0))
   with pytest.raises(ValueError, match="ranges must be one"):
@@ -177,7 +184,7 @@ def test_expression_dataset_explicit_variables_that_clash_with_sympy():
         (dict(expr="a*b + c", variables=("a", "b")), r"unknown name\(s\) c; allowed variables: a, b"),
         (dict(expr="x_3", n_var=2), "uses x_3 but n_var=2"),
         (dict(expr="pi"), "uses no variable"),
-        (dict(expr="sqrt(x_1)", ranges=(-1, 0)), "non-finite"),
+        (dict(expr="sqrt(x_1)", ranges=(-1, 0)), r"targets are not finite in \d+ of 10 train rows"),
     ],
 )
 def test_expression_dataset_errors(kwargs, match):

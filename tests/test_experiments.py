@@ -86,7 +86,9 @@ def test_cli_bad_config_value_is_one_line_without_jax_platforms(tmp_path):
 
 @pytest.mark.parametrize("args,needle", [
     (("--config=configs/symbolic.py:foo(x_1),quick",), "config.data: expression 'foo(x_1)' uses unknown name(s) foo"),
-    (("--config=configs/symbolic.py:sqrt(x_1),quick",), "config.data: dataset 'sqrt(x_1)': fn returned"),
+    (("--config=configs/symbolic.py:sqrt(x_1),quick",), "config.data: dataset 'sqrt(x_1)': the targets are not finite in"),
+    (("--config=configs/symbolic.py:exp(100*x_1),quick", "--config.dtype=float32"),
+     "dataset 'exp(100*x_1)': the targets exceed float32's range in"),
     (("--config=configs/symbolic.py:x_1*x_2,quick", "--config.symbolic.lib=['x','sinh']"), "symbolic.lib"),
     (("--config=configs/hellokan.py:quick", "--config.symbolic.digits=14"), "symbolic.digits must be an integer in [0, 12]"),
     (("--config=configs/hellokan.py:quick", "--config.symbolic.prune_measure=var"), "symbolic.prune_measure must be one of"),

@@ -117,8 +117,14 @@ def _sample(rng: np.random.Generator, num: int, lows: np.ndarray,
   return lows + (highs - lows) * u
 
 
-def _evaluate(fn: Callable[[np.ndarray], Any], x: np.ndarray, name: str) -> np.ndarray:
-  """Calls `fn(x)` with x `(N, n_var)` and returns float64 targets `(N, n_out)`."""
+def _evaluate(fn: Callable[[np.ndarray], Any], x: np.ndarray, name: str, split: str,
+              dtype: np.dtype) -> np.ndarray:
+  """`fn(x)` for x `(N, n_var)` (float64) as targets `(N, n_out)` in `dtype`.
+
+  Raises a one-line ValueError when a target is not finite, or does not fit `dtype` (finite in
+  float64, infinite after the cast): how many of the split's rows, which output columns, and
+  the first such input.
+  """
   with np.errstate(all="ignore"):  # non-finite targets are reported below
     y = np.asarray(fn(x))
   if np.iscomplexobj(y):
@@ -135,12 +141,20 @@ def _evaluate(fn: Callable[[np.ndarray], Any], x: np.ndarray, name: str) -> np.n
     raise ValueError(
         f"dataset {name!r}: fn must return shape ({n},) or ({n}, n_out), got {y.shape}"
     )
-  if not np.all(np.isfinite(y)):
-    bad = int(np.sum(~np.isfinite(y)))
+  with np.errstate(over="ignore"):
+    cast = y.astype(dtype)
+  bad = ~np.isfinite(cast)
+  if np.any(bad):
+    rows = np.flatnonzero(bad.any(axis=1))
+    cols = ", ".join(str(j + 1) for j in np.flatnonzero(bad.any(axis=0)))
+    what = (f"exceed {np.dtype(dtype).name}'s range" if np.all(np.isfinite(y[bad]))
+            else "are not finite")
+    first = ", ".join(f"{v:.6g}" for v in x[rows[0]])
     raise ValueError(
-        f"dataset {name!r}: fn returned {bad} non-finite values on the sampled inputs"
+        f"dataset {name!r}: the targets {what} in {len(rows)} of {n} {split} rows (output column {cols}; "
+        f"first at x = ({first})): narrow data.ranges, change the formula or the dtype"
     )
-  return y
+  return cast
 
 
 def make_regression(
@@ -184,7 +198,8 @@ def make_regression(
 
   Raises:
     ValueError: for bad sizes, ranges, names or dtype, or when `fn` returns
-      non-finite values on the samples.
+      non-finite values on the samples, or values that overflow `dtype` (one line: how many
+      rows, which output columns, the first such input).
 
   Example:
     >>> ds = make_regression(lambda x: x[:, 0] * x[:, 1], 2, train_num=8)
@@ -207,15 +222,14 @@ def make_regression(
   highs = np.array([hi for _, hi in rng_pairs])
   train_rng, test_rng = np.random.default_rng(seed).spawn(2)
 
-  def split(rng, num):
+  def split(rng, num, split_name):
     x = _sample(rng, int(num), lows, highs).astype(dt)
     # Rounding to float32 may step just outside [low, high]; clip back in.
     x = np.clip(x, lows.astype(dt), highs.astype(dt))
-    y = _evaluate(fn, x.astype(np.float64), name)
-    return x, y.astype(dt)
+    return x, _evaluate(fn, x.astype(np.float64), name, split_name, dt)
 
-  x_train, y_train = split(train_rng, train_num)
-  x_test, y_test = split(test_rng, test_num)
+  x_train, y_train = split(train_rng, train_num, "train")
+  x_test, y_test = split(test_rng, test_num, "test")
   if y_train.shape[1] != y_test.shape[1]:
     raise ValueError(f"dataset {name!r}: fn returned inconsistent n_out")
   n_out = y_train.shape[1]

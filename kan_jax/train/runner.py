@@ -85,8 +85,7 @@ def summary_line(results: dict, workdir: str) -> str:
 
     msg = f"{results.get('status')}: test_rmse {num('test_rmse')}"
     if results.get("diverged_step") is not None:
-        msg = (f"diverged at step {results['diverged_step']} (stage {results.get('diverged_stage')}; a loss turned "
-               "non-finite, checkpoints kept up to the last good step)")
+        msg = f"diverged at step {results['diverged_step']} (stage {results.get('diverged_stage')}): the loss turned non-finite"
     if results.get("formula") is not None:
         msg += f"; formula {results['formula']} (formula_test_rmse {num('formula_test_rmse')})"
     elif "formula" in results:
