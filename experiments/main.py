@@ -3,6 +3,10 @@
 Flags -> ``kan_jax.train.train_and_evaluate(config, workdir)``. Overrides use absl's form
 (``--config.model.grid_size=10``).
 
+A rerun of the same command resumes; a workdir holding another config is refused (the message
+names the differing fields) unless ``--restart`` is given, which deletes that workdir's run files
+first.
+
 Exit status: 0 completed; 2 a runner error (bad flags or config values, a workdir holding
 another config: one line on stderr, no traceback, nothing written); 3 diverged (a loss turned
 non-finite: results.json has ``status: "diverged"``, ``diverged_step`` and ``diverged_stage``,
@@ -20,6 +24,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for config.json, metr
 _COORD = flags.DEFINE_string("coordinator_address", None, "jax.distributed coordinator host:port (multi-host).")
 _NPROC = flags.DEFINE_integer("num_processes", None, "jax.distributed: number of processes.")
 _PID = flags.DEFINE_integer("process_id", None, "jax.distributed: this process's id.")
+_RESTART = flags.DEFINE_bool("restart", False, "Delete the workdir's run files (config.json, metrics.jsonl, "
+                             "results.json, checkpoints/, plots/) and start over, whatever config they were from.")
 
 
 EXIT_DIVERGED = 3
@@ -85,7 +91,7 @@ def main(argv):
 
     _quiet_orbax()
     try:
-        results = train_and_evaluate(config, _WORKDIR.value)
+        results = train_and_evaluate(config, _WORKDIR.value, restart=_RESTART.value)
     except ConfigError as err:
         _die(str(err))
     if jax.process_index() == 0:

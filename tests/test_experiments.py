@@ -106,8 +106,18 @@ def test_cli_runs_and_refuses_a_different_config(tmp_path):
     assert "test_rmse" in ok.stdout
     assert json.loads((tmp_path / "results.json").read_text())["status"] == "completed"
     bad = _cli("--config=configs/toy.py:quick", f"--workdir={tmp_path}", "--config.training.steps=5", "--config.training.grid_sizes=(3,)")
-    _assert_one_line_error(bad, "different config", "training.steps")
+    _assert_one_line_error(bad, "different config", "training.steps", "--restart")
     assert json.loads((tmp_path / "results.json").read_text())["status"] == "completed"
+    # --restart: the old run's files go (a file of the user's stays), the new config runs from step 0.
+    (tmp_path / "notes.txt").write_text("mine")
+    again = _cli("--config=configs/toy.py:quick", f"--workdir={tmp_path}", "--config.training.steps=5",
+                 "--config.training.grid_sizes=(3,)", "--restart")
+    assert again.returncode == 0, again.stderr[-2000:]
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert r["status"] == "completed" and r["steps"] == 5
+    assert json.loads((tmp_path / "config.json").read_text())["training"]["steps"] == 5
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert sorted(int(d) for d in os.listdir(tmp_path / "checkpoints")) == [5]
 
 
 def test_cli_diverged_run_exits_3_and_keeps_the_last_good_checkpoint(tmp_path):

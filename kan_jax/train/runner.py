@@ -18,7 +18,7 @@ from absl import logging
 from kan_jax.train.config import PRECISIONS, ConfigError, load_dataset, validate_config
 from kan_jax.train import sharding
 from kan_jax.train.pipelines import PIPELINES
-from kan_jax.train.workdir import check_or_write_config, read_json, setup_compilation_cache, write_json
+from kan_jax.train.workdir import check_or_write_config, clear_run, read_json, setup_compilation_cache, write_json
 
 __all__ = ["train_and_evaluate", "summary_line", "Preempted"]
 
@@ -27,11 +27,14 @@ class Preempted(Exception):
     """Raised to stop a run that was asked to stop (results.json status "preempted")."""
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
+def train_and_evaluate(config, workdir: str, *, restart: bool = False) -> dict:
     """Runs the experiment ``config`` in ``workdir`` and returns the results dict (also results.json).
 
     Dispatches on ``config.pipeline``. Resumes from ``workdir/checkpoints`` when a run
     of the same config is there; a completed run is not retrained (its results are returned).
+    ``restart``: once the config has passed its checks, delete the workdir's run files
+    (``workdir.clear_run``: config.json, metrics, results, checkpoints, plots) and start over,
+    whatever config they were from.
 
     Raises:
       ConfigError: bad config values or a workdir holding a different config (nothing written).
@@ -43,10 +46,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if dtype not in PRECISIONS:
         raise ConfigError(f"dtype must be one of {list(PRECISIONS)}, got {dtype!r}")
     with jax.enable_x64(dtype == "float64"):
-        return _run(config, os.path.abspath(workdir))
+        return _run(config, os.path.abspath(workdir), restart)
 
 
-def _run(config, workdir: str) -> dict:
+def _run(config, workdir: str, restart: bool = False) -> dict:
     setup_compilation_cache(config)
     try:
         validate_config(config)
@@ -56,6 +59,10 @@ def _run(config, workdir: str) -> dict:
         raise ConfigError(f"bad config: {err}") from None
     sharding.mesh_sizes(config)  # a bad mesh spec, likewise
     load_dataset(config)  # a bad data spec stops here, before anything is written
+    if restart:
+        gone = clear_run(workdir)
+        if gone:
+            logging.info("%s: --restart deleted %s", workdir, ", ".join(gone))
     check_or_write_config(workdir, config)
     results_path = os.path.join(workdir, "results.json")
     if os.path.exists(results_path):

@@ -19,6 +19,8 @@ from kan_jax.train.config import ConfigError
 
 __all__ = [
     "is_writer",
+    "RUN_FILES",
+    "clear_run",
     "config_to_dict",
     "check_or_write_config",
     "write_json",
@@ -96,12 +98,37 @@ def check_or_write_config(workdir: str, config) -> bool:
             diff = sorted(_diff_keys(old or {}, new))
             raise ConfigError(
                 f"workdir {workdir!r} holds a run of a different config (differs in: {', '.join(diff[:5]) or 'unreadable config.json'}); "
-                "use a new --workdir or delete that one"
+                "use a new --workdir, or --restart to start this one over (deletes its run files)"
             )
         return True
     os.makedirs(workdir, exist_ok=True)
     write_json(path, new)
     return False
+
+
+RUN_FILES = ("config.json", "metrics.jsonl", "results.json", "checkpoints", "plots")
+"""What a run writes into its workdir (``clear_run`` deletes these and nothing else)."""
+
+
+def clear_run(workdir: str) -> list[str]:
+    """Deletes the ``RUN_FILES`` in ``workdir`` (``--restart``: start a run over on purpose).
+
+    Process 0 deletes, then every process waits for it (``multihost_utils.sync_global_devices``),
+    so none reads a half-deleted run. Other files in the workdir are left alone. Returns the
+    names deleted.
+    """
+    import shutil
+
+    gone = [name for name in RUN_FILES if os.path.exists(os.path.join(workdir, name))]
+    if is_writer():
+        for name in gone:
+            path = os.path.join(workdir, name)
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("kan_jax clear_run")
+    return gone
 
 
 def _diff_keys(a, b, prefix=""):
