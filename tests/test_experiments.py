@@ -142,6 +142,18 @@ def test_cli_diverged_run_exits_3_and_keeps_the_last_good_checkpoint(tmp_path):
     assert step == first
 
 
+def test_cli_grid_larger_than_the_samples_stays_well_posed(tmp_path):
+    """G = 200 on 100 training samples: grid updates there would fit 203 coefficients per edge to
+    100 points (test RMSE 6e4 before); they keep the layer instead, with a warning."""
+    proc = _cli("--config=configs/toy.py:quick", f"--workdir={tmp_path}", "--config.data.train_num=100",
+                "--config.training.grid_sizes=(5,200)")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "100 samples cannot place a grid of 200 intervals" in proc.stderr
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert r["status"] == "completed" and r["stages"][1]["grid_size"] == 200
+    assert r["test_rmse"] < 5 * r["stages"][0]["test_rmse"], r["stages"]
+
+
 def test_summary_line_without_a_formula():
     """The closing line of a symbolic run whose fit diverged (formula None) names why, no TypeError."""
     summary = train.summary_line

@@ -147,6 +147,25 @@ def test_refine_non_nested():
     assert rel_rms(model2(x), before) < 1e-3
 
 
+def test_grid_fits_with_fewer_samples_than_coefficients_stay_well_posed():
+    """update_grid with fewer samples than coefficients per edge keeps the layer (and says so);
+    a non-nested refine fits on dense points instead of the few samples. No NaN, function kept."""
+    model = _smooth_model(dtype=jnp.float64, grid_size=20)
+    few = _x((12, 2), seed=5, dtype=jnp.float64)  # 12 samples < 23 coefficients
+    probe = _x((500, 2), seed=6, dtype=jnp.float64)
+    model.update_grid(probe)  # well-posed: grids now cover the inputs reaching each layer
+    before = model(probe)
+    grids = [layer.grid[...] for layer in model.layers]
+    with pytest.warns(UserWarning, match="12 samples cannot place a grid of 20 intervals"):
+        model.update_grid(few)
+    assert all(np.array_equal(layer.grid[...], g) for layer, g in zip(model.layers, grids))
+    np.testing.assert_array_equal(model(probe), before)
+    with pytest.warns(UserWarning, match="ill-posed"):
+        model.refine(30, few)  # 30 is not a multiple of 20: a fit, on dense points
+    after = model(probe)
+    assert np.all(np.isfinite(after)) and rel_rms(after, before) < 1e-3
+
+
 def test_transforms():
     model = _randomize(kan_jax.KAN([3, 4, 2], rngs=nnx.Rngs(0)))
     x = _x((16, 3))
