@@ -4,6 +4,7 @@ import glob
 import importlib.util
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -104,6 +105,7 @@ def test_cli_runs_and_refuses_a_different_config(tmp_path):
     ok = _cli("--config=configs/toy.py:quick", f"--workdir={tmp_path}", "--config.training.steps=4", "--config.training.grid_sizes=(3,)")
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert "test_rmse" in ok.stdout
+    _assert_no_pickles(tmp_path)
     assert json.loads((tmp_path / "results.json").read_text())["status"] == "completed"
     bad = _cli("--config=configs/toy.py:quick", f"--workdir={tmp_path}", "--config.training.steps=5", "--config.training.grid_sizes=(3,)")
     _assert_one_line_error(bad, "different config", "training.steps", "--restart")
@@ -152,6 +154,21 @@ def test_cli_grid_larger_than_the_samples_stays_well_posed(tmp_path):
     r = json.loads((tmp_path / "results.json").read_text())
     assert r["status"] == "completed" and r["stages"][1]["grid_size"] == 200
     assert r["test_rmse"] < 5 * r["stages"][0]["test_rmse"], r["stages"]
+
+
+def _assert_no_pickles(workdir):
+    """Safe files: no file of a run is a pickle (restoring one would run code); the checkpoints are
+    orbax arrays (OCDBT/tensorstore, zstd chunks) and JSON, and the JSON files parse."""
+    files = [p for p in workdir.rglob("*") if p.is_file()]
+    assert any("checkpoints" in p.parts for p in files)
+    for p in files:
+        head = p.read_bytes()[:2]
+        assert not (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")), f"{p} is a pickle"
+        if head[:1] in (b"{", b"["):
+            json.loads(p.read_text())
+    # and no code path that could write or read one
+    src = "\n".join(f.read_text() for f in pathlib.Path(ROOT, "kan_jax").rglob("*.py"))
+    assert "pickle" not in src and "allow_pickle=True" not in src
 
 
 def test_summary_line_without_a_formula():
