@@ -84,6 +84,13 @@ def test_bad_mesh_is_a_config_error_before_anything_is_written(tmp_path):
     with pytest.raises(ConfigError, match="mesh"):
         train_and_evaluate(c, str(tmp_path / "w"))
     assert not (tmp_path / "w").exists()
+    # Training rows that do not split over the data axis: named, before anything is written.
+    c = toy.get_config("quick")
+    c.data.train_num = 1001
+    with pytest.raises(ConfigError, match=r"data.train_num=1001 rows do not split evenly over the mesh's data axis "
+                                          r"\(4 devices\)"):
+        train_and_evaluate(c, str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists()
 
 
 # --------------------------------------------------------------------------- the layout rule

@@ -57,8 +57,11 @@ def _run(config, workdir: str, restart: bool = False) -> dict:
         raise
     except (ValueError, TypeError, KeyError, AttributeError) as err:
         raise ConfigError(f"bad config: {err}") from None
-    sharding.mesh_sizes(config)  # a bad mesh spec, likewise
-    load_dataset(config)  # a bad data spec stops here, before anything is written
+    n_data = sharding.mesh_sizes(config).get("data", 1)  # a bad mesh spec, likewise
+    rows = load_dataset(config).x_train.shape[0]  # a bad data spec stops here, before anything is written
+    if rows % n_data:
+        raise ConfigError(f"data.train_num={rows} rows do not split evenly over the mesh's data axis ({n_data} devices): "
+                          f"use a multiple of {n_data}, or a config.mesh with a smaller data axis")
     if restart:
         gone = clear_run(workdir)
         if gone:
