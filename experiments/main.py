@@ -7,13 +7,25 @@ A rerun of the same command resumes; a workdir holding another config is refused
 names the differing fields) unless ``--restart`` is given, which deletes that workdir's run files
 first.
 
+SIGTERM and SIGINT (a preempted job, Ctrl-C) ask the run to stop at its next chunk boundary: it
+checkpoints the step reached, writes results.json with ``status: "preempted"`` and where, and
+exits; rerunning the same command resumes there. A second signal stops at once (the last
+periodic checkpoint is kept). The handlers live here, at the top of the run; the library only
+polls the flag they set (``train_and_evaluate(should_stop=...)``).
+
 Exit status: 0 completed; 2 a runner error (bad flags or config values, a workdir holding
-another config: one line on stderr, no traceback, nothing written); 3 diverged (a loss turned
+another config: one line on stderr, no traceback, nothing written; or checkpoints none of
+which restores: they are set aside, nothing is trained); 3 diverged (a loss turned
 non-finite: results.json has ``status: "diverged"``, ``diverged_step`` and ``diverged_stage``,
-and the checkpoints stop at the last good state, so a rerun resumes from there).
+and the checkpoints stop at the last good state, so a rerun resumes from there); 4 the workdir
+could not be written (read-only, disk full: one line; the checkpoints written so far are kept
+and a rerun resumes from the newest); 128 + the signal number when stopped by a signal (130
+SIGINT, 143 SIGTERM, the shell's convention).
 """
 
+import os
 import re
+import signal
 import sys
 
 from absl import app, flags
@@ -29,6 +41,35 @@ _RESTART = flags.DEFINE_bool("restart", False, "Delete the workdir's run files (
 
 
 EXIT_DIVERGED = 3
+EXIT_WORKDIR = 4
+
+
+class _StopOnSignal:
+    """The run's stop flag: SIGTERM or SIGINT sets it (the runner polls it between chunks and
+    stages); a second signal raises KeyboardInterrupt to stop at once."""
+
+    def __init__(self):
+        self.signum = None
+
+    def __call__(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        # os.write: a handler may run in the middle of another write to sys.stderr.
+        os.write(2, f"{signal.Signals(signum).name}: stopping at the next chunk boundary with a checkpoint "
+                    "(send it again to stop now)\n".encode())
+
+    def install(self) -> "_StopOnSignal":
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._handle)
+        return self
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(self.signum or signal.SIGINT)
 
 
 def _die(msg: str) -> None:
@@ -87,13 +128,27 @@ def main(argv):
         jax.distributed.initialize(
             coordinator_address=_COORD.value, num_processes=_NPROC.value, process_id=_PID.value
         )
-    from kan_jax.train import ConfigError, summary_line, train_and_evaluate
+    from kan_jax.train import ConfigError, Preempted, summary_line, train_and_evaluate
+    from kan_jax.train.checkpoint import CheckpointError
 
     _quiet_orbax()
+    stop = _StopOnSignal().install()
     try:
-        results = train_and_evaluate(config, _WORKDIR.value, restart=_RESTART.value)
-    except ConfigError as err:
+        results = train_and_evaluate(config, _WORKDIR.value, restart=_RESTART.value, should_stop=stop)
+    except (ConfigError, CheckpointError) as err:
         _die(str(err))
+    except Preempted as err:
+        if jax.process_index() == 0:
+            print(f"preempted: {err}; rerun the same command to resume (results.json in {_WORKDIR.value})")
+        sys.exit(stop.exit_code)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted: stopped without a new checkpoint; rerunning the same command resumes from the "
+                         "newest one\n")
+        sys.exit(stop.exit_code)
+    except OSError as err:
+        sys.stderr.write(f"error: the workdir could not be written ({err}); the checkpoints written so far are kept: "
+                         "make it writable (or free space) and rerun the same command to resume\n")
+        sys.exit(EXIT_WORKDIR)
     if jax.process_index() == 0:
         print(summary_line(results, _WORKDIR.value))
     if results.get("status") == "diverged":

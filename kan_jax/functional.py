@@ -90,7 +90,7 @@ def shard_metadata(shard: str, ndim: int, *, bias: bool = False) -> dict:
 
 BASE_ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "silu": jax.nn.silu,
-    "gelu": jax.nn.gelu,
+    "gelu": kernels.gelu,  # jax.nn.gelu's values, finite derivatives at any magnitude
     "tanh": jnp.tanh,
     "identity": lambda x: x,
     "zero": jnp.zeros_like,
@@ -231,7 +231,11 @@ def apply(
       extrapolate: beyond the base interval, continue each spline's end polynomial pieces
         (``splines.bspline_basis(..., extrapolate=True)``) instead of letting it fall to 0 over
         the extension knots. Inputs slightly outside the grid (test points beyond the range of
-        the training samples) then see the function the data determined.
+        the training samples) then see the function the data determined. The continuation
+        reaches ``splines.EXTRAPOLATION_REACH`` (1000) base-interval widths; farther out each
+        spline holds its value at that bound, so outputs stay finite for any finite input
+        (without extrapolation the spline is 0 outside the knot span: the output is the base
+        term plus bias there).
 
     Returns:
       ``(..., o)`` outputs in the computation dtype.
@@ -382,8 +386,13 @@ def edge_values(
     bdt = jnp.promote_types(cdt, jnp.float32)
     f = kernels.dense_features(x.astype(bdt), grid.astype(bdt), order, base_activation, "uniform" if uniform else "general",
                                bool(extrapolate))
-    w = _fused_weights(params, mask, cdt)
-    return jnp.einsum("...nm,nmo->...no", f.astype(cdt), w, preferred_element_type=acc).astype(cdt)
+    f, w = f.astype(cdt), _fused_weights(params, mask, cdt)
+    if acc != cdt and jax.default_backend() == "cpu":
+        # XLA:CPU has no batched low-precision dot accumulating in float32 ("Unsupported element
+        # type for DotThunk::Execute: BF16 x BF16 = F32", jax 0.10.2): the operands go in float32,
+        # the same products (exact: two bfloat16 significands fit float32's) and float32 sums.
+        f, w = f.astype(acc), w.astype(acc)
+    return jnp.einsum("...nm,nmo->...no", f, w, preferred_element_type=acc).astype(cdt)
 
 
 @functools.partial(jax.jit, static_argnames=("order", "basis", "extrapolate"))

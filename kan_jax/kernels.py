@@ -39,6 +39,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from kan_jax.splines import clamp, extrapolation_bounds
+
 # What users call; the basis evaluators are public math (tests compare them to scipy), the
 # local-window, chunking and custom-VJP pieces are internals of ``contract``.
 __all__ = ["PATHS", "choose_path", "contract", "is_uniform", "uniform_basis", "general_basis"]
@@ -67,8 +69,24 @@ def _base_value_and_grad(name: str) -> tuple[Callable, Callable]:
     if name == "zero":
         return jnp.zeros_like, jnp.zeros_like
     if name == "gelu":
-        return jax.nn.gelu, _elementwise_grad(jax.nn.gelu)
+        return gelu, _elementwise_grad(gelu)
     raise ValueError(f"unknown base activation {name!r}")
+
+
+GELU_SATURATION = 10.0
+"""``|x|`` from which ``gelu`` is ``relu`` (``jax.nn.gelu``'s tanh is +-1 in every float dtype)."""
+
+
+def gelu(x):
+    """``jax.nn.gelu`` (tanh approximation) with finite derivatives at any finite ``x``.
+
+    Same values: from ``|x| = GELU_SATURATION`` on, ``jax.nn.gelu(x)`` is exactly ``relu(x)``
+    (its ``tanh(0.8 (x + 0.045 x^3))`` rounds to +-1), and there it is computed as such. The plain
+    one's derivative multiplies ``sech^2 = 0`` by ``x^2``, which overflows float32 from
+    ``|x| ~ 1e19``: ``0 * inf = NaN``.
+    """
+    big = jnp.abs(x) >= GELU_SATURATION
+    return jnp.where(big, jnp.maximum(x, 0), jax.nn.gelu(jnp.where(big, 0, x)))
 
 
 def _elementwise_grad(f):
@@ -107,7 +125,8 @@ def uniform_local(x, t0, h, order: int, *, deriv: bool = False, n_basis: int | N
       order: ``k``.
       deriv: also return ``d/dx`` of the values.
       n_basis: if given, extrapolate: the interval index is clamped to the base intervals
-        ``[k, n_basis)`` and their polynomial pieces are evaluated at ``x``.
+        ``[k, n_basis)`` and their polynomial pieces are evaluated at ``x``, itself clamped to
+        ``splines.extrapolation_bounds`` (beyond them values are constant, derivatives 0).
 
     Returns:
       ``(j, vals)`` or ``(j, vals, dvals)``: ``j (..., n)`` int32 interval index (knot ``t_j <= x <
@@ -115,6 +134,11 @@ def uniform_local(x, t0, h, order: int, *, deriv: bool = False, n_basis: int | N
       ``r = 0..k``. Indices outside ``[0, G + k)`` are not basis functions of the grid.
     """
     k = order
+    reach = None
+    if n_basis is not None:
+        lo_b, hi_b = extrapolation_bounds(t0 + k * h, t0 + n_basis * h)
+        reach = (x >= lo_b) & (x <= hi_b)  # beyond: constant values, zero derivatives
+        x = clamp(x, lo_b, hi_b)
     u = (x - t0) / h
     u = jnp.clip(u, -k - 2.0, 1e7)
     jf = jnp.floor(u)
@@ -147,6 +171,8 @@ def uniform_local(x, t0, h, order: int, *, deriv: bool = False, n_basis: int | N
         a = lower[r - 1] if r >= 1 else 0.0
         b = lower[r] if r < k else 0.0
         dvals.append((a - b) * inv_h)
+    if reach is not None:
+        dvals = [jnp.where(reach, d, 0.0) for d in dvals]
     return j, vals, dvals
 
 
@@ -186,15 +212,25 @@ def general_basis(x, grid, order: int, *, deriv: bool = False, extrapolate: bool
     ``t_m .. t_{m+k+1}`` (broadcast ``(n, M)`` tables, reciprocal spacings precomputed): one
     elementwise XLA fusion with no slicing of batch-sized intermediates (slicing a
     ``(batch, n, K)`` array level by level, as the textbook recursion does, is ~10x slower on CPU).
-    Same arithmetic as ``splines.bspline_basis`` (``extrapolate`` likewise).
+    Same arithmetic as ``splines.bspline_basis`` (``extrapolate`` likewise, and ``x`` clamped as there).
     """
     k = order
     t = grid
     n_basis = t.shape[-1] - k - 1
     x = x[..., None]  # (..., n, 1)
-    xs = jnp.clip(x, t[:, k : k + 1], jnp.nextafter(t[:, n_basis : n_basis + 1], t[:, k : k + 1])) if extrapolate else x
+    reach = None
+    if extrapolate:
+        lo, hi = t[:, k : k + 1], t[:, n_basis : n_basis + 1]
+        xs = jnp.clip(x, lo, jnp.nextafter(hi, lo))
+        lo_b, hi_b = extrapolation_bounds(lo, hi)
+        reach = (x >= lo_b) & (x <= hi_b)  # beyond: constant values, zero derivatives
+        x = clamp(x, lo_b, hi_b)
+    else:
+        xs = x
     tab = [t[:, i : i + n_basis] for i in range(k + 2)]  # t_{m+i}, (n, M)
     nodes = [((xs >= tab[i]) & (xs < tab[i + 1])).astype(t.dtype) for i in range(k + 1)]  # N^0_{m+i}
+    if not extrapolate:  # every node is 0 outside the knot span; clamped, the factors stay finite
+        x = clamp(x, t[:, :1], t[:, -1:])
     # Reciprocal spacings 1/(t_{m+p} - t_m) for p = 1..k in one computation (one XLA fusion,
     # not one per (p, i): fewer kernels to compile); inv[p - 1][:, i : i + M] = 1/(t_{m+i+p} - t_{m+i}).
     if k > 0:
@@ -215,6 +251,8 @@ def general_basis(x, grid, order: int, *, deriv: bool = False, extrapolate: bool
     if k == 0:
         return b, jnp.zeros_like(b)
     db = k * inv[k - 1, :, :n_basis] * lower[0] - k * inv[k - 1, :, 1 : 1 + n_basis] * lower[1]
+    if reach is not None:
+        db = jnp.where(reach, db, 0.0)
     return b, db
 
 
@@ -259,8 +297,12 @@ def general_local(x, grid, order: int, *, deriv: bool = False, extrapolate: bool
     t = grid
     n_knots = t.shape[-1]
     j = knot_interval(x, t) if interval is None else interval  # (..., n), -1 .. K-1
-    if extrapolate:  # base intervals only; their pieces are evaluated at x
+    reach = None
+    if extrapolate:  # base intervals only; their pieces are evaluated at x (clamped to the reach)
         j = jnp.clip(j, k, n_knots - k - 2)
+        lo_b, hi_b = extrapolation_bounds(t[:, k], t[:, n_knots - k - 1])
+        reach = (x >= lo_b) & (x <= hi_b)  # beyond: constant values, zero derivatives
+        x = clamp(x, lo_b, hi_b)
     inside = (j >= 0) & (j < n_knots - 1)
     win = None
     if k > 0:
@@ -283,7 +325,9 @@ def general_local(x, grid, order: int, *, deriv: bool = False, extrapolate: bool
         for r in range(d):
             right = win[..., k - 1 + r + 1] - x  # t_{j+r+1} - x
             left = x - win[..., k - 1 - (d - r) + 1]  # x - t_{j+1-(d-r)}
-            temp = vals[r] * _safe_inv(right + left)
+            # The knot spacing itself, not right + left: far outside the grid that sum cancels
+            # (at |x| = 1e30 in float32 it is 0).
+            temp = vals[r] * _safe_inv(win[..., k - 1 + r + 1] - win[..., k - 1 - (d - r) + 1])
             new.append(saved + right * temp)
             saved = left * temp
         new.append(saved)
@@ -302,6 +346,8 @@ def general_local(x, grid, order: int, *, deriv: bool = False, extrapolate: bool
         if r < k:
             b = lower[r] * k * _safe_inv(win[..., k - 1 + r + 1] - win[..., k - 1 + r + 1 - k])
         dvals.append(a - b)
+    if reach is not None:
+        dvals = [jnp.where(reach, d, 0.0) for d in dvals]
     return j, vals, dvals
 
 

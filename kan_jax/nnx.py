@@ -70,7 +70,8 @@ class KANLayer(nnx.Module):
       grid_eps: uniform/quantile mix of ``update_grid`` (1 uniform, 0 quantiles).
       extrapolate: beyond the grid's base interval, continue each spline's end polynomial
         pieces instead of letting it fall to 0 over the extension knots (default False, the
-        plain B-spline of SPEC.md; the experiment runner turns it on).
+        plain B-spline of SPEC.md; the experiment runner turns it on), up to
+        ``splines.EXTRAPOLATION_REACH`` base-interval widths out; beyond, the spline is constant.
       dtype: computation dtype (``None``: from inputs and params; ``jnp.bfloat16`` works).
       param_dtype: dtype of params and grid.
       symbolic_lib: the function table of the layer's symbolic edges (default

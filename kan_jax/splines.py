@@ -34,6 +34,8 @@ __all__ = [
     "is_nested",
     "insert_knots",
     "validate_grid_args",
+    "EXTRAPOLATION_REACH",
+    "extrapolation_bounds",
 ]
 
 
@@ -82,6 +84,25 @@ def uniform_knots_np(grid_size: int, order: int, grid_range: Sequence[float] = (
     return (lo + np.arange(-order, grid_size + order + 1, dtype=work) * h).astype(dtype)
 
 
+EXTRAPOLATION_REACH = 1000.0
+"""How far (in widths of the base interval) ``extrapolate=True`` continues the end pieces."""
+
+
+def extrapolation_bounds(lo, hi):
+    """``(lo - R (hi - lo), hi + R (hi - lo))`` with ``R = EXTRAPOLATION_REACH``: the inputs where an
+    extrapolating spline on the base interval ``[lo, hi]`` continues its end pieces; beyond, it is
+    constant. A cubic there is at most ``(R G)^3 / 6`` times its coefficients (``G`` intervals):
+    finite in float32 (max ~3e38) for any input, where ``x**3`` at ``x = 1e30`` is not."""
+    w = hi - lo
+    return lo - EXTRAPOLATION_REACH * w, hi + EXTRAPOLATION_REACH * w
+
+
+def clamp(x, lo, hi):
+    """``x`` clamped to ``[lo, hi]``, with x-derivative 1 on the closed interval (``jnp.clip``
+    halves it where ``x`` equals a bound) and 0 outside."""
+    return jnp.where(x < lo, lo, jnp.where(x > hi, hi, x))
+
+
 def _safe_inv(d):
     """1/d where d > 0, else 0 (gradient-safe)."""
     pos = d > 0
@@ -98,7 +119,14 @@ def bspline_basis(x: jax.Array, knots: jax.Array, order: int, *, extrapolate: bo
     With ``extrapolate=True`` the basis outside the base interval ``[t_k, t_{n_basis}]`` is the
     polynomial continuation of the first / last base interval's pieces, so that
     ``sum_m c_m B_m(x)`` equals ``scipy.interpolate.BSpline(knots, c, k, extrapolate=True)(x)``
-    everywhere (inside the base interval both modes agree).
+    within ``EXTRAPOLATION_REACH`` base-interval widths of the base interval (inside the base
+    interval both modes agree). Farther out the input is clamped to that bound (``extrapolation_bounds``):
+    the basis, and so every spline, holds its value there (x-derivative 0). Without the bound a
+    degree-``k`` piece grows like ``x**k``: a cubic at ``x = 1e30`` is ``1e90``, infinite in float32.
+
+    Without ``extrapolate`` every basis function is 0 outside the knot span ``[t_0, t_{-1})``,
+    for any finite ``x`` (the recursion's factors see ``x`` clamped into the span, so values and
+    gradients stay finite at any magnitude).
 
     Args:
       x: inputs of shape ``(..., n)``.
@@ -118,7 +146,10 @@ def bspline_basis(x: jax.Array, knots: jax.Array, order: int, *, extrapolate: bo
     if extrapolate:  # pick the interval with x clamped into the base interval; evaluate at x
         lo, hi = t[:, order : order + 1], t[:, t.shape[-1] - order - 1 : t.shape[-1] - order]
         xs = jnp.clip(x, lo, jnp.nextafter(hi, lo))
+        x = clamp(x, *extrapolation_bounds(lo, hi))
     b = ((xs >= t[:, :-1]) & (xs < t[:, 1:])).astype(t.dtype)  # (..., n, K-1)
+    if not extrapolate:  # outside the span every b is 0; clamped, the factors below stay finite
+        x = clamp(x, t[:, :1], t[:, -1:])
     for p in range(1, order + 1):
         t_lo = t[:, : -(p + 1)]  # t_m
         t_lo_p = t[:, p:-1]  # t_{m+p}
@@ -304,11 +335,17 @@ def is_nested(knots, new_knots, *, rtol: float = 1e-9) -> bool:
     t = np.asarray(knots, dtype=np.float64)
     s = np.asarray(new_knots, dtype=np.float64)
     for row_t, row_s in zip(t, s):
-        tol = rtol * max(1.0, float(np.abs(row_s).max()))
-        inside = row_t[(row_t > row_s[0] + tol) & (row_t < row_s[-1] - tol)]
-        if inside.size and np.abs(inside[:, None] - row_s[None, :]).min(axis=1).max() > tol:
+        inside = row_t[(row_t > row_s[0] + _knot_tol(row_s[0], rtol)) & (row_t < row_s[-1] - _knot_tol(row_s[-1], rtol))]
+        if inside.size and np.any(np.abs(inside[:, None] - row_s[None, :]).min(axis=1) > _knot_tol(inside, rtol)):
             return False
     return True
+
+
+def _knot_tol(u, rtol: float):
+    """How close two knots near ``u`` must be to count as one: ``rtol * max(1, |u|)``, relative to
+    the knot itself (a tolerance from the row's largest knot would, on a grid adapted to samples
+    with one at 1e30, merge every knot within 1e21 of each other)."""
+    return rtol * np.maximum(1.0, np.abs(u))
 
 
 def _boehm_insert(t: np.ndarray, c: np.ndarray, u: float, order: int) -> tuple[np.ndarray, np.ndarray]:
@@ -353,13 +390,12 @@ def insert_knots(knots, coef, new_knots, order: int, *, rtol: float = 1e-9) -> n
     k = order
     out = []
     for t, c, s in zip(t_all, c_all, s_all):
-        tol = rtol * max(1.0, float(np.abs(s).max()))
-        if s[0] < t[0] - tol or s[-1] > t[-1] + tol:
+        if s[0] < t[0] - _knot_tol(t[0], rtol) or s[-1] > t[-1] + _knot_tol(t[-1], rtol):
             raise ValueError("insert_knots: new_knots must lie within the old knot span")
         tt = np.concatenate([t[0] - (t[1] - t[0]) * np.arange(k, 0, -1), t, t[-1] + (t[-1] - t[-2]) * np.arange(1, k + 1)])
         cc = np.pad(c, ((0, 0), (k, k)))
         for u in s:
-            if np.abs(tt - u).min() > tol:
+            if np.abs(tt - u).min() > _knot_tol(u, rtol):
                 tt, cc = _boehm_insert(tt, cc, u, k)
         first = int(np.argmin(np.abs(tt - s[0])))
         out.append(cc[:, first : first + s.shape[0] - k - 1])

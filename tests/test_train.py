@@ -13,6 +13,7 @@ import kan_jax
 from kan_jax import data, train
 from kan_jax.train import loop, models
 from kan_jax.train.pipelines import fit as fit_pipeline
+from kan_jax.train.checkpoint import model_state
 
 
 @pytest.fixture(autouse=True)
@@ -197,7 +198,7 @@ def _final_params(workdir):
     m = train.make_model(c, grid_size=meta["grid_size"])
     opt = train.make_optimizer(c.optimizer, 1)
     like = train.loop.init_opt_state(opt, nnx.state(m, nnx.Param), lbfgs=True)
-    st = ck.restore_state(step, fit_pipeline._ckpt_state(m, like, jax.random.PRNGKey(0)))
+    st = ck.restore_state(step, model_state(m, like, jax.random.PRNGKey(0)))
     ck.close()
     return step, st
 

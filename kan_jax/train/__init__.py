@@ -30,8 +30,8 @@ from kan_jax.train.config import ConfigError, load_dataset, stage_plan, validate
 from kan_jax.train.loop import FitState, evaluate, fit, predict
 from kan_jax.train.models import MLP, count_params, make_model, mlp_widths_matching
 from kan_jax.train.optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
-from kan_jax.train.pipelines import PIPELINES, register_pipeline
-from kan_jax.train.runner import Preempted, summary_line, train_and_evaluate
+from kan_jax.train.pipelines import PIPELINES, Preempted, register_pipeline
+from kan_jax.train.runner import summary_line, train_and_evaluate
 from kan_jax.train.workdir import MetricsWriter, read_json, write_json
 
 __all__ = [

@@ -28,7 +28,8 @@ from kan_jax.compilation import quick_jit
 from kan_jax.train import sharding
 from kan_jax.train.models import count_params
 
-__all__ = ["fit", "evaluate", "predict", "make_loss_fn", "init_opt_state", "FitState", "chunk_boundaries", "device_array"]
+__all__ = ["fit", "evaluate", "predict", "make_loss_fn", "init_opt_state", "FitState", "chunk_boundaries", "device_array",
+           "stop_requested"]
 
 
 @dataclasses.dataclass
@@ -275,6 +276,7 @@ def fit(
     stop_on_nan: bool = True,
     stop_on_stall: bool = False,
     mesh: jax.sharding.Mesh | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> tuple[nnx.Module, dict]:
     """Trains a copy of ``model`` on ``dataset`` for ``steps`` optimizer steps (pykan ``fit`` semantics).
 
@@ -314,10 +316,14 @@ def fit(
         (``sharding.state_shardings``), and every step keeps that layout. The programs compute
         on the global arrays: the loss is the mean over all samples, grid updates see all of
         them. None (default): the default device.
+      should_stop: called after every chunk that does not end the fit; when it returns True the fit
+        stops there (``history["preempted"]``; the caller checkpoints ``history["state"]``). The
+        command line sets it from SIGTERM/SIGINT. With several processes they stop together: the
+        answers are combined over processes (any one asking stops all).
 
     Returns:
       ``(model, history)``; ``history``: ``step`` and ``train_loss`` (one entry per step run),
-      ``diverged`` and ``stalled`` (bools), ``diverged_step`` (the first step whose loss is not
+      ``diverged``, ``stalled`` and ``preempted`` (bools), ``diverged_step`` (the first step whose loss is not
       finite; None unless diverged), ``state`` (the final ``FitState``, with the optimizer state;
       its ``step`` is where the run stopped: the end of the chunk holding ``diverged_step``).
     """
@@ -348,7 +354,7 @@ def fit(
         stop_grid_update_step=stop_grid_update_step,
     )
     hist_steps, hist_loss = [], []
-    diverged = stalled = False
+    diverged = stalled = preempted = False
     diverged_step = None
     last_loss = None  # the loss each chunk starts from is the previous chunk's last (same params)
     step = start_step
@@ -386,10 +392,24 @@ def fit(
             graphdef, params, rest = nnx.split(model, nnx.Param, ...)
             if stalled:
                 break
+            if should_stop is not None and step != steps and stop_requested(should_stop):
+                preempted = True
+                break
     model = nnx.merge(graphdef, params, rest)
     # nnx.merge builds a fresh module: callers must use the returned model.
     return model, {"step": hist_steps, "train_loss": hist_loss, "diverged": diverged, "diverged_step": diverged_step,
-                   "stalled": stalled, "state": FitState(step, model, opt_state)}
+                   "stalled": stalled, "preempted": preempted, "state": FitState(step, model, opt_state)}
+
+
+def stop_requested(should_stop: Callable[[], bool]) -> bool:
+    """``should_stop()``, combined over processes: all stop at the same chunk or the next
+    collective would wait forever for the ones that stopped."""
+    stop = bool(should_stop())
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        stop = bool(np.any(multihost_utils.process_allgather(np.asarray(stop))))
+    return stop
 
 
 def device_array(a) -> jax.Array:

@@ -11,23 +11,20 @@ from __future__ import annotations
 import os
 import time
 import traceback
+from collections.abc import Callable
 
 import jax
 from absl import logging
 
 from kan_jax.train.config import PRECISIONS, ConfigError, load_dataset, validate_config
 from kan_jax.train import sharding
-from kan_jax.train.pipelines import PIPELINES
+from kan_jax.train.pipelines import PIPELINES, Preempted
 from kan_jax.train.workdir import check_or_write_config, clear_run, read_json, setup_compilation_cache, write_json
 
-__all__ = ["train_and_evaluate", "summary_line", "Preempted"]
+__all__ = ["train_and_evaluate", "summary_line"]
 
 
-class Preempted(Exception):
-    """Raised to stop a run that was asked to stop (results.json status "preempted")."""
-
-
-def train_and_evaluate(config, workdir: str, *, restart: bool = False) -> dict:
+def train_and_evaluate(config, workdir: str, *, restart: bool = False, should_stop: Callable[[], bool] | None = None) -> dict:
     """Runs the experiment ``config`` in ``workdir`` and returns the results dict (also results.json).
 
     Dispatches on ``config.pipeline``. Resumes from ``workdir/checkpoints`` when a run
@@ -35,9 +32,14 @@ def train_and_evaluate(config, workdir: str, *, restart: bool = False) -> dict:
     ``restart``: once the config has passed its checks, delete the workdir's run files
     (``workdir.clear_run``: config.json, metrics, results, checkpoints, plots) and start over,
     whatever config they were from.
+    ``should_stop``: polled between training chunks and stages (the command line sets it from
+    SIGTERM and SIGINT); once it returns True the run checkpoints where it is, writes results.json
+    with ``status: "preempted"`` and where (``preempted_step``, ``preempted_stage``), and raises
+    ``Preempted``. Rerunning resumes from that checkpoint.
 
     Raises:
       ConfigError: bad config values or a workdir holding a different config (nothing written).
+      Preempted: ``should_stop`` asked the run to stop (results.json status "preempted").
       Exception: whatever stopped the run (results.json then has status "failed" and the error).
     """
     if not workdir:
@@ -46,10 +48,10 @@ def train_and_evaluate(config, workdir: str, *, restart: bool = False) -> dict:
     if dtype not in PRECISIONS:
         raise ConfigError(f"dtype must be one of {list(PRECISIONS)}, got {dtype!r}")
     with jax.enable_x64(dtype == "float64"):
-        return _run(config, os.path.abspath(workdir), restart)
+        return _run(config, os.path.abspath(workdir), restart, should_stop)
 
 
-def _run(config, workdir: str, restart: bool = False) -> dict:
+def _run(config, workdir: str, restart: bool, should_stop) -> dict:
     setup_compilation_cache(config)
     try:
         validate_config(config)
@@ -75,14 +77,12 @@ def _run(config, workdir: str, restart: bool = False) -> dict:
             return prev
     start = time.time()
     try:
-        return PIPELINES[config.pipeline](config, workdir)
+        return PIPELINES[config.pipeline](config, workdir, should_stop=should_stop)
     except (Preempted, KeyboardInterrupt) as err:
-        write_json(results_path, _failure(config, "preempted", err, start))
+        _write_failure(results_path, {**_failure(config, "preempted", err, start), **getattr(err, "where", {})})
         raise
     except Exception as err:
-        res = _failure(config, "failed", err, start)
-        res["traceback"] = traceback.format_exc(limit=20)
-        write_json(results_path, res)
+        _write_failure(results_path, {**_failure(config, "failed", err, start), "traceback": traceback.format_exc(limit=20)})
         raise
 
 
@@ -104,6 +104,15 @@ def summary_line(results: dict, workdir: str) -> str:
         mesh = ",".join(f"{a}:{n}" for a, n in (results.get("mesh") or {}).items())
         msg += f"; {results.get('n_devices')} devices (mesh {mesh}), {results.get('n_processes')} process(es)"
     return msg + f"; results, metrics and plots/ in {workdir}"
+
+
+def _write_failure(path: str, results: dict) -> None:
+    """results.json of a run that did not complete; when the workdir cannot take it (read-only,
+    disk full), the error that stopped the run is what the caller sees, not this one."""
+    try:
+        write_json(path, results)
+    except OSError as err:
+        logging.warning("could not write %s: %s", path, err)
 
 
 def _layout(config) -> dict:

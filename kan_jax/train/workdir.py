@@ -106,7 +106,7 @@ def check_or_write_config(workdir: str, config) -> bool:
     return False
 
 
-RUN_FILES = ("config.json", "metrics.jsonl", "results.json", "checkpoints", "plots")
+RUN_FILES = ("config.json", "metrics.jsonl", "results.json", "checkpoints", "checkpoints_corrupt", "plots")
 """What a run writes into its workdir (``clear_run`` deletes these and nothing else)."""
 
 
@@ -147,24 +147,14 @@ class MetricsWriter:
     """Appends one JSON object per logged step to ``metrics.jsonl`` (and TensorBoard when available)."""
 
     def __init__(self, workdir: str, *, resume_step: int | None = None):
+        """``resume_step``: keep the lines of steps up to it (a resumed run); None: start empty."""
         self.path = os.path.join(workdir, "metrics.jsonl")
         self._tb = None
+        self.last_step = -1  # the highest step in the file
         self.enabled = is_writer()  # other processes of a multi-process run write nothing
         if not self.enabled:
             return
-        keep = []
-        if resume_step is not None and os.path.exists(self.path):
-            # A resumed run rewrites the steps after its checkpoint: drop them so the file
-            # matches an uninterrupted run's.
-            for line in open(self.path):
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    continue
-                if rec.get("step", 0) <= resume_step:
-                    keep.append(line if line.endswith("\n") else line + "\n")
-        with open(self.path, "w") as f:
-            f.writelines(keep)
+        self._rewrite(-1 if resume_step is None else resume_step)
         try:
             from tensorboardX import SummaryWriter  # optional
 
@@ -172,11 +162,27 @@ class MetricsWriter:
         except Exception:  # noqa: BLE001 - any import/setup failure means no TensorBoard
             self._tb = None
 
+    def truncate(self, step: int) -> None:
+        """Drops the lines of steps after ``step``: a run about to train from ``step`` on (resumed
+        from a checkpoint there) rewrites them, so the file matches an uninterrupted run's."""
+        if self.enabled and self.last_step > step:
+            self._rewrite(step)
+
+    def _rewrite(self, step: int) -> None:
+        keep = [rec for rec in self.read() if rec.get("step", 0) <= step]  # half-written lines are dropped
+        # Atomically (tmp file + rename): a run killed here keeps the old file.
+        tmp = f"{self.path}.tmp{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.writelines(json.dumps(rec, default=_jsonable) + "\n" for rec in keep)
+        os.replace(tmp, self.path)
+        self.last_step = max([rec.get("step", 0) for rec in keep], default=-1)
+
     def write(self, record: dict) -> None:
         if not self.enabled:
             return
         with open(self.path, "a") as f:
             f.write(json.dumps(record, default=_jsonable) + "\n")
+        self.last_step = max(self.last_step, int(record.get("step", 0)))
         if self._tb is not None:
             for k, v in record.items():
                 if k != "step" and isinstance(v, (int, float)):

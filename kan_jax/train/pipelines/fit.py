@@ -21,9 +21,9 @@ from flax import nnx
 
 from kan_jax import plot as kplot
 from kan_jax.train import loop, models, optim, sharding
-from kan_jax.train.checkpoint import Checkpointer
+from kan_jax.train.checkpoint import Checkpointer, load_model_state, model_state
 from kan_jax.train.config import load_dataset, stage_plan
-from kan_jax.train.pipelines import register_pipeline
+from kan_jax.train.pipelines import Preempted, register_pipeline
 from kan_jax.train.workdir import MetricsWriter, Progress, is_writer, write_json
 
 __all__ = ["run_fit"]
@@ -33,23 +33,12 @@ __all__ = ["run_fit"]
 _after_checkpoint: Callable[[int], None] | None = None
 
 
-def _ckpt_state(model, opt_state, key):
-    _, params, rest = nnx.split(model, nnx.Param, ...)
-    return {"params": nnx.to_pure_dict(params), "rest": nnx.to_pure_dict(rest), "opt_state": opt_state,
-            # The key as a host array: the same on every process (orbax saves it once).
-            "key": np.asarray(jax.random.key_data(key))}
-
-
-def _load_into(model, state_dict):
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    nnx.replace_by_pure_dict(params, state_dict["params"])
-    nnx.replace_by_pure_dict(rest, state_dict["rest"])
-    return nnx.merge(graphdef, params, rest)
-
-
 @register_pipeline("fit")
-def run_fit(config, workdir: str) -> dict:
-    """The "fit" pipeline: train the model through the grid-extension stages, evaluate, write outputs."""
+def run_fit(config, workdir: str, *, should_stop=None) -> dict:
+    """The "fit" pipeline: train the model through the grid-extension stages, evaluate, write outputs.
+
+    ``should_stop`` (see ``register_pipeline``): polled between chunks; once True, the step reached
+    is checkpointed and ``Preempted`` raised."""
     t_start = time.time()
     ds = load_dataset(config)
     plan = stage_plan(config)
@@ -65,20 +54,26 @@ def run_fit(config, workdir: str) -> dict:
         # ---- resume
         stage, stage_step, stage_records, prev_wall = 0, 0, [], 0.0
         opt_state = None
-        latest = ckpt.latest_step()
-        if latest is not None:
-            meta = ckpt.restore_meta(latest)
+        lbfgs = optim.is_lbfgs(config.optimizer)
+
+        def fresh_model(stage):  # on a mesh, in this run's layout (any device count saved the checkpoint)
+            model = models.make_model(config, grid_size=plan[stage][0])
+            return model if mesh is None else sharding.place_model(model, mesh)
+
+        def like(meta):  # the arrays a checkpoint of stage ``meta["stage"]`` restores into
+            model = fresh_model(meta["stage"])
+            optimizer = optim.make_optimizer(config.optimizer, plan[meta["stage"]][1])
+            return model_state(model, loop.init_opt_state(optimizer, nnx.state(model, nnx.Param), lbfgs=lbfgs), key)
+
+        restored = ckpt.restore_latest(like)  # the newest that restores (damaged ones are set aside)
+        latest = None if restored is None else restored[0]
+        if restored is not None:
+            _, meta, state = restored
             stage, stage_step, stage_records = meta["stage"], meta["stage_step"], meta["stages"]
             prev_wall = float(meta.get("wall_time_s", 0.0))
-            model = models.make_model(config, grid_size=plan[stage][0])
-            optimizer = optim.make_optimizer(config.optimizer, plan[stage][1])
-            if mesh is not None:  # restore straight into this run's layout (any device count saved it)
-                model = sharding.place_model(model, mesh)
-            like = _ckpt_state(model, loop.init_opt_state(optimizer, nnx.state(model, nnx.Param), lbfgs=optim.is_lbfgs(config.optimizer)), key)
-            restored = ckpt.restore_state(latest, like)
-            model = _load_into(model, restored)
-            opt_state = restored["opt_state"]
-            key = jax.random.wrap_key_data(restored["key"]) if _is_typed(key) else jnp.asarray(restored["key"])
+            model = load_model_state(fresh_model(stage), state)
+            opt_state = state["opt_state"]
+            key = jax.random.wrap_key_data(state["key"]) if _is_typed(key) else jnp.asarray(state["key"])
             logging.info("resumed from step %d (stage %d, stage step %d)", latest, stage, stage_step)
             if stage_step >= plan[stage][1]:  # that stage was finished
                 stage, stage_step, opt_state = stage + 1, 0, None
@@ -114,7 +109,7 @@ def run_fit(config, workdir: str) -> dict:
             def checkpoint_fn(fs, s=s, base=base, grid_size=grid_size):
                 meta = {"stage": s, "stage_step": fs.step, "stages": stage_records, "grid_size": grid_size,
                         "wall_time_s": prev_wall + time.time() - t_start}
-                ckpt.save(base + fs.step, _ckpt_state(fs.model, fs.opt_state, key), meta)
+                ckpt.save(base + fs.step, model_state(fs.model, fs.opt_state, key), meta)
                 if _after_checkpoint is not None:
                     _after_checkpoint(base + fs.step)
 
@@ -123,7 +118,7 @@ def run_fit(config, workdir: str) -> dict:
                 ds,
                 steps=steps,
                 optimizer=optimizer,
-                lbfgs=optim.is_lbfgs(config.optimizer),
+                lbfgs=lbfgs,
                 batch_size=int(tr.batch_size),
                 grid_update_every=int(tr.grid_update_every),
                 stop_grid_update_step=int(tr.stop_grid_update_step),
@@ -137,8 +132,13 @@ def run_fit(config, workdir: str) -> dict:
                 checkpoint_fn=checkpoint_fn,
                 chunk_size=int(tr.chunk_size),
                 mesh=mesh,
+                should_stop=should_stop,
             )
             stage_step = 0
+            if hist["preempted"]:  # asked to stop: checkpoint the step reached, then stop
+                checkpoint_fn(hist["state"])
+                metrics.close()
+                raise Preempted(step=base + int(hist["state"].step), stage=s)
             if hist["diverged"]:  # stop at the first bad chunk; the last checkpoint is the last good state
                 diverged = {"diverged_step": base + hist["diverged_step"], "diverged_stage": s,
                             "diverged_grid_size": grid_size}
@@ -151,7 +151,10 @@ def run_fit(config, workdir: str) -> dict:
             logging.info("stage %d/%d G=%s: train_rmse %.3g test_rmse %.3g", s + 1, len(plan), grid_size, ev["train_rmse"], ev["test_rmse"])
             meta = {"stage": s, "stage_step": steps, "stages": stage_records, "grid_size": grid_size,
                     "wall_time_s": prev_wall + time.time() - t_start}
-            ckpt.save(base + steps, _ckpt_state(model, hist["state"].opt_state, key), meta)
+            ckpt.save(base + steps, model_state(model, hist["state"].opt_state, key), meta)
+            if should_stop is not None and s + 1 < len(plan) and loop.stop_requested(should_stop):
+                metrics.close()
+                raise Preempted(step=base + steps, stage=s)
         progress.close()
 
     ev = loop.evaluate(model, ds)

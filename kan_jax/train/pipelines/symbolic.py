@@ -51,7 +51,15 @@ With ``training.stop_on_stall`` (True in configs/symbolic.py) a stage ends early
 chunk of its steps left the loss bit-equal and no grid update is left (``loop.fit``); the stage
 then has ``stalled: true`` and ``steps`` counts the steps that ran.
 
-No mid-run checkpoints: a rerun restarts (the whole pipeline is minutes on a CPU).
+Checkpoints and resuming (``StageStore``): every training stage ends with a checkpoint of its
+network, kept for the whole run, and a long stage also checkpoints every ``checkpoint_every``
+steps. A rerun of the same command replays the pipeline from the start: a stage whose end is
+checkpointed is restored instead of trained, the host-side work between stages (pruning,
+refining, symbolic fits, formulas) runs again and, being deterministic, rebuilds the same
+networks, and the stage that was running resumes from its newest checkpoint. A killed or
+preempted run therefore ends with the same formula as an uninterrupted one. ``should_stop`` is
+polled between chunks and before each stage and formula; once True, the run checkpoints where
+it is and raises ``Preempted`` naming the step, stage and attempt.
 
 Compiled programs: pruning masks nodes and the prune search's candidates are masks of the same
 network, so the sparse, prune and prune-search stages run one compiled training loop (the
@@ -76,8 +84,9 @@ from flax import nnx
 from kan_jax import prune as kprune
 from kan_jax import symbolic as S
 from kan_jax.train import loop, models, optim, sharding
+from kan_jax.train.checkpoint import Checkpointer, load_model_state, model_state
 from kan_jax.train.config import ConfigError, check_number, load_dataset, require_fields
-from kan_jax.train.pipelines import register_pipeline
+from kan_jax.train.pipelines import Preempted, register_pipeline
 from kan_jax.train.workdir import MetricsWriter, is_writer, write_json
 
 
@@ -129,13 +138,102 @@ def _check_symbolic(config) -> None:
     _weights_simple(config)
 
 
+class StageStore:
+    """The symbolic pipeline's checkpoints in ``workdir/checkpoints``, numbered in the order written.
+
+    A training stage is one ``train`` call; calls are counted over the whole run (``call``), in
+    the order a run makes them, which a replay repeats. ``save_end`` keeps a stage's final network
+    for the rest of the run (meta: how many steps ran, diverged, stalled); ``save_mid`` keeps the
+    network and optimizer state every ``checkpoint_every`` steps of a stage (dropped once the
+    stage ends). A checkpoint that does not restore is warned about and set aside
+    (``Checkpointer.set_aside``); the stage then resumes from an earlier one, or is trained again.
+    """
+
+    def __init__(self, ckpt: Checkpointer):
+        self.ckpt = ckpt
+        self.calls = 0  # ``train`` calls made so far in this process (replayed ones included)
+        self.ends, self.mids, self.metas = {}, {}, {}  # call -> its end step / newest mid step; step -> meta
+        for step in ckpt.all_steps():
+            try:
+                meta = ckpt.restore_meta(step)
+            except Exception as err:  # noqa: BLE001 - damaged metadata: the checkpoint is unusable
+                logging.warning("checkpoint %d does not restore (%s): moved to %s", step, err, ckpt.set_aside(step))
+                continue
+            self.metas[step] = meta
+            (self.ends if meta["end"] else self.mids)[meta["call"]] = step
+        self._next = max(ckpt.all_steps(), default=-1) + 1
+
+    @property
+    def resume_step(self) -> int:
+        """The highest global step a checkpoint holds (-1: none): metrics up to it stay valid."""
+        return max((m["global_step"] for m in self.metas.values()), default=-1)
+
+    def next_call(self) -> int:
+        self.calls += 1
+        return self.calls - 1
+
+    def restore_end(self, call: int, model):
+        """``(model, meta)`` of stage ``call``'s end checkpoint (in ``model``'s structure), or None."""
+        state = self._restore(self.ends, call, model_state(model))
+        return None if state is None else (load_model_state(model, state[1]), state[0])
+
+    def restore_mid(self, call: int, model, opt_like):
+        """``(stage_step, model, opt_state)`` from stage ``call``'s newest mid-stage checkpoint, or
+        ``(0, model, None)``. ``opt_like``: an optimizer state of the right structure."""
+        state = self._restore(self.mids, call, model_state(model, opt_like))
+        if state is None:
+            return 0, model, None
+        return int(state[0]["stage_step"]), load_model_state(model, state[1]), state[1]["opt_state"]
+
+    def _restore(self, steps: dict, call: int, like: dict):
+        step = steps.get(call)
+        if step is None:
+            return None
+        try:
+            return self.metas[step], self.ckpt.restore_state(step, like)
+        except Exception as err:  # noqa: BLE001 - damaged arrays: fall back to what is left
+            logging.warning("checkpoint %d (stage %s) does not restore (%s: %s): moved to %s; falling back",
+                            step, self.metas[step]["stage"], type(err).__name__, str(err)[:300], self.ckpt.set_aside(step))
+            del steps[call], self.metas[step]
+            return None
+
+    def save_mid(self, call: int, model, opt_state, meta: dict) -> None:
+        step = self.mids.get(call)
+        if step is not None and self.metas[step]["stage_step"] == meta["stage_step"]:
+            return  # that step is saved already
+        self._save(self.mids, call, model_state(model, opt_state), {**meta, "call": call, "end": False})
+
+    def save_end(self, call: int, model, meta: dict) -> None:
+        self._save(self.ends, call, model_state(model), {**meta, "call": call, "end": True})
+        step = self.mids.pop(call, None)
+        if step is not None:  # the stage's end supersedes its mid-stage checkpoint
+            self.ckpt.delete(step)
+            del self.metas[step]
+
+    def _save(self, steps: dict, call: int, state: dict, meta: dict) -> None:
+        old = steps.get(call)
+        self.ckpt.save(self._next, state, meta)
+        steps[call], self.metas[self._next] = self._next, meta
+        self._next += 1
+        if old is not None:
+            self.ckpt.delete(old)
+            del self.metas[old]
+
+
 @register_pipeline("symbolic", check=_check_symbolic)
-def run_symbolic(config, workdir: str) -> dict:
-    """Runs the symbolic pipeline (with restarts); returns (and writes) the results dict."""
+def run_symbolic(config, workdir: str, *, should_stop=None) -> dict:
+    """Runs the symbolic pipeline (with restarts); returns (and writes) the results dict.
+
+    Resumes from ``workdir/checkpoints`` (``StageStore``); ``should_stop``: see ``register_pipeline``."""
+    with Checkpointer(workdir, max_to_keep=None) as ckpt:  # every stage's end is kept: a replay needs them all
+        return _run_symbolic(config, workdir, StageStore(ckpt), should_stop)
+
+
+def _run_symbolic(config, workdir: str, store: StageStore, should_stop) -> dict:
     t0 = time.time()  # config checked by train_and_evaluate (validate_config runs _check_symbolic)
     restarts = int(config.symbolic.restarts)
     ds = load_dataset(config)
-    metrics = MetricsWriter(workdir, resume_step=-1)
+    metrics = MetricsWriter(workdir, resume_step=store.resume_step)
     exact = _exact_level(config, ds)
     optimizers = {}  # shared by the attempts: the same optimizer objects, the same compiled loops
 
@@ -144,12 +242,15 @@ def run_symbolic(config, workdir: str) -> dict:
         for r in range(restarts):
             if r:
                 logging.info("formula not exact (train rmse <= %.3g): restarting with seed %d", exact, int(config.seed) + r)
-            att = run_attempt(config, ds, seed=int(config.seed) + r, metrics=metrics, step0=step0, optimizers=optimizers)
+            att = run_attempt(config, ds, seed=int(config.seed) + r, metrics=metrics, step0=step0, optimizers=optimizers,
+                              store=store, should_stop=should_stop)
             step0 = att["steps"]
             yield att
 
-    best, done = _best_until_exact(runs(), exact)
-    metrics.close()
+    try:
+        best, done = _best_until_exact(runs(), exact)
+    finally:
+        metrics.close()
     attempts = [{"seed": a["seed"], "formula": a["results_formula"]["formula"], "formula_train_rmse": a["formula_train_rmse"],
                  "pruned_widths": a["pruned"]} for a in done]
     mesh = sharding.mesh_for(config)
@@ -202,6 +303,8 @@ class Attempt:
       stages: one record per stage run (results.json ``stages``).
       optimizers: one optimizer object per step count (L-BFGS: one in all), so compiled loops are shared.
       mesh: the devices the training stages run on (``sharding.mesh_for``; None on one device).
+      store: the run's checkpoints (``StageStore``; None: none are written).
+      should_stop: polled between chunks, stages and formulas (None: never stops).
     """
 
     config: Any
@@ -215,6 +318,14 @@ class Attempt:
     stages: list = dataclasses.field(default_factory=list)
     optimizers: dict = dataclasses.field(default_factory=dict)
     mesh: Any = None
+    store: StageStore | None = None
+    should_stop: Any = None
+
+    def check_stop(self, stage: str, step: int) -> None:
+        """Raises ``Preempted`` when asked to stop; called where everything up to global ``step``
+        is checkpointed: a rerun replays up to here."""
+        if self.should_stop is not None and loop.stop_requested(self.should_stop):
+            raise Preempted(step=step, stage=stage, attempt=self.seed - int(self.config.seed))
 
     @property
     def x_train(self) -> jax.Array:
@@ -237,13 +348,15 @@ class Attempt:
         return S.SYMBOLIC_LIB if self.lib is None else self.lib
 
 
-def run_attempt(config, ds, *, seed: int, metrics, step0: int, optimizers: dict | None = None) -> dict:
+def run_attempt(config, ds, *, seed: int, metrics, step0: int, optimizers: dict | None = None,
+                store: StageStore | None = None, should_stop=None) -> dict:
     """One run of the pipeline from ``seed``: train, prune, refine, symbolic passes, formula.
 
     ``optimizers`` (step count -> optimizer, filled as needed) may be shared between attempts so
-    they run the same compiled training loops."""
+    they run the same compiled training loops. ``store``, ``should_stop``: see ``Attempt``."""
     st = Attempt(config=config, ds=ds, seed=seed, metrics=metrics, step0=step0,
-                 optimizers={} if optimizers is None else optimizers, mesh=sharding.mesh_for(config))
+                 optimizers={} if optimizers is None else optimizers, mesh=sharding.mesh_for(config),
+                 store=store, should_stop=should_stop)
     if config.symbolic.standardize:
         st.mu, st.sigma = float(np.mean(ds.y_train)), float(np.std(ds.y_train)) or 1.0
     st.fit_ds = _standardized(ds, st.mu, st.sigma)
@@ -272,34 +385,72 @@ def train(st: Attempt, model, steps: int, name: str, *, regularization=None, lam
     """Trains ``model`` ``steps`` steps on ``st.fit_ds`` (``loop.fit``); records stage ``name``."""
     if steps <= 0:
         return model
-    tr = st.config.training
     lbfgs = optim.is_lbfgs(st.config.optimizer)
     opt_key = None if lbfgs else steps
     if opt_key not in st.optimizers:
         st.optimizers[opt_key] = optim.make_optimizer(st.config.optimizer, steps)
     base = st.step0
+    call = None if st.store is None else st.store.next_call()
+    done = None if st.store is None else st.store.restore_end(call, model)
+    if done is not None:  # a replay: this stage ended before the run was stopped
+        model, meta = done
+        ran, diverged, stalled, diverged_step = meta["ran"], meta["diverged"], meta["stalled"], meta["diverged_step"]
+    else:
+        model, hist = _fit_stage(st, model, steps, name, call, optimizer=st.optimizers[opt_key], lbfgs=lbfgs,
+                                 regularization=regularization, lamb=lamb, grid_update=grid_update)
+        ran = int(hist["state"].step)  # fewer than ``steps`` when the stage diverged or stalled
+        diverged, stalled = bool(hist["diverged"]), bool(hist["stalled"])
+        diverged_step = base + hist["diverged_step"] if diverged else None
+        if st.store is not None:
+            st.store.save_end(call, model, {"stage": name, "seed": st.seed, "stage_step": ran, "global_step": base + ran,
+                                            "ran": ran, "diverged": diverged, "stalled": stalled,
+                                            "diverged_step": diverged_step})
+    st.step0 += ran
+    ev = _evaluate(st, model)
+    st.stages.append({"stage": name, "steps": ran, "widths": _widths(model), "grid_size": int(model.grid_size),
+                      "train_rmse": ev["train_rmse"], "test_rmse": ev["test_rmse"],
+                      "diverged": diverged, "stalled": stalled,
+                      **({"diverged_step": diverged_step} if diverged else {})})
+    logging.info("%s: train_rmse %.3g test_rmse %.3g", name, ev["train_rmse"], ev["test_rmse"])
+    return model
+
+
+def _fit_stage(st: Attempt, model, steps: int, name: str, call, *, optimizer, lbfgs, regularization, lamb, grid_update):
+    """``train``'s training: ``loop.fit`` from the stage's newest mid-stage checkpoint (if any),
+    checkpointing every ``checkpoint_every`` steps; on a stop request, checkpoints the step
+    reached and raises ``Preempted``. Returns ``(model, history)``."""
+    tr = st.config.training
+    base = st.step0
+    start, opt_state = 0, None
+    if st.store is not None:
+        start, model, opt_state = st.store.restore_mid(
+            call, model, loop.init_opt_state(optimizer, nnx.state(model, nnx.Param), lbfgs=lbfgs))
+    st.check_stop(name, base + start)
+    st.metrics.truncate(base + start)  # lines past the resume point are written again
 
     def log_fn(step, live, info):
         st.metrics.write({"step": base + step, "stage": name, "seed": st.seed, "train_loss": info["train_loss"],
                           **_evaluate(st, live)})
 
+    def checkpoint_fn(fs):
+        if st.store is not None:
+            st.store.save_mid(call, fs.model, fs.opt_state, {"stage": name, "seed": st.seed, "stage_step": int(fs.step),
+                                                              "global_step": base + int(fs.step)})
+
     every = int(tr.grid_update_every) if grid_update else 0
     model, hist = loop.fit(
-        model, st.fit_ds, steps=steps, optimizer=st.optimizers[opt_key], lbfgs=lbfgs,
+        model, st.fit_ds, steps=steps, optimizer=optimizer, lbfgs=lbfgs,
         batch_size=int(tr.batch_size), chunk_size=int(tr.chunk_size),
         grid_update_every=every, stop_grid_update_step=int(tr.stop_grid_update_step) if every else 0,
         regularization=regularization, lamb=lamb, key=jax.random.fold_in(jax.random.PRNGKey(st.seed), len(st.stages)),
-        log_every=int(tr.log_every), log_fn=log_fn, stop_on_stall=bool(tr.stop_on_stall), mesh=st.mesh,
+        start_step=start, opt_state=opt_state, log_every=int(tr.log_every), log_fn=log_fn,
+        checkpoint_every=int(st.config.checkpoint_every) if st.store is not None else 0, checkpoint_fn=checkpoint_fn,
+        stop_on_stall=bool(tr.stop_on_stall), mesh=st.mesh, should_stop=st.should_stop,
     )
-    ran = int(hist["state"].step)  # fewer than ``steps`` when the stage diverged or stalled
-    st.step0 += ran
-    ev = _evaluate(st, model)
-    st.stages.append({"stage": name, "steps": ran, "widths": _widths(model), "grid_size": int(model.grid_size),
-                      "train_rmse": ev["train_rmse"], "test_rmse": ev["test_rmse"],
-                      "diverged": bool(hist["diverged"]), "stalled": bool(hist["stalled"]),
-                      **({"diverged_step": base + hist["diverged_step"]} if hist["diverged"] else {})})
-    logging.info("%s: train_rmse %.3g test_rmse %.3g", name, ev["train_rmse"], ev["test_rmse"])
-    return model
+    if hist["preempted"]:
+        checkpoint_fn(hist["state"])
+        raise Preempted(step=base + int(hist["state"].step), stage=name, attempt=st.seed - int(st.config.seed))
+    return model, hist
 
 
 def _evaluate(st: Attempt, model) -> dict:
@@ -401,6 +552,7 @@ def symbolic_pass(st: Attempt, model, weight_simple: float, model_before: dict) 
         formula_train_rmse = float("inf")
         logging.warning("seed %d, weight_simple %g: %s", st.seed, weight_simple, results_formula["formula_error"])
     else:
+        st.check_stop("formula", st.step0)
         exact = _exact_level(st.config, st.ds)
         results_formula, formula_train_rmse = _formula(st.config, model, st.ds, sym_train, model_before, exact)
     logging.info("seed %d, weight_simple %g: formula %s (train rmse %.3g)", st.seed, weight_simple,
