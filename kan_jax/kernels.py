@@ -39,7 +39,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from kan_jax.splines import clamp, extrapolation_bounds
+from kan_jax.splines import clamp, clamp_to_reach
 
 # What users call; the basis evaluators are public math (tests compare them to scipy), the
 # local-window, chunking and custom-VJP pieces are internals of ``contract``.
@@ -136,9 +136,7 @@ def uniform_local(x, t0, h, order: int, *, deriv: bool = False, n_basis: int | N
     k = order
     reach = None
     if n_basis is not None:
-        lo_b, hi_b = extrapolation_bounds(t0 + k * h, t0 + n_basis * h)
-        reach = (x >= lo_b) & (x <= hi_b)  # beyond: constant values, zero derivatives
-        x = clamp(x, lo_b, hi_b)
+        x, reach = clamp_to_reach(x, t0 + k * h, t0 + n_basis * h)  # beyond: constant values, zero derivatives
     u = (x - t0) / h
     u = jnp.clip(u, -k - 2.0, 1e7)
     jf = jnp.floor(u)
@@ -222,9 +220,7 @@ def general_basis(x, grid, order: int, *, deriv: bool = False, extrapolate: bool
     if extrapolate:
         lo, hi = t[:, k : k + 1], t[:, n_basis : n_basis + 1]
         xs = jnp.clip(x, lo, jnp.nextafter(hi, lo))
-        lo_b, hi_b = extrapolation_bounds(lo, hi)
-        reach = (x >= lo_b) & (x <= hi_b)  # beyond: constant values, zero derivatives
-        x = clamp(x, lo_b, hi_b)
+        x, reach = clamp_to_reach(x, lo, hi)  # beyond: constant values, zero derivatives
     else:
         xs = x
     tab = [t[:, i : i + n_basis] for i in range(k + 2)]  # t_{m+i}, (n, M)
@@ -300,9 +296,7 @@ def general_local(x, grid, order: int, *, deriv: bool = False, extrapolate: bool
     reach = None
     if extrapolate:  # base intervals only; their pieces are evaluated at x (clamped to the reach)
         j = jnp.clip(j, k, n_knots - k - 2)
-        lo_b, hi_b = extrapolation_bounds(t[:, k], t[:, n_knots - k - 1])
-        reach = (x >= lo_b) & (x <= hi_b)  # beyond: constant values, zero derivatives
-        x = clamp(x, lo_b, hi_b)
+        x, reach = clamp_to_reach(x, t[:, k], t[:, n_knots - k - 1])  # beyond: constant values, zero derivatives
     inside = (j >= 0) & (j < n_knots - 1)
     win = None
     if k > 0:

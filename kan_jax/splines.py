@@ -36,6 +36,7 @@ __all__ = [
     "validate_grid_args",
     "EXTRAPOLATION_REACH",
     "extrapolation_bounds",
+    "clamp_to_reach",
 ]
 
 
@@ -95,6 +96,13 @@ def extrapolation_bounds(lo, hi):
     finite in float32 (max ~3e38) for any input, where ``x**3`` at ``x = 1e30`` is not."""
     w = hi - lo
     return lo - EXTRAPOLATION_REACH * w, hi + EXTRAPOLATION_REACH * w
+
+
+def clamp_to_reach(x, lo, hi):
+    """``(x clamped to extrapolation_bounds(lo, hi), whether x was within them)``: an extrapolating
+    kernel evaluates its pieces at the clamped ``x`` and zeroes its x-derivatives where ``x`` was not."""
+    lo_b, hi_b = extrapolation_bounds(lo, hi)
+    return clamp(x, lo_b, hi_b), (x >= lo_b) & (x <= hi_b)
 
 
 def clamp(x, lo, hi):
