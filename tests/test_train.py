@@ -440,3 +440,23 @@ def test_checkpoint_max_to_keep_is_honoured(tmp_path):
     ck.close()
     with pytest.raises(ValueError, match="max_to_keep"):
         train.Checkpointer(str(tmp_path / "other"), max_to_keep=0)
+
+
+def test_checkpoint_saves_are_async_and_replaced_ones_go_after_their_successor(tmp_path):
+    """``save`` returns before the files are written; ``delete`` of the checkpoint a save replaces
+    waits until that save is on disk; ``wait``/``close`` leave every kept checkpoint restorable."""
+    ck = train.Checkpointer(str(tmp_path), max_to_keep=None)
+    ck.save(0, {"w": jnp.zeros((3,))}, {"step": 0})
+    ck.save(1, {"w": jnp.ones((3,))}, {"step": 1})  # finishes 0 first, then starts 1
+    ck.delete(0)  # 1 is in flight: 0 must stay until 1 is on disk
+    assert os.path.isdir(os.path.join(ck.directory, "0"))
+    ck.wait()
+    assert ck.all_steps() == [1]
+    assert not os.path.exists(os.path.join(ck.directory, "0"))
+    np.testing.assert_array_equal(ck.restore_state(1, {"w": jnp.zeros((3,))})["w"], np.ones(3))
+    ck.save(2, {"w": jnp.full((3,), 2.0)}, {"step": 2})
+    ck.close()  # waits for 2
+    ck2 = train.Checkpointer(str(tmp_path), max_to_keep=None)
+    assert ck2.all_steps() == [1, 2]
+    assert ck2.restore_meta(2) == {"step": 2}
+    ck2.close()

@@ -111,6 +111,7 @@ def run_fit(config, workdir: str, *, should_stop=None) -> dict:
                         "wall_time_s": prev_wall + time.time() - t_start}
                 ckpt.save(base + fs.step, model_state(fs.model, fs.opt_state, key), meta)
                 if _after_checkpoint is not None:
+                    ckpt.wait()  # the hook (a test's kill) sees the checkpoint on disk
                     _after_checkpoint(base + fs.step)
 
             model, hist = loop.fit(
