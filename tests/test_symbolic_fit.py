@@ -84,8 +84,11 @@ def test_rank_functions_ranks_sin_first():
     x, y = _data("sin", 3.0, 0.5, 2.0, 1.0, (-1.0, 1.0))
     top = sf.rank_functions(x, y, topk=3, **FAST)
     assert len(top) == 3
-    assert top[0].name == "sin"
-    assert top[0].complexity == 2
+    # sin(3x + 0.5) = cos(3x + 0.5 - pi/2): both fit exactly, and which r2 rounds closer to 1
+    # in float32 depends on the machine, so the two share the top places in either order.
+    assert {t.name for t in top[:2]} == {"sin", "cos"}
+    assert all(t.complexity == 2 and t.r2 > 0.9999 for t in top[:2])
+    assert top[2].r2 < 0.99
     assert [t.score for t in top] == sorted([t.score for t in top], reverse=True)
     # Threshold drops poor fits; accuracy-only ranking still finds sin/cos.
     only_good = sf.rank_functions(x, y, topk=30, r2_threshold=0.999, **FAST)
@@ -191,8 +194,14 @@ def test_1d_input_and_vectorized_edges_agree():
     pb, rb = sf.fit_affine(xs, ys, "tanh", **FAST)
     for e in range(3):
         p1, r1 = sf.fit_affine(x, ys[e], "tanh", **FAST)
-        np.testing.assert_allclose(np.asarray(p1), np.asarray(pb[e]), rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(float(r1), float(rb[e]), rtol=1e-6)
+        # The same fit, up to float noise: where two grid points tie (tanh is odd, so (a, b, c)
+        # and (-a, -b, -c) fit alike; x^2 is even, so tanh fits it as well mirrored) the 1-D and
+        # batched programs may pick either. So: the same r2, and where the fit is good (then
+        # the curve is determined) the same curve.
+        np.testing.assert_allclose(float(r1), float(rb[e]), rtol=1e-4)
+        if float(r1) > 0.999:
+            fit1, fitb = _predict("tanh", p1, x), _predict("tanh", pb[e], x)
+            np.testing.assert_allclose(fit1, fitb, atol=2e-3 * np.ptp(ys[e]))
 
 
 def _temp_bytes(grid_number, chunk_size=64):

@@ -266,6 +266,17 @@ class SymbolicEdges(nnx.Module):
             self.affine = nnx.Param(self.affine[...], **shard_metadata(self.shard, 3))
         return len(self.table) - 1
 
+    def extend_table(self, library: Mapping[str, SymbolicFunction]) -> None:
+        """Adds the functions of ``library`` that the table lacks, in ``library``'s order.
+
+        A new static structure when anything is added (programs jitted for the layer compile
+        again); the values are unchanged. For a network that trains without symbolic edges
+        first: its programs then hold no function of the table (the symbolic pipeline adds the
+        table once the network's shapes are settled, after pruning).
+        """
+        for fn in library.values():
+            self._index_of(fn)
+
     def set(self, edges: Sequence[tuple[int, int]], funcs, params=None) -> None:
         """Makes edges symbolic: edge ``edges[k]`` becomes ``c f(a x + b) + d`` with ``f = funcs[k]``.
 
