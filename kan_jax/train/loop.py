@@ -79,12 +79,17 @@ def _reg_items(regularization, lamb=None) -> tuple | None:
     return tuple((k, reg[k] if k == "metric" else float(reg[k])) for k in _PENALTY_KEYS if reg.get(k) is not None)
 
 
-def _loss_with_lamb(graphdef, reg_items) -> Callable:
-    """``loss(params, rest, x, y, lamb)``: MSE, plus ``lamb * penalty`` when ``reg_items`` is not None."""
+def _loss_with_lamb(graphdef, reg_items, loss=None) -> Callable:
+    """``loss(params, rest, x, y, lamb, key=None)``: ``loss(model, x, y, key)`` when a ``loss`` is
+    given (``fit``'s argument); else the MSE, plus ``lamb * penalty`` when ``reg_items`` is not None."""
     kw = dict(reg_items or ())
+    if loss is not None and reg_items is not None:
+        raise ValueError("regularization applies to the mean squared error only: fit(loss=...) takes no penalty")
 
-    def loss_fn(params, rest, x, y, lamb):
+    def loss_fn(params, rest, x, y, lamb, key=None):
         model = nnx.merge(graphdef, params, rest)
+        if loss is not None:
+            return loss(model, x, y, key)
         if reg_items is None:
             return jnp.mean(jnp.square(model(x) - y))
         from kan_jax import regularize  # lazy: only regularized runs need it
@@ -142,15 +147,23 @@ def _batch(key, x, y, batch_size):
     return x[idx], y[idx]
 
 
+def _loss_key(key, step):
+    """The PRNG key a custom loss gets at step ``step`` (``fit(loss=...)``); the step's minibatch
+    uses ``fold_in(key, step)`` itself."""
+    return jax.random.fold_in(jax.random.fold_in(key, step), 1)
+
+
 @functools.lru_cache(maxsize=64)
-def _make_chunk_fn(graphdef, optimizer, lbfgs: bool, reg_items, batch_size: int, chunk_size: int, layout=None):
+def _make_chunk_fn(graphdef, optimizer, lbfgs: bool, reg_items, batch_size: int, chunk_size: int, layout=None,
+                   loss=None):
     """Jitted ``(params, rest, opt_state, x, y, key, step0, n, lamb) -> (params, opt_state, losses[chunk_size])``.
 
     L-BFGS steps run on the raveled params (``init_opt_state``). ``lamb`` (the penalty weight) is
     data: stages that differ only in it run one compiled program. ``layout`` (on a mesh): the
     flattened shardings of ``(params, opt_state)`` (``_Layout``), kept by every chunk's outputs.
+    ``loss``: ``fit``'s custom objective (None: the MSE).
     """
-    loss_fn = _loss_with_lamb(graphdef, reg_items)
+    loss_fn = _loss_with_lamb(graphdef, reg_items, loss)
 
     def chunk(params, rest, opt_state, x, y, key, step0, n, lamb):
         unravel = None
@@ -161,7 +174,8 @@ def _make_chunk_fn(graphdef, optimizer, lbfgs: bool, reg_items, batch_size: int,
             params, opt_state, losses = carry
             step = step0 + i
             xb, yb = _batch(jax.random.fold_in(key, step), x, y, batch_size)
-            f = lambda p: loss_fn(unravel(p) if lbfgs else p, rest, xb, yb, lamb)  # noqa: E731
+            lkey = None if loss is None else _loss_key(key, step)
+            f = lambda p: loss_fn(unravel(p) if lbfgs else p, rest, xb, yb, lamb, lkey)  # noqa: E731
             if lbfgs:
                 if batch_size <= 0:
                     # The value and gradient at ``params``: from the line search of the step before,
@@ -219,20 +233,22 @@ class _Layout:
 
 
 @functools.lru_cache(maxsize=64)
-def _lbfgs_start_fn(graphdef, reg_items):
-    """``(params, rest, opt_state, x, y, lamb) -> opt_state`` with the loss value and the (raveled)
-    gradient at ``params`` stored where L-BFGS's line search caches them.
+def _lbfgs_start_fn(graphdef, reg_items, loss=None):
+    """``(params, rest, opt_state, x, y, lamb, key, step) -> opt_state`` with the loss value and the
+    (raveled) gradient at ``params`` stored where L-BFGS's line search caches them (``key`` and
+    ``step``: a custom ``loss``'s key at that step, ``_loss_key``).
 
     Full-batch L-BFGS steps reuse the value and gradient its line search found at the accepted
     point; a chunk starts from this instead (the host may have changed the params: grid update,
     new stage, restore). A separate quick-compiled program (``kan_jax.compilation``): inside the
     loop's program it would be one more copy of the loss and its gradient to optimize.
     """
-    loss_fn = _loss_with_lamb(graphdef, reg_items)
+    loss_fn = _loss_with_lamb(graphdef, reg_items, loss)
 
-    def start(params, rest, opt_state, x, y, lamb):
+    def start(params, rest, opt_state, x, y, lamb, key, step):
         flat, unravel = ravel_pytree(params)
-        value, grad = jax.value_and_grad(lambda p: loss_fn(unravel(p), rest, x, y, lamb))(flat)
+        lkey = None if loss is None else _loss_key(key, step)
+        value, grad = jax.value_and_grad(lambda p: loss_fn(unravel(p), rest, x, y, lamb, lkey))(flat)
         return optax.tree_utils.tree_set(opt_state, value=value, grad=grad)
 
     return quick_jit(start)
@@ -277,6 +293,7 @@ def fit(
     stop_on_stall: bool = False,
     mesh: jax.sharding.Mesh | None = None,
     should_stop: Callable[[], bool] | None = None,
+    loss: Callable[[nnx.Module, jax.Array, jax.Array, jax.Array], jax.Array] | None = None,
 ) -> tuple[nnx.Module, dict]:
     """Trains a copy of ``model`` on ``dataset`` for ``steps`` optimizer steps (pykan ``fit`` semantics).
 
@@ -320,6 +337,13 @@ def fit(
         stops there (``history["preempted"]``; the caller checkpoints ``history["state"]``). The
         command line sets it from SIGTERM/SIGINT. With several processes they stop together: the
         answers are combined over processes (any one asking stops all).
+      loss: the objective, ``loss(model, x, y, key) -> scalar`` on a batch of rows of
+        ``dataset.x_train`` / ``y_train`` (``x (batch, n_in)``, ``y (batch, n_out)``), with
+        ``key`` a PRNG key of its own for the step (``fold_in(fold_in(key, step), 1)``), for
+        stochastic objectives such as a VAE's ELBO. None (default): the mean squared error
+        ``mean((model(x) - y)**2)`` (plus the penalty). It keys the cache of compiled loops: pass
+        a module-level function or a value-compared object (a frozen dataclass) so that repeated
+        fits run one program. It takes no ``regularization``.
 
     Returns:
       ``(model, history)``; ``history``: ``step`` and ``train_loss`` (one entry per step run),
@@ -367,9 +391,10 @@ def fit(
                 if layout is not None:
                     params, rest = place_params(params), place_rest(rest)
             n = end - step
-            fn = _make_chunk_fn(graphdef, optimizer, bool(lbfgs), reg_items, batch_size, chunk_size, layout)
+            fn = _make_chunk_fn(graphdef, optimizer, bool(lbfgs), reg_items, batch_size, chunk_size, layout, loss)
             if lbfgs and batch_size <= 0:
-                opt_state = _lbfgs_start_fn(graphdef, reg_items)(params, rest, opt_state, x, y, lamb)
+                opt_state = _lbfgs_start_fn(graphdef, reg_items, loss)(params, rest, opt_state, x, y, lamb, key,
+                                                                       np.asarray(step))
                 if layout is not None:
                     opt_state = place_opt(opt_state)
             params, opt_state, losses = fn(params, rest, opt_state, x, y, key, np.asarray(step), np.asarray(n), lamb)

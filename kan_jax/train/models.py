@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from kan_jax.nnx import KAN, validate_widths
+from kan_jax.nnx import KAN, KANLayer, validate_widths
 
 __all__ = [
     "MODEL_KINDS",
@@ -60,12 +60,13 @@ def count_params(model: nnx.Module) -> int:
 
     A KAN layer always holds affine parameters ``(in, out, 4)`` for symbolic edges
     (``kan_jax.symbolic.SymbolicEdges``); only those of edges fixed to a function count, so a spline
-    network counts as ``kan_param_count`` says and a symbolic edge adds its four numbers.
+    network counts as ``kan_param_count`` says and a symbolic edge adds its four numbers. This
+    holds for every KAN layer inside ``model`` (a model made of several networks, e.g. a VAE).
     """
     total = sum(np.size(a) for a in jax.tree_util.tree_leaves(nnx.state(model, nnx.Param)))
-    if isinstance(model, KAN):
-        total -= sum(4 * int((~layer.symbolic.active()).sum()) for layer in model.layers
-                     if isinstance(layer.symbolic.affine, nnx.Param))
+    layers = [node for _, node in nnx.iter_graph(model) if isinstance(node, KANLayer)]
+    total -= sum(4 * int((~layer.symbolic.active()).sum()) for layer in layers
+                 if isinstance(layer.symbolic.affine, nnx.Param))
     return int(total)
 
 
@@ -123,7 +124,7 @@ def mlp_widths_matching(
 
 
 def make_model(config, *, grid_size: int | None = None, dtype=None, widths=None, seed: int | None = None,
-               symbolic_lib=None) -> nnx.Module:
+               symbolic_lib=None, path: str | None = None) -> nnx.Module:
     """Builds the model described by ``config.model`` (seeded by ``config.seed``).
 
     ``config.model.kind``: ``"kan"`` -> ``kan_jax.KAN(widths, grid_size, spline_order, basis,
@@ -140,6 +141,9 @@ def make_model(config, *, grid_size: int | None = None, dtype=None, widths=None,
         Default: empty, for runs that fix no symbolic edges: the training programs then hold no
         library function (each table function is traced, compiled and, on symbolic edges,
         evaluated in every step). The symbolic pipeline passes the library it fixes from.
+      path: the KAN layers' forward implementation (``kan_jax.KANLayer(path=...)``); None: the
+        layer's default (the fast kernels). ``"reference"`` where the loss takes forward-mode
+        derivatives (``jax.jvp``: the PDE pipeline's Laplacian). Ignored for an MLP.
 
     Raises:
       ValueError: naming the bad field and the allowed values.
@@ -164,6 +168,7 @@ def make_model(config, *, grid_size: int | None = None, dtype=None, widths=None,
             param_dtype=dtype,
             model_sharding=m.sharding,
             rngs=rngs,
+            **({} if path is None else {"path": path}),
         )
     mlp_widths = m.mlp_widths
     if not mlp_widths:

@@ -5,13 +5,19 @@ function is kept) and trains ``training.steps`` steps with a fresh optimizer. Ch
 (``Checkpointer``) are written every ``checkpoint_every`` steps and at each stage's end; a rerun
 of the same command resumes from the newest one, running exactly the chunks an uninterrupted run
 runs (bit-equal results on CPU).
+
+``train_stages(config, workdir, task)`` is that stage loop for any objective: a ``Task`` names
+the model, the loss ``loop.fit`` minimizes, the metrics and the plots. Regression (``REGRESSION``:
+MSE, RMSEs) is this pipeline's; ``classify``, ``vae`` and ``pde`` bring their own.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -26,11 +32,48 @@ from kan_jax.train.config import load_dataset, stage_plan
 from kan_jax.train.pipelines import Preempted, register_pipeline
 from kan_jax.train.workdir import MetricsWriter, Progress, is_writer, write_json
 
-__all__ = ["run_fit"]
+__all__ = ["run_fit", "train_stages", "Task", "REGRESSION"]
 
 # Test hook: called as _after_checkpoint(global_step) after every periodic checkpoint save
 # (tests raise from it to simulate a run killed right after a checkpoint).
 _after_checkpoint: Callable[[int], None] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """What ``train_stages`` trains and reports, besides the stage loop every pipeline shares.
+
+    Attributes:
+      pipeline: the name results.json reports under ``pipeline``.
+      metric: the headline metric, a key of ``evaluate``'s dict (the progress line; a run whose
+        final value is not finite is reported ``diverged``).
+      stage_metrics: the keys of ``evaluate``'s dict each ``stages`` record keeps.
+      evaluate: ``evaluate(model, dataset) -> dict`` of floats (logged to metrics.jsonl, merged
+        into results.json).
+      make_model: ``make_model(config, grid_size) -> nnx.Module``; None: ``models.make_model``.
+      loss: ``loop.fit``'s ``loss`` (None: the mean squared error).
+      report: ``report(model, dataset) -> dict``: what results.json adds once at the end of a
+        completed run (too costly, or too large, to log at every evaluation); None: nothing.
+      plots: ``plots(workdir, model, dataset, results)``, after plots/loss.png; None: none.
+    """
+
+    pipeline: str
+    metric: str
+    stage_metrics: tuple[str, ...]
+    evaluate: Callable[[nnx.Module, Any], dict]
+    make_model: Callable[[Any, int | None], nnx.Module] | None = None
+    loss: Any = None
+    report: Callable[[nnx.Module, Any], dict] | None = None
+    plots: Callable[[str, nnx.Module, Any, dict], None] | None = None
+
+    def build(self, config, grid_size):
+        if self.make_model is None:
+            return models.make_model(config, grid_size=grid_size)
+        return self.make_model(config, grid_size)
+
+
+REGRESSION = Task(pipeline="fit", metric="test_rmse", stage_metrics=("train_rmse", "test_rmse"), evaluate=loop.evaluate)
+"""The "fit" pipeline's task: MSE on ``config.data``'s regression targets, ``loop.evaluate``'s RMSEs."""
 
 
 @register_pipeline("fit")
@@ -39,6 +82,16 @@ def run_fit(config, workdir: str, *, should_stop=None) -> dict:
 
     ``should_stop`` (see ``register_pipeline``): polled between chunks; once True, the step reached
     is checkpointed and ``Preempted`` raised."""
+    return train_stages(config, workdir, REGRESSION, should_stop=should_stop)
+
+
+def train_stages(config, workdir: str, task: Task, *, should_stop=None) -> dict:
+    """Trains ``task``'s model on ``config.data`` through the grid-extension stages (``stage_plan``;
+    one stage for an MLP), evaluates, writes metrics.jsonl, checkpoints, plots and results.json.
+
+    Resumes from the newest checkpoint in ``workdir``; ``should_stop`` as in ``run_fit``. Returns
+    the results dict: status, steps, wall time, parameter count, the run's layout, ``task``'s
+    metrics and, for a KAN, ``stages`` (grid size, steps, params and ``task.stage_metrics`` each)."""
     t_start = time.time()
     ds = load_dataset(config)
     plan = stage_plan(config)
@@ -57,7 +110,7 @@ def run_fit(config, workdir: str, *, should_stop=None) -> dict:
         lbfgs = optim.is_lbfgs(config.optimizer)
 
         def fresh_model(stage):  # on a mesh, in this run's layout (any device count saved the checkpoint)
-            model = models.make_model(config, grid_size=plan[stage][0])
+            model = task.build(config, plan[stage][0])
             return model if mesh is None else sharding.place_model(model, mesh)
 
         def like(meta):  # the arrays a checkpoint of stage ``meta["stage"]`` restores into
@@ -80,7 +133,7 @@ def run_fit(config, workdir: str, *, should_stop=None) -> dict:
                 if stage < len(plan):
                     model.refine(plan[stage][0], x_train)
         else:
-            model = models.make_model(config, grid_size=plan[0][0])
+            model = task.build(config, plan[0][0])
         metrics = MetricsWriter(workdir, resume_step=latest if latest is not None else -1)
         n_params = models.count_params(model)
         progress = Progress(total_steps)
@@ -100,11 +153,11 @@ def run_fit(config, workdir: str, *, should_stop=None) -> dict:
             optimizer = optim.make_optimizer(config.optimizer, steps)
 
             def log_fn(step, live_model, info, s=s, base=base, grid_size=grid_size):
-                ev = loop.evaluate(live_model, ds)
+                ev = task.evaluate(live_model, ds)
                 rec = {"step": base + step, "stage": s, "grid_size": grid_size, "train_loss": info["train_loss"], **ev}
                 rec["wall_time_s"] = prev_wall + time.time() - t_start
                 metrics.write(rec)
-                progress.update(base + step, {"G": grid_size, "loss": info["train_loss"], "test_rmse": ev["test_rmse"]})
+                progress.update(base + step, {"G": grid_size, "loss": info["train_loss"], task.metric: ev[task.metric]})
 
             def checkpoint_fn(fs, s=s, base=base, grid_size=grid_size):
                 meta = {"stage": s, "stage_step": fs.step, "stages": stage_records, "grid_size": grid_size,
@@ -134,6 +187,7 @@ def run_fit(config, workdir: str, *, should_stop=None) -> dict:
                 chunk_size=int(tr.chunk_size),
                 mesh=mesh,
                 should_stop=should_stop,
+                loss=task.loss,
             )
             stage_step = 0
             if hist["preempted"]:  # asked to stop: checkpoint the step reached, then stop
@@ -144,12 +198,13 @@ def run_fit(config, workdir: str, *, should_stop=None) -> dict:
                 diverged = {"diverged_step": base + hist["diverged_step"], "diverged_stage": s,
                             "diverged_grid_size": grid_size}
                 break
-            ev = loop.evaluate(model, ds)
+            ev = task.evaluate(model, ds)
             n_params = models.count_params(model)
             stage_records = stage_records + [
-                {"grid_size": grid_size, "steps": steps, "n_params": n_params, "train_rmse": ev["train_rmse"], "test_rmse": ev["test_rmse"]}
+                {"grid_size": grid_size, "steps": steps, "n_params": n_params, **{k: ev[k] for k in task.stage_metrics}}
             ]
-            logging.info("stage %d/%d G=%s: train_rmse %.3g test_rmse %.3g", s + 1, len(plan), grid_size, ev["train_rmse"], ev["test_rmse"])
+            logging.info("stage %d/%d G=%s: %s", s + 1, len(plan), grid_size,
+                         " ".join(f"{k} {ev[k]:.3g}" for k in task.stage_metrics))
             meta = {"stage": s, "stage_step": steps, "stages": stage_records, "grid_size": grid_size,
                     "wall_time_s": prev_wall + time.time() - t_start}
             ckpt.save(base + steps, model_state(model, hist["state"].opt_state, key), meta)
@@ -158,9 +213,9 @@ def run_fit(config, workdir: str, *, should_stop=None) -> dict:
                 raise Preempted(step=base + steps, stage=s)
         progress.close()
 
-    ev = loop.evaluate(model, ds)
+    ev = task.evaluate(model, ds)
     status = "completed"
-    if diverged is not None or not np.isfinite(ev["test_rmse"]):
+    if diverged is not None or not np.isfinite(ev[task.metric]):
         status = "diverged"
     results = {
         "status": status,
@@ -170,10 +225,12 @@ def run_fit(config, workdir: str, *, should_stop=None) -> dict:
         **sharding.run_layout(config),
         **ev,
         "model": config.model.kind,
-        "pipeline": "fit",
+        "pipeline": task.pipeline,
         "dataset": ds.name,
         **(diverged or {}),
     }
+    if task.report is not None and status == "completed":
+        results.update(task.report(model, ds))
     if config.model.kind == "kan":
         results["stages"] = stage_records
         results["grid_size"] = int(model.grid_size)
@@ -181,21 +238,32 @@ def run_fit(config, workdir: str, *, should_stop=None) -> dict:
     metrics.close()
     if is_writer():
         _plots(workdir, records, stage_records, plan)
+        if task.plots is not None:
+            _plot_safely(task.plots, workdir, model, ds, results)
     write_json(os.path.join(workdir, "results.json"), results)
-    logging.info("%s: test_rmse %.4g (%s) in %.1fs", workdir, results["test_rmse"], status, results["wall_time_s"])
+    logging.info("%s: %s %.4g (%s) in %.1fs", workdir, task.metric, results[task.metric], status, results["wall_time_s"])
     return results
 
 
 def _plots(workdir: str, records: list, stage_records: list, plan) -> None:
-    """plots/loss.png and (with grid extension) plots/rmse_vs_grid.png; a failure only warns."""
+    """plots/loss.png and (regression with grid extension) plots/rmse_vs_grid.png; a failure only warns."""
     try:
         os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
         bounds = np.cumsum([st for _, st in plan])[:-1].tolist()
         if records:
             kplot.plot_loss(os.path.join(workdir, "plots", "loss.png"), records, stage_bounds=bounds)
-        if len(stage_records) > 1:
+        if len(stage_records) > 1 and "test_rmse" in stage_records[0]:
             kplot.plot_rmse_vs_grid(os.path.join(workdir, "plots", "rmse_vs_grid.png"), stage_records)
     except Exception as err:  # noqa: BLE001 - plots never fail a finished run
+        logging.warning("plotting failed: %s", err)
+
+
+def _plot_safely(fn, workdir: str, *args) -> None:
+    """``fn(workdir, *args)`` with ``workdir/plots`` made; a failure only warns (plots never fail a run)."""
+    try:
+        os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
+        fn(workdir, *args)
+    except Exception as err:  # noqa: BLE001
         logging.warning("plotting failed: %s", err)
 
 
