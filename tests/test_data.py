@@ -359,7 +359,7 @@ def test_load_accepts_configdict():
 @pytest.mark.parametrize(
     "cfg, match",
     [
-        ({"kind": "mnist"}, r"data\.kind must be one of 'expression', 'feynman', 'special', got 'mnist'"),
+        ({"kind": "mnist"}, r"data\.kind must be one of 'expression', 'feynman', 'special', 'sklearn', 'poisson', got 'mnist'"),
         ({}, r"data\.kind must be one of"),
         ({"kind": "expression"}, r"data\.expr is required when data\.kind='expression'"),
         ({"kind": "feynman"}, r"data\.equation is required"),

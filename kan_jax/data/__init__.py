@@ -7,6 +7,9 @@
   (Udrescu & Tegmark 2020).
 - `special_dataset("ellipkinc", ...)`: two-variable scipy.special functions
   (KAN paper, Liu et al. 2024).
+- `classification_dataset("digits", test_num=450)`: scikit-learn's bundled digits,
+  breast-cancer and wine sets, split, scaled, one-hot labels.
+- `poisson_dataset()`: collocation points of the KAN paper's 2-D Poisson problem.
 - `load(config.data)`: the dispatcher the experiment runner calls.
 
 Example:
@@ -17,12 +20,21 @@ Example:
 """
 
 from kan_jax.data._core import Dataset, make_regression, resolve_dtype
+from kan_jax.data.classification import CLASSIFICATION_SETS, classification_dataset, labels_of
 from kan_jax.data.expressions import expression_dataset, lambdify_expression, parse_expression
 from kan_jax.data.feynman import FeynmanEquation, feynman_dataset, feynman_equations, feynman_names
 from kan_jax.data.loader import load
+from kan_jax.data.poisson import POISSON_COLUMNS, poisson_dataset, poisson_solution, poisson_source
 from kan_jax.data.special import SpecialFunction, special_dataset, special_function, special_functions
 
 __all__ = [
+    "CLASSIFICATION_SETS",
+    "POISSON_COLUMNS",
+    "classification_dataset",
+    "labels_of",
+    "poisson_dataset",
+    "poisson_solution",
+    "poisson_source",
     "Dataset",
     "FeynmanEquation",
     "SpecialFunction",

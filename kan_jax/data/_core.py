@@ -46,7 +46,7 @@ def default_input_names(n_var: int) -> tuple[str, ...]:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
-  """A regression dataset split into train and test sets (numpy arrays).
+  """A dataset split into train and test sets (numpy arrays); regression unless `task` says otherwise.
 
   Attributes:
     x_train: inputs, shape `(n_train, n_var)`.
@@ -63,7 +63,8 @@ class Dataset:
       if unknown. Parse it with `kan_jax.data.parse_expression(formula,
       variables=input_names)` so that names such as `gamma`, `E` or `I` are
       read as variables rather than sympy functions/constants.
-    task: the task kind; always "regression" here.
+    task: the task kind: "regression" (every builder here), "classification"
+      (`classification_dataset`: one-hot targets) or "pde" (`poisson_dataset`).
   """
 
   x_train: np.ndarray

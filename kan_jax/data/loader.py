@@ -7,14 +7,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from kan_jax.data._core import Dataset, resolve_dtype
+from kan_jax.data.classification import classification_dataset
 from kan_jax.data.expressions import expression_dataset
 from kan_jax.data.feynman import feynman_dataset
+from kan_jax.data.poisson import poisson_dataset
 from kan_jax.data.special import special_dataset
 
 __all__ = ["load", "KINDS"]
 
-# kind -> the config field holding the dataset's name or formula.
-KINDS = {"expression": "expr", "feynman": "equation", "special": "function"}
+# kind -> the config field holding the dataset's name or formula (None: the kind is one dataset).
+KINDS = {"expression": "expr", "feynman": "equation", "special": "function", "sklearn": "name", "poisson": None}
 _MISSING = object()
 
 
@@ -34,12 +36,17 @@ def load(data_config: Any) -> Dataset:
 
   Fields of `data_config` (a mapping or `ml_collections.ConfigDict`):
 
-  - `kind`: "expression", "feynman" or "special".
+  - `kind`: "expression", "feynman", "special", "sklearn" or "poisson".
   - `expr` (expression): a formula in `x_1..x_n`, e.g. "exp(sin(pi*x_1)+x_2**2)";
     optional `n_var` and `ranges` (one `(low, high)` or one pair per input,
     default `(-1, 1)`).
   - `equation` (feynman): an AI Feynman name, e.g. "I.6.2".
   - `function` (special): a name from `special_functions()`, e.g. "ellipkinc".
+  - `name` (sklearn): "digits", "breast_cancer" or "wine" (`classification_dataset`);
+    `test_num` rows held out, `train_num` rows of the rest (None: all of it), `scale`
+    ("symmetric" default, "unit" or "binary").
+  - poisson (`poisson_dataset`): `train_num` interior points, `boundary_num` (default 200)
+    boundary points, `test_grid` (default 101) points per side of the test grid.
   - `train_num`, `test_num` (default 1000 each), `seed` (default 0),
     `dtype` ("float32" default, or "float64").
 
@@ -58,14 +65,26 @@ def load(data_config: Any) -> Dataset:
         f"data.kind must be one of {', '.join(repr(k) for k in KINDS)}, got {kind!r}"
     )
   field = KINDS[kind]
-  target = _get(data_config, field)
-  if target is None:
+  target = None if field is None else _get(data_config, field)
+  if field is not None and target is None:
     raise ValueError(f"data.{field} is required when data.kind={kind!r} (a string)")
+  seed = int(_get(data_config, "seed", 0))
+  dtype = resolve_dtype(_get(data_config, "dtype", "float32"))
+  if kind == "sklearn":
+    train_num = _get(data_config, "train_num")
+    return classification_dataset(
+        str(target), test_num=int(_get(data_config, "test_num", 1000)),
+        train_num=None if train_num is None else int(train_num), seed=seed,
+        scale=str(_get(data_config, "scale", "symmetric")), dtype=dtype)
+  if kind == "poisson":
+    return poisson_dataset(
+        train_num=int(_get(data_config, "train_num", 1000)), boundary_num=int(_get(data_config, "boundary_num", 200)),
+        test_grid=int(_get(data_config, "test_grid", 101)), seed=seed, dtype=dtype)
   common = dict(
       train_num=int(_get(data_config, "train_num", 1000)),
       test_num=int(_get(data_config, "test_num", 1000)),
-      seed=int(_get(data_config, "seed", 0)),
-      dtype=resolve_dtype(_get(data_config, "dtype", "float32")),
+      seed=seed,
+      dtype=dtype,
   )
   if kind == "expression":
     ranges = _get(data_config, "ranges", (-1.0, 1.0))
