@@ -46,3 +46,31 @@ def named_data(kind: str, field: str, name: str) -> ml_collections.ConfigDict:
     d.seed = 0
     d.dtype = ml_collections.config_dict.placeholder(str)  # None: follow the config's dtype
     return d
+
+
+# scikit-learn's bundled classification sets (kan_jax.data.CLASSIFICATION_SETS): features, classes
+# and the rows each config holds out for its test split: about a quarter (stratified), leaving a
+# training split of a multiple of 8 rows (it splits over the mesh's data axis, up to 8 devices).
+CLASSIFICATION = {"digits": (64, 10, 445), "breast_cancer": (30, 2, 137), "wine": (13, 3, 42)}
+
+
+def classification_data(name: str, *, scale: str) -> ml_collections.ConfigDict:
+    """The ``data`` section of a bundled scikit-learn set (``kind`` "sklearn"): a seeded,
+    stratified split holding out about a quarter of the rows, ``train_num`` None (all the rest)."""
+    if name not in CLASSIFICATION:
+        raise ValueError(f"takes one of {sorted(CLASSIFICATION)} (optionally ',quick'), got {name!r}")
+    d = ml_collections.ConfigDict()
+    d.kind = "sklearn"
+    d.name = name
+    d.scale = scale  # "symmetric" [-1, 1], "unit" [0, 1], "binary" {0, 1}
+    d.train_num = ml_collections.config_dict.placeholder(int)  # None: every row not held out
+    d.test_num = CLASSIFICATION[name][2]
+    d.seed = 0
+    d.dtype = ml_collections.config_dict.placeholder(str)  # None: follow the config's dtype
+    return d
+
+
+def quick_classification_data(d) -> None:
+    """``:quick`` sizes for a ``classification_data`` section: at most 100 rows per split."""
+    d.test_num = min(100, CLASSIFICATION[d.name][2])
+    d.train_num = 100

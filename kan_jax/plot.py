@@ -9,8 +9,10 @@ best edge of its layer; masked edges are omitted. Symbolic edges (``layer.symbol
 in red and labelled with their function's name.
 
 Training curves: ``plot_loss`` (loss and RMSEs against the step) and ``plot_rmse_vs_grid`` (RMSE
-against the grid size, with the G^-4 line). matplotlib is imported lazily, so ``import kan_jax``
-stays light; figures never open a window (Agg).
+against the grid size, with the G^-4 line). Task figures: ``plot_confusion`` (a classifier's
+confusion matrix), ``plot_image_grid`` (images in a grid: VAE samples and reconstructions) and
+``plot_fields`` (functions on a 2-D grid side by side: a PDE's solution and error).
+matplotlib is imported lazily, so ``import kan_jax`` stays light; figures never open a window (Agg).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import numpy as np
 from kan_jax.compilation import quick_module_fn
 
 
-__all__ = ["plot_kan", "symbolic_label", "EDGE_LABEL_PREFIX", "plot_loss", "plot_rmse_vs_grid"]
+__all__ = ["plot_kan", "symbolic_label", "EDGE_LABEL_PREFIX", "plot_loss", "plot_rmse_vs_grid", "plot_confusion",
+           "plot_image_grid", "plot_fields"]
 
 EDGE_LABEL_PREFIX = "kan-edge"
 _SYMBOLIC_COLOR = "tab:red"
@@ -224,6 +227,74 @@ def plot_rmse_vs_grid(path: str, stages: list[dict]) -> None:
     ax.set_xlabel("grid size G")
     ax.set_ylabel("RMSE")
     ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- task figures
+
+
+def plot_confusion(path: str, matrix, class_names: Sequence[str], *, title: str = "") -> None:
+    """A confusion matrix ``(n_classes, n_classes)`` (rows: true class, columns: predicted) as a
+    heat map with the counts written in the cells."""
+    plt = _pyplot()
+    m = np.asarray(matrix)
+    n = m.shape[0]
+    fig, ax = plt.subplots(figsize=(1.0 + 0.45 * n, 0.8 + 0.45 * n) if n > 4 else (3.5, 3.2))
+    ax.imshow(m, cmap="Blues")
+    for i in range(n):
+        for j in range(n):
+            if m[i, j]:
+                ax.text(j, i, str(int(m[i, j])), ha="center", va="center", fontsize=8,
+                        color="white" if m[i, j] > 0.5 * m.max() else "black")
+    labels = [str(c)[:12] for c in class_names]
+    ax.set_xticks(range(n), labels, rotation=90 if max(map(len, labels)) > 2 else 0)
+    ax.set_yticks(range(n), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_image_grid(path: str, images, *, ncols: int, title: str = "", row_labels: Sequence[str] = ()) -> None:
+    """Gray-scale images ``(n, height, width)`` with values in [0, 1] in rows of ``ncols``
+    (``row_labels``: one label per row, written on its left)."""
+    plt = _pyplot()
+    imgs = np.asarray(images, np.float64)
+    nrows = -(-imgs.shape[0] // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(0.7 * ncols + (0.9 if row_labels else 0.2), 0.7 * nrows + 0.4),
+                             squeeze=False)
+    for k, ax in enumerate(axes.ravel()):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if k < imgs.shape[0]:
+            ax.imshow(imgs[k], cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest")
+        else:
+            ax.axis("off")
+    for r, label in enumerate(row_labels):
+        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_fields(path: str, x1, x2, fields: dict, *, title: str = "") -> None:
+    """Functions sampled on one 2-D grid, side by side: ``x1``, ``x2`` the grid's coordinates
+    ``(n2, n1)`` (``numpy.meshgrid``), ``fields`` name -> values ``(n2, n1)``, each with its color bar."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(fields), figsize=(3.6 * len(fields), 3.2), squeeze=False)
+    for ax, (name, values) in zip(axes[0], fields.items()):
+        mesh = ax.pcolormesh(np.asarray(x1), np.asarray(x2), np.asarray(values), shading="auto", cmap="viridis")
+        fig.colorbar(mesh, ax=ax)
+        ax.set_aspect("equal")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("x_1")
+        ax.set_ylabel("x_2")
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -26,6 +26,9 @@ CASES = {
     "symbolic.py": [None, "x_1*x_2", "x_1*x_2,quick", "quick", "x_1*exp(-x_2**2)"],
     "feynman.py": [None, "I.6.2", "I.6.2,quick", "quick"],
     "special.py": [None, "ellipkinc", "jv", "jv,quick", "quick"],
+    "digits.py": [None, "quick", "wine", "breast_cancer", "wine,quick", "breast_cancer,quick"],
+    "vae.py": [None, "quick"],
+    "pde.py": [None, "quick"],
 }
 CASE_IDS = [(name, arg) for name, args in CASES.items() for arg in args]
 
@@ -39,7 +42,17 @@ SPEC_FIELDS = ("seed", "model.kind", "model.widths", "model.grid_size", "model.s
 RUNNER_FIELDS = REQUIRED_FIELDS + ("mesh", "data.kind", "data.train_num", "data.test_num", "data.seed", "data.dtype")
 # kan_jax.data.load: the dataset's name or formula field and the kind's own fields.
 DATA_FIELDS = {"expression": ("data.expr", "data.ranges", "data.n_var"), "feynman": ("data.equation",),
-               "special": ("data.function",)}
+               "special": ("data.function",), "sklearn": ("data.name", "data.scale"),
+               "poisson": ("data.boundary_num", "data.test_grid")}
+# The task pipelines' own sections.
+PIPELINE_SECTIONS = {"vae": ("vae.eval_samples", "vae.iw_samples"), "pde": ("pde.boundary_weight",)}
+
+
+def _split_rows(c):
+    """``(training rows, test rows)`` of a config's data section (None: a bundled set's whole rest)."""
+    if c.data.kind == "poisson":
+        return c.data.train_num, c.data.test_grid ** 2
+    return c.data.train_num, c.data.test_num
 # kan_jax.train.symbolic_pipeline: the symbolic pipeline's ``symbolic.*`` fields.
 SYMBOLIC_FIELDS = ("prune", "standardize", "prune_measure", "node_threshold", "edge_threshold", "prune_steps",
                    "prune_search", "prune_search_tol", "prune_search_rtol", "refine_grid", "refine_steps", "lib",
@@ -96,11 +109,14 @@ def test_config_loads_by_path_with_fields(name, arg):
         assert not missing, f"{_flag_arg(name, arg)} lacks symbolic.{missing}"
     else:
         assert "symbolic" not in c, "a symbolic section without pipeline='symbolic' is never read"
+    missing = [f for f in PIPELINE_SECTIONS.get(c.pipeline, ()) if not _has(c, f)]
+    assert not missing, f"{_flag_arg(name, arg)} lacks {missing}"
     quick = arg is not None and (arg == "quick" or arg.endswith(",quick"))
+    train_rows, test_rows = _split_rows(c)
     if quick:  # the smoke run: few steps on few points
-        assert c.training.steps <= 20 and c.data.train_num <= 100 and c.data.test_num <= 100
-    else:
-        assert c.training.steps > 20 and c.data.train_num >= 1000
+        assert c.training.steps <= 20 and train_rows <= 100 and test_rows <= 100
+    else:  # at least 1000 training points, or all of a bundled dataset but its test split
+        assert c.training.steps > 20 and (train_rows >= 1000 if c.data.kind != "sklearn" else train_rows is None)
 
 
 def test_config_args_pick_the_named_target():
@@ -109,6 +125,10 @@ def test_config_args_pick_the_named_target():
     assert tuple(_load("--config=configs/symbolic.py:x_1*x_2*x_3,quick").model.widths) == (3, 7, 1)
     assert _load("--config=configs/feynman.py:I.6.2,quick").data.equation == "I.6.2"
     assert _load("--config=configs/special.py:jv,quick").data.function == "jv"
+    assert _load("--config=configs/digits.py").data.name == "digits"
+    wine = _load("--config=configs/digits.py:wine,quick")
+    assert wine.data.name == "wine" and tuple(wine.model.widths) == (13, 4, 3)
+    assert tuple(_load("--config=configs/digits.py:breast_cancer").model.widths) == (30, 4, 2)
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -133,6 +153,9 @@ def test_no_import_by_path_fallback(name):
     ("--config=configs/hellokan.py:x_1", "configs/hellokan.py takes no argument or 'quick'"),
     ("--config=configs/default.py:fast", "configs/default.py takes no argument or 'quick'"),
     ("--config=configs/symbolic.py:y+1", "x_1..x_n"),
+    ("--config=configs/digits.py:iris", "takes one of ['breast_cancer', 'digits', 'wine']"),
+    ("--config=configs/vae.py:wine", "configs/vae.py takes no argument or 'quick'"),
+    ("--config=configs/pde.py:heat", "configs/pde.py takes no argument or 'quick'"),
 ])
 def test_bad_argument_is_an_error_naming_it(flag_arg, needle):
     with pytest.raises(Exception) as err:  # noqa: PT011 - absl wraps the config file's error

@@ -87,13 +87,16 @@ def _run(config, workdir: str, restart: bool, should_stop) -> dict:
 
 
 def summary_line(results: dict, workdir: str) -> str:
-    """The run's closing line: status, test RMSE, the formula (or why there is none), where outputs are."""
+    """The run's closing line: status, the headline test metric (test RMSE; a classifier's
+    accuracy, a VAE's ELBO, a PDE solution's relative L2 error), the formula (or why there is
+    none), where outputs are."""
 
     def num(key):
         v = results.get(key)
-        return "n/a" if v is None else f"{v:.3g}"
+        return "n/a" if v is None else f"{v:.4g}" if key in ("test_accuracy", "test_elbo") else f"{v:.3g}"
 
-    msg = f"{results.get('status')}: test_rmse {num('test_rmse')}"
+    metric = next((k for k in _HEADLINE_METRICS if k in results), "test_rmse")
+    msg = f"{results.get('status')}: {metric} {num(metric)}"
     if results.get("diverged_step") is not None:
         msg = f"diverged at step {results['diverged_step']} (stage {results.get('diverged_stage')}): the loss turned non-finite"
     if results.get("formula") is not None:
@@ -104,6 +107,10 @@ def summary_line(results: dict, workdir: str) -> str:
         mesh = ",".join(f"{a}:{n}" for a, n in (results.get("mesh") or {}).items())
         msg += f"; {results.get('n_devices')} devices (mesh {mesh}), {results.get('n_processes')} process(es)"
     return msg + f"; results, metrics and plots/ in {workdir}"
+
+
+# The headline metric of the task pipelines (classify, vae, pde); regression runs report test_rmse.
+_HEADLINE_METRICS = ("test_accuracy", "test_elbo", "test_rel_l2")
 
 
 def _write_failure(path: str, results: dict) -> None:

@@ -2,7 +2,9 @@
 
 ``fit`` (``pipelines/fit.py``): train through the grid-extension stages, checkpoint, resume.
 ``symbolic`` (``pipelines/symbolic.py``): pykan's hellokan protocol, from sparse training to a
-formula. Add one with ``@register_pipeline("name", check=fn)``: ``fn(config)`` runs in
+formula. ``classify``, ``vae``, ``pde`` (``pipelines/classify.py``, ``vae.py``, ``pde.py``): KAN
+layers inside task models (a classifier, a variational autoencoder, a physics-informed Poisson
+solver), trained through ``fit.train_stages`` with their own loss, metrics and plots. Add one with ``@register_pipeline("name", check=fn)``: ``fn(config)`` runs in
 ``validate_config`` before anything is written.
 """
 
@@ -52,4 +54,4 @@ def register_pipeline(name: str, *, check: Callable[[Any], None] | None = None):
     return deco
 
 
-from kan_jax.train.pipelines import fit, symbolic  # noqa: E402,F401  (register the built-in pipelines)
+from kan_jax.train.pipelines import classify, fit, pde, symbolic, vae  # noqa: E402,F401  (register the built-in pipelines)
