@@ -51,6 +51,8 @@ __all__ = [
     "LAYER_SHARDS",
     "check_shard",
     "shard_metadata",
+    "LAYER_PATHS",
+    "check_path",
 ]
 
 Params = dict[str, jax.Array]
@@ -60,6 +62,19 @@ MODEL_AXIS = "model"
 
 LAYER_SHARDS = ("outputs", "inputs")
 """Which features of a layer ``MODEL_AXIS`` splits: its outputs (the default) or its inputs."""
+
+
+LAYER_PATHS = ("auto", "check", "reference") + kernels.PATHS
+"""``apply``'s ``path`` values (a layer's ``path=``): ``"reference"`` is plain autodiff through the
+basis, the one path that JAX can differentiate in forward mode (``jax.jvp``, e.g. a PDE residual's
+Laplacian as ``jax.jvp`` of ``jax.grad``); the kernels' paths are ``jax.custom_vjp`` functions,
+reverse mode only (any order of ``jax.grad``)."""
+
+
+def check_path(path: str) -> str:
+    if path not in LAYER_PATHS:
+        raise ValueError(f"path must be one of {list(LAYER_PATHS)}, got {path!r}")
+    return path
 
 
 def check_shard(shard: str) -> str:
@@ -377,15 +392,17 @@ def edge_values(
       ``(batch, n, o)`` edge activations ``mask_ij * phi_ij(x_i)``; their sum over axis 1 plus
       ``bias`` equals ``apply``.
     """
-    if basis != "bspline":
-        return edge_apply(params, grid, mask, x, order=order, basis=basis, base_activation=base_activation, dtype=dtype,
-                          extrapolate=extrapolate)
     check_features(x, params["coef"].shape[0])
     cdt = compute_dtype(dtype, x, params["coef"])
     acc = jnp.float32 if jnp.finfo(cdt).bits < 32 else cdt
     bdt = jnp.promote_types(cdt, jnp.float32)
-    f = kernels.dense_features(x.astype(bdt), grid.astype(bdt), order, base_activation, "uniform" if uniform else "general",
-                               bool(extrapolate))
+    if basis == "bspline":
+        f = kernels.dense_features(x.astype(bdt), grid.astype(bdt), order, base_activation,
+                                   "uniform" if uniform else "general", bool(extrapolate))
+    else:  # the other families: a few elementwise functions, plain autodiff
+        xb = x.astype(bdt)
+        f = jnp.concatenate([get_base_activation(base_activation)(xb)[..., None],
+                             bases.get_basis(basis).evaluate(xb, grid.astype(bdt), order)], axis=-1)
     f, w = f.astype(cdt), _fused_weights(params, mask, cdt)
     if acc != cdt and jax.default_backend() == "cpu":
         # XLA:CPU has no batched low-precision dot accumulating in float32 ("Unsupported element
@@ -431,29 +448,37 @@ def update_grid(
       ``(params, grid)`` with the same shapes and dtypes.
     """
     check_features(x, params["coef"].shape[0])
+    family = bases.get_basis(basis)
+    if not family.adaptive:
+        raise ValueError(f"update_grid: basis {basis!r} has no knots to adapt (its functions depend on the base "
+                         f"interval only; adaptive bases: {sorted(b for b in bases.BASES if bases.BASES[b].adaptive)}); "
+                         "use refine for more functions")
     grid_size = grid.shape[-1] - 2 * order - 1
-    if x.shape[0] < grid_size + order:
+    n_coef = family.n_basis(grid_size, order)
+    if x.shape[0] < n_coef:
         warnings.warn(f"update_grid: {x.shape[0]} samples cannot place a grid of {grid_size} intervals "
-                      f"({grid_size + order} spline coefficients per edge): grid and splines kept as they are "
+                      f"({n_coef} coefficients per edge): grid and functions kept as they are "
                       "(use more samples or a smaller grid_size)", stacklevel=2)
         return params, grid
     y = spline_values(params, grid, x, order=order, basis=basis, extrapolate=extrapolate)
     new_grid = splines.adaptive_knots(x, grid_size, order, grid_eps=grid_eps).astype(grid.dtype)
-    coef = splines.fit_coef(x, y, new_grid, order).astype(params["coef"].dtype)
+    coef = bases.fit_coef(basis, x, y, new_grid, order).astype(params["coef"].dtype)
     return {**params, "coef": coef}, new_grid
 
 
 def refine(
-    params: Params, grid: jax.Array, new_grid_size: int, x: jax.Array | None = None, *, order: int, extrapolate: bool = False
+    params: Params, grid: jax.Array, new_grid_size: int, x: jax.Array | None = None, *, order: int,
+    basis: str = "bspline", extrapolate: bool = False,
 ) -> tuple[Params, jax.Array]:
-    """Grid extension: the same splines on a grid of ``new_grid_size`` intervals.
+    """Grid extension: the same functions on a grid of ``new_grid_size`` intervals.
 
-    The new grid follows the old one (``splines.refine_knots``). When it is nested in the old one
-    (``new_grid_size`` a multiple of ``G``) the coefficients come from exact knot insertion
-    (Boehm): the function is unchanged to float rounding. Otherwise they are the least-squares fit
-    of the old splines on the samples ``x`` (or, without samples or with fewer than
-    ``new_grid_size + k``, where that fit would be ill-posed, on points spread densely over the
-    base interval; the latter with a warning).
+    The new grid follows the old one (``splines.refine_knots``). For B-splines on a grid nested
+    in the old one (``new_grid_size`` a multiple of ``G``) the coefficients come from exact knot
+    insertion (Boehm): the function is unchanged to float rounding. Otherwise (and for the other
+    families: a higher Chebyshev degree, more harmonics or bumps, ``kan_jax.bases``) they are the
+    least-squares fit of the old functions on the samples ``x`` (or, without samples or with fewer
+    than the new number of coefficients, where that fit would be ill-posed, on points spread
+    densely over the base interval; the latter with a warning).
 
     Runs on the host (shapes change); not jit-able.
 
@@ -466,18 +491,19 @@ def refine(
     """
     _check_positive_int("new_grid_size", new_grid_size)
     new_grid = splines.refine_knots(grid, order, new_grid_size)
-    if splines.is_nested(grid, new_grid):
+    n_coef = bases.get_basis(basis).n_basis(new_grid_size, order)
+    if basis == "bspline" and splines.is_nested(grid, new_grid):
         coef = splines.insert_knots(grid, params["coef"], new_grid, order)
     else:
         if x is None:
             x = _dense_points(grid, new_grid, order)
         else:
             check_features(x, params["coef"].shape[0])
-            if x.shape[0] < new_grid_size + order:
-                x = _ill_posed_fallback(x.shape[0], new_grid_size + order, grid, new_grid, order)
+            if x.shape[0] < n_coef:
+                x = _ill_posed_fallback(x.shape[0], n_coef, grid, new_grid, order)
         xs = jnp.asarray(x, grid.dtype)
-        y = spline_values(params, grid, xs, order=order, extrapolate=extrapolate)
-        coef = splines.fit_coef(xs, y, jnp.asarray(new_grid, grid.dtype), order)
+        y = spline_values(params, grid, xs, order=order, basis=basis, extrapolate=extrapolate)
+        coef = bases.fit_coef(basis, xs, y, jnp.asarray(new_grid, grid.dtype), order)
     return (
         {**params, "coef": jnp.asarray(coef, params["coef"].dtype)},
         jnp.asarray(new_grid, grid.dtype),

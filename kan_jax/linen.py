@@ -47,7 +47,8 @@ class KANDense(nn.Module):
 
     Attributes mirror ``kan_jax.KANLayer`` (``grid_size``, ``spline_order``, ``grid_range``,
     ``basis``, ``base_activation``, ``noise_scale``, ``base_scale``, ``dtype``, ``param_dtype``,
-    ``shard``: the params' partitioning names ``model`` on their ``"outputs"`` or ``"inputs"``).
+    ``shard``: the params' partitioning names ``model`` on their ``"outputs"`` or ``"inputs"``,
+    ``path``: ``"reference"`` for forward-mode derivatives, see ``kan_jax.KANLayer``).
     """
 
     features: int
@@ -62,6 +63,7 @@ class KANDense(nn.Module):
     dtype: Any = None
     param_dtype: Any = jnp.float32
     shard: str = "outputs"
+    path: str = "auto"
 
     def _init_state(self, key, n):
         return F.init_layer(
@@ -96,13 +98,14 @@ class KANDense(nn.Module):
     @nn.compact
     def __call__(self, x):
         params, knots, mask = self._variables(x.shape[-1])
-        return F.apply(params, knots, mask, x, **self._kw())
+        return F.apply(params, knots, mask, x, path=F.check_path(self.path), **self._kw())
 
     @nn.compact
     def edge_activations(self, x):
         """``(batch, in) -> (batch, in, features)`` per-edge values."""
         params, knots, mask = self._variables(x.shape[-1])
-        return F.edge_values(params, knots, mask, x, **self._kw())
+        edges = F.edge_apply if F.check_path(self.path) == "reference" else F.edge_values
+        return edges(params, knots, mask, x, **self._kw())
 
 
 class KAN(nn.Module):
@@ -123,6 +126,7 @@ class KAN(nn.Module):
     dtype: Any = None
     param_dtype: Any = jnp.float32
     model_sharding: str = "outputs"
+    path: str = "auto"
 
     def setup(self):
         widths = validate_widths(self.widths)
@@ -141,6 +145,7 @@ class KAN(nn.Module):
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,
                 shard=shard,
+                path=self.path,
             )
             for o, shard in zip(widths[1:], layer_shards(self.model_sharding, len(widths) - 1))
         ]
@@ -217,6 +222,7 @@ def refine(model: KAN, variables, new_grid_size: int, x=None):
             new_grid_size,
             None if acts is None else acts[l],
             order=model.spline_order,
+            basis=model.basis,
             extrapolate=model.extrapolate,
         )
         variables = _with_layer(variables, l, params, knots)

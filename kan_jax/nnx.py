@@ -78,6 +78,10 @@ class KANLayer(nnx.Module):
         ``kan_jax.symbolic.SYMBOLIC_LIB``).
       shard: which features the ``model`` mesh axis splits, ``"outputs"`` or ``"inputs"``
         (partitioning metadata only: nothing is placed until a mesh is used).
+      path: the forward's implementation (``functional.LAYER_PATHS``): ``"auto"`` (default) the
+        fastest exact kernel, reverse-mode differentiable to any order; ``"reference"`` plain
+        autodiff through the basis, needed for forward-mode derivatives (``jax.jvp``, e.g. a
+        Laplacian as ``jax.jvp`` of ``jax.grad``), slower.
       rngs: ``nnx.Rngs``.
 
     Every edge ``(i, j)`` is a spline ``mask_ij * phi_ij(x_i)`` plus, when made symbolic
@@ -114,10 +118,12 @@ class KANLayer(nnx.Module):
         param_dtype=jnp.float32,
         symbolic_lib=None,
         shard: str = "outputs",
+        path: str = "auto",
         rngs: nnx.Rngs,
     ):
         F.get_base_activation(base_activation)
         F.check_shard(shard)
+        F.check_path(path)
         if not 0.0 <= grid_eps <= 1.0:
             raise ValueError(f"grid_eps must be in [0, 1], got {grid_eps!r}")
         params, grid, mask = F.init_layer(
@@ -141,6 +147,7 @@ class KANLayer(nnx.Module):
         self.extrapolate = bool(extrapolate)
         self.dtype = dtype
         self.shard = shard
+        self.path = path
         # Partitioning metadata (docs/SCALING.md, functional.shard_metadata): the output (or input)
         # feature axis of every per-edge array, and of the bias when outputs shard, names the
         # ``model`` mesh axis; the knots are replicated.
@@ -172,7 +179,7 @@ class KANLayer(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """``(batch, n) -> (batch, o)``."""
-        y = F.apply(self.params(), self.grid[...], self.mask[...], x, **self.spline_kwargs())
+        y = F.apply(self.params(), self.grid[...], self.mask[...], x, path=self.path, **self.spline_kwargs())
         return y + self.symbolic(x, dtype=y.dtype)
 
     def edge_activations(self, x: jax.Array) -> jax.Array:
@@ -181,7 +188,8 @@ class KANLayer(nnx.Module):
 
         Fused (``functional.edge_values``: one basis evaluation per input, closed-form backward).
         """
-        acts = F.edge_values(self.params(), self.grid[...], self.mask[...], x, **self.spline_kwargs())
+        edges = F.edge_apply if self.path == "reference" else F.edge_values
+        acts = edges(self.params(), self.grid[...], self.mask[...], x, **self.spline_kwargs())
         return acts + self.symbolic.edge_values(x, dtype=acts.dtype)
 
     def spline_activations(self, x: jax.Array) -> jax.Array:
@@ -233,7 +241,7 @@ class KANLayer(nnx.Module):
     def refine(self, new_grid_size: int, x: jax.Array | None = None) -> None:
         """Grid extension to ``new_grid_size`` intervals (exact for nested grids). Params change shape."""
         params, grid = F.refine(
-            self.params(), self.grid[...], new_grid_size, x, order=self.spline_order, extrapolate=self.extrapolate
+            self.params(), self.grid[...], new_grid_size, x, order=self.spline_order, basis=self.basis, extrapolate=self.extrapolate
         )
         self._set_params(params)
         self.grid.set_value(grid)

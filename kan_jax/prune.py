@@ -166,6 +166,7 @@ def _layer_config(layer: KANLayer) -> dict:
         base_activation=layer.base_activation,
         grid_eps=layer.grid_eps,
         extrapolate=layer.extrapolate,
+        path=layer.path,
         dtype=layer.dtype,
         param_dtype=layer.coef[...].dtype,
     )

@@ -29,6 +29,7 @@ __all__ = [
     "bspline_basis",
     "spline_eval",
     "fit_coef",
+    "lstsq_coef",
     "adaptive_knots",
     "refine_knots",
     "is_nested",
@@ -204,7 +205,12 @@ def fit_coef(x: jax.Array, y: jax.Array, knots: jax.Array, order: int, *, ridge:
     Returns:
       Coefficients ``(n, out, n_basis)``.
     """
-    basis = bspline_basis(x, knots, order)  # (batch, n, m)
+    return lstsq_coef(bspline_basis(x, knots, order), y, ridge=ridge)
+
+
+def lstsq_coef(basis: jax.Array, y: jax.Array, *, ridge: float = 1e-8) -> jax.Array:
+    """``fit_coef`` for any basis: ``basis (batch, n, m)`` values, ``y (batch, n, out)`` targets ->
+    coefficients ``(n, out, m)`` (per input, QR of ``[B; sqrt(ridge) I]``; ``kan_jax.bases``)."""
     basis = jnp.moveaxis(basis, 1, 0)  # (n, batch, m)
     y = jnp.moveaxis(jnp.asarray(y, basis.dtype), 1, 0)  # (n, batch, out)
     m = basis.shape[-1]

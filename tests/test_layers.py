@@ -247,7 +247,7 @@ def test_nnx_and_linen_agree():
         (dict(widths=[2, 5, 1], grid_size=0), "grid_size"),
         (dict(widths=[2, 5, 1], spline_order=-1), "spline_order"),
         (dict(widths=[2, 5, 1], grid_range=(1.0, -1.0)), "grid_range"),
-        (dict(widths=[2, 5, 1], basis="fourier"), r"basis must be one of \['bspline'\]"),
+        (dict(widths=[2, 5, 1], basis="legendre"), r"basis must be one of \[.bspline., .chebyshev., .fourier., .rbf.\]"),
         (dict(widths=[2, 5, 1], base_activation="relu6"), "base_activation"),
     ],
 )
@@ -322,3 +322,20 @@ def test_chunked_batch_matches_reference(monkeypatch, path):
     want = jax.grad(loss, argnums=(0, 1))(p, x, "reference")
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         np.testing.assert_allclose(a, b, atol=1e-10)
+
+
+def test_reference_path_gives_forward_mode_derivatives_nnx_and_linen():
+    """``path="reference"``: a Laplacian as ``jax.jvp`` of ``jax.grad`` (what a PDE residual
+    needs) equals the Hessian's trace; the kernel paths (custom_vjp) refuse forward mode."""
+    x = jnp.array([0.3, -0.2])
+    model = kan_jax.KAN([2, 3, 1], grid_size=5, path="reference", rngs=nnx.Rngs(0))
+    fast = kan_jax.KAN([2, 3, 1], grid_size=5, rngs=nnx.Rngs(0))
+    np.testing.assert_allclose(model(x[None]), fast(x[None]), rtol=1e-5)
+    lin = kl.KAN([2, 3, 1], grid_size=5, path="reference")
+    variables = lin.init(jax.random.key(0), x[None])
+
+    for f in (lambda p: model(p[None])[0, 0], lambda p: lin.apply(variables, p[None])[0, 0]):
+        lap = sum(jax.jvp(jax.grad(f), (x,), (jnp.eye(2)[i],))[1][i] for i in range(2))
+        np.testing.assert_allclose(lap, jnp.trace(jax.hessian(f)(x)), rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="path must be one of"):
+        kan_jax.KAN([2, 1], path="fast", rngs=nnx.Rngs(0))

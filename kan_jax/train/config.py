@@ -13,6 +13,7 @@ import json
 import numpy as np
 from flax import nnx
 
+from kan_jax.bases import BASES, get_basis
 from kan_jax.nnx import MODEL_SHARDINGS
 from kan_jax.train import models, optim
 
@@ -113,6 +114,10 @@ def validate_config(config) -> None:
         nnx.eval_shape(lambda: models.make_model(config, grid_size=plan[0][0]))
     except (ValueError, TypeError) as err:
         raise ConfigError(f"config.model: {err}") from None
+    if m.kind == "kan" and not get_basis(m.basis).adaptive and tr.grid_update_every > 0 and tr.stop_grid_update_step > 0:
+        raise ConfigError(f"model.basis={m.basis!r} has no knots to adapt: set training.stop_grid_update_step=0 "
+                          f"(or training.grid_update_every=0), or use a basis that adapts: "
+                          f"{sorted(b for b in BASES if BASES[b].adaptive)}")
     if config.pipeline in PIPELINE_CHECKS:
         PIPELINE_CHECKS[config.pipeline](config)
 

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from kan_jax.bases import get_basis
 from kan_jax.nnx import KAN, KANLayer, validate_widths
 
 __all__ = [
@@ -70,13 +71,15 @@ def count_params(model: nnx.Module) -> int:
     return int(total)
 
 
-def kan_param_count(widths: Sequence[int], grid_size: int, spline_order: int) -> int:
-    """Trainable scalars of ``kan_jax.KAN(widths, grid_size, spline_order)``.
+def kan_param_count(widths: Sequence[int], grid_size: int, spline_order: int, *, basis: str = "bspline") -> int:
+    """Trainable scalars of ``kan_jax.KAN(widths, grid_size, spline_order, basis=basis)``.
 
-    Per layer ``n -> o``: ``coef n*o*(G+k)``, ``w_base n*o``, ``w_spline n*o``, ``bias o``.
+    Per layer ``n -> o``: ``coef n*o*M`` (``M`` basis functions: ``G + k`` B-splines,
+    ``kan_jax.bases``), ``w_base n*o``, ``w_spline n*o``, ``bias o``.
     """
     ws = validate_widths(widths)
-    return sum(n * o * (grid_size + spline_order + 2) + o for n, o in zip(ws[:-1], ws[1:]))
+    m = get_basis(basis).n_basis(grid_size, spline_order)
+    return sum(n * o * (m + 2) + o for n, o in zip(ws[:-1], ws[1:]))
 
 
 def mlp_param_count(widths: Sequence[int]) -> int:
@@ -86,7 +89,8 @@ def mlp_param_count(widths: Sequence[int]) -> int:
 
 
 def mlp_widths_matching(
-    kan_widths: Sequence[int], grid_size: int, spline_order: int, *, n_hidden_layers: int | None = None
+    kan_widths: Sequence[int], grid_size: int, spline_order: int, *, n_hidden_layers: int | None = None,
+    basis: str = "bspline",
 ) -> list[int]:
     """MLP widths with the KAN's input/output sizes and a parameter count as close as possible to the KAN's.
 
@@ -102,7 +106,7 @@ def mlp_widths_matching(
     n_hidden = len(ws) - 2 if n_hidden_layers is None else int(n_hidden_layers)
     if n_hidden < 0:
         raise ValueError(f"n_hidden_layers must be >= 0, got {n_hidden_layers!r}")
-    target = kan_param_count(ws, grid_size, spline_order)
+    target = kan_param_count(ws, grid_size, spline_order, basis=basis)
     if n_hidden == 0:
         return [ws[0], ws[-1]]
 
@@ -172,5 +176,5 @@ def make_model(config, *, grid_size: int | None = None, dtype=None, widths=None,
         )
     mlp_widths = m.mlp_widths
     if not mlp_widths:
-        mlp_widths = mlp_widths_matching(widths, g, int(m.spline_order))
+        mlp_widths = mlp_widths_matching(widths, g, int(m.spline_order), basis=m.basis)
     return MLP(mlp_widths, activation=m.activation, param_dtype=dtype, rngs=rngs)
