@@ -16,6 +16,7 @@ Examples::
     python scripts/bench_layer.py --peers --quick         # + jaxKAN / efficient-kan when installed
     python scripts/bench_layer.py --batch=1024,8192 --width=64,256 --grid=5,10,20,50,100
     python scripts/bench_layer.py --dtype=bfloat16 --batch=65536 --width=1024   # accelerators
+    python scripts/bench_layer.py --quick --bases=chebyshev,fourier,rbf --paths=auto --memory-case=
 """
 
 from __future__ import annotations
@@ -61,9 +62,9 @@ def make_steps(apply_fn, p, x, c):
     return {"fwd": (fwd, (p, x)), "p": (gp, (p, x, c)), "px": (gpx, (p, x, c))}
 
 
-def kan_case(batch, n, o, grid, order, dtype, adaptive, path, uniform=None, seed=0):
+def kan_case(batch, n, o, grid, order, dtype, adaptive, path, uniform=None, seed=0, basis="bspline"):
     rng = np.random.default_rng(seed)
-    params, knots, mask = F.init_layer(jax.random.key(seed), n, o, grid_size=grid, spline_order=order)
+    params, knots, mask = F.init_layer(jax.random.key(seed), n, o, grid_size=grid, spline_order=order, basis=basis)
     params = {k: jnp.asarray(rng.normal(size=v.shape) * 0.1, v.dtype) for k, v in params.items()}
     x = jnp.asarray(np.tanh(rng.normal(size=(batch, n))), dtype)
     if adaptive:
@@ -72,7 +73,7 @@ def kan_case(batch, n, o, grid, order, dtype, adaptive, path, uniform=None, seed
     c = jnp.asarray(rng.normal(size=(batch, o)), jnp.float32)
 
     def apply_fn(p, xx):
-        return F.apply(p, knots, mask, xx, order=order, path=path, uniform=uniform, dtype=dtype)
+        return F.apply(p, knots, mask, xx, order=order, basis=basis, path=path, uniform=uniform, dtype=dtype)
 
     return make_steps(apply_fn, params, x, c)
 
@@ -209,6 +210,8 @@ def run_config(args, batch, n, o, grid, dtype_name):
             if adaptive and path in ("uniform", "local_uniform"):
                 continue
             cases[f"kan/{tag}/{path}"] = kan_case(batch, n, o, grid, order, dtype, adaptive, path)
+    for basis in filter(None, args.bases.split(",")):  # the other families: basis values + one contraction
+        cases[f"kan/{basis}"] = kan_case(batch, n, o, grid, order, dtype, False, "auto", basis=basis)
     cases["dense"] = dense_case(batch, n, o, grid, order, dtype)
     cases["mlp"], hidden = mlp_case(batch, n, o, grid, order, dtype)
     if args.peers:
@@ -277,6 +280,8 @@ def main():
     ap.add_argument("--paths", default="auto,general,local_general,reference",
                     help=f"KAN paths: auto, reference, {', '.join(kernels.PATHS)}")
     ap.add_argument("--modes", default="fwd,p,px")
+    ap.add_argument("--bases", default="", help="other basis families to time beside the B-spline paths, e.g. "
+                    "chebyshev,fourier,rbf (kan_jax.bases)")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--min-time", type=float, default=0.05, help="seconds per candidate per round")
     ap.add_argument("--memory", action="store_true", help="also report temp memory of every timed case")

@@ -185,3 +185,29 @@ def test_non_adaptive_basis_with_grid_updates_is_a_config_error():
         validate_config(config)
     config.training.stop_grid_update_step = 0
     validate_config(config)
+
+
+@pytest.mark.parametrize("basis", FAMILIES)
+def test_regularize_prune_symbolic_and_plot_are_family_blind(basis, tmp_path):
+    """What sits above the basis is written once: the penalty, pruning to a subnetwork, the
+    symbolic fit (an edge trained to x^2 is recognized) and the diagram run for every family."""
+    from kan_jax import plot, prune, regularize, symbolic
+
+    model = kan_jax.KAN([2, 3, 1], grid_size=G, basis=basis, noise_scale=1.0, rngs=nnx.Rngs(0))
+    x = _x((64, 2), scale=1.0)
+    out, acts = model.forward_with_edges(x)
+    np.testing.assert_allclose(out, model(x), atol=1e-5)
+    assert np.isfinite(float(regularize.penalty(acts, x=x)))
+    pruned = prune.prune(model, x, node_threshold=0.0, edge_threshold=0.0)
+    np.testing.assert_allclose(pruned(x), model(x), atol=1e-5)
+    # One edge fitted to x^2 by least squares on the family's functions: auto_symbolic names it.
+    layer = kan_jax.KAN([1, 1], grid_size=8, basis=basis, param_dtype=jnp.float64, rngs=nnx.Rngs(1)).layers[0]
+    xs = jnp.linspace(-1, 1, 200, dtype=jnp.float64)[:, None]
+    target = (xs**2 - layer.w_base[...][0, 0] * jax.nn.silu(xs))[:, :, None]
+    layer.coef.set_value(bases.fit_coef(basis, xs, target, layer.grid[...], K))
+    net = kan_jax.KAN([1, 1], grid_size=8, basis=basis, param_dtype=jnp.float64, rngs=nnx.Rngs(1))
+    net.layers[0] = layer
+    fixed = symbolic.auto_symbolic(net, xs, lib={n: symbolic.SYMBOLIC_LIB[n] for n in ("x", "x^2", "sin", "exp")})
+    assert [f["name"] for f in fixed] == ["x^2"], fixed
+    plot.plot_kan(model, x, str(tmp_path / "kan.png"))
+    assert (tmp_path / "kan.png").stat().st_size > 0
