@@ -5,7 +5,8 @@
                        ``summary_line``
 ``config``             ``validate_config``, ``ConfigError``, ``stage_plan``, ``load_dataset``
 ``pipelines``          ``fit`` (grid-extension stages) and ``symbolic`` (sparse fit to formula);
-                       ``register_pipeline`` adds one
+                       ``classify``, ``vae``, ``pde`` (KAN layers in task models, through
+                       ``fit.train_stages``); ``register_pipeline`` adds one
 ``loop``               ``fit`` (jitted chunks of optimizer steps), ``evaluate``, ``predict``
 ``models``, ``optim``  ``make_model`` (KAN or MLP from ``config.model``), ``make_optimizer``
 ``checkpoint``         ``Checkpointer`` (orbax, ``workdir/checkpoints``)
@@ -22,7 +23,8 @@ Building blocks for a pipeline of your own::
     metrics = evaluate(model, dataset)                   # train_rmse, test_rmse, test_nrmse
 
 ``fit`` returns the trained model and leaves its argument as it was: always use the returned
-model.
+model. ``fit(..., loss=fn)`` trains on another objective, ``fn(model, x, y, key) -> scalar``
+(a classifier's cross-entropy, a VAE's negative ELBO, a PDE residual).
 """
 
 from kan_jax.train.checkpoint import Checkpointer
