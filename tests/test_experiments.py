@@ -192,7 +192,7 @@ def test_summary_line_without_a_formula():
     ("model.grid_size", 0, "model.grid_size must be an integer >= 1"),
     ("model.spline_order", -1, "config.model: spline_order"),
     ("model.widths", (2,), "config.model: widths"),
-    ("model.basis", "chebyshev", "config.model: basis must be one of"),
+    ("model.basis", "legendre", "config.model: basis must be one of"),
     ("model.grid_range", (1.0, -1.0), "config.model: grid_range"),
     ("model.activation", "swish", "model.activation must be one of"),
 ])
