@@ -205,9 +205,7 @@ def plot_loss(path: str, records: list[dict], *, stage_bounds: list[int] = ()) -
     ax.set_xlabel("step")
     ax.legend()
     ax.set_title("training")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_rmse_vs_grid(path: str, stages: list[dict]) -> None:
@@ -227,9 +225,7 @@ def plot_rmse_vs_grid(path: str, stages: list[dict]) -> None:
     ax.set_xlabel("grid size G")
     ax.set_ylabel("RMSE")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 # ----------------------------------------------------------------------------- task figures
@@ -254,9 +250,7 @@ def plot_confusion(path: str, matrix, class_names: Sequence[str], *, title: str 
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_image_grid(path: str, images, *, ncols: int, title: str = "", row_labels: Sequence[str] = ()) -> None:
@@ -277,9 +271,7 @@ def plot_image_grid(path: str, images, *, ncols: int, title: str = "", row_label
     for r, label in enumerate(row_labels):
         axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_fields(path: str, x1, x2, fields: dict, *, title: str = "") -> None:
@@ -295,6 +287,11 @@ def plot_fields(path: str, x1, x2, fields: dict, *, title: str = "") -> None:
         ax.set_xlabel("x_1")
         ax.set_ylabel("x_2")
     fig.suptitle(title, fontsize=9)
+    _save(fig, path)
+
+
+def _save(fig, path: str) -> None:
+    """Lays out, writes (100 dpi) and closes ``fig``: the last step of every plot here."""
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _pyplot().close(fig)
