@@ -460,3 +460,38 @@ def test_checkpoint_saves_are_async_and_replaced_ones_go_after_their_successor(t
     assert ck2.all_steps() == [1, 2]
     assert ck2.restore_meta(2) == {"step": 2}
     ck2.close()
+
+
+_CACHE_SCRIPT = """
+import json, os, sys
+import jax, jax.numpy as jnp
+from kan_jax.train.workdir import setup_compilation_cache
+d = setup_compilation_cache()
+jax.jit(lambda v: jnp.sin(v) * 2.0)(jnp.ones(7)).block_until_ready()
+print(json.dumps({"dir": d, "max_size": jax.config.jax_compilation_cache_max_size, "files": sorted(os.listdir(d))}))
+"""
+
+
+@pytest.mark.parametrize("max_size_env", [None, "123456789"])
+def test_compilation_cache_is_bounded_and_locked(tmp_path, max_size_env):
+    """The persistent cache is shared by concurrent runs (a sweep, two test workers), so reads and
+    writes go under JAX's file lock, which JAX takes only for a size-bounded cache: the default
+    bound is set, a user's ``JAX_COMPILATION_CACHE_MAX_SIZE`` is kept, and the lock file and the
+    program's entry appear in the directory. Fresh interpreter: the cache is process-wide state."""
+    import subprocess
+    import sys
+
+    from kan_jax.train.workdir import CACHE_MAX_BYTES
+
+    env = dict(os.environ, KAN_JAX_COMPILATION_CACHE=str(tmp_path / "cache"), JAX_PLATFORMS="cpu")
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    env.pop("JAX_COMPILATION_CACHE_MAX_SIZE", None)
+    if max_size_env:
+        env["JAX_COMPILATION_CACHE_MAX_SIZE"] = max_size_env
+    proc = subprocess.run([sys.executable, "-c", _CACHE_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["dir"] == str(tmp_path / "cache")
+    assert out["max_size"] == (int(max_size_env) if max_size_env else CACHE_MAX_BYTES)
+    assert ".lockfile" in out["files"]
+    assert any(f.endswith("-cache") for f in out["files"]), out["files"]

@@ -244,12 +244,17 @@ def _quiet_cache_info(record) -> bool:
     return record.levelno >= _pylogging.WARNING or record.module != "compilation_cache"
 
 
+CACHE_MAX_BYTES = 2 * 1024**3  # least recently used programs go past this (a hellokan run: ~2 MB)
+
+
 def setup_compilation_cache(config=None) -> str | None:
     """Enables JAX's persistent compilation cache (before the first compile).
 
     Directory: ``config.compilation_cache_dir`` if set, else ``$KAN_JAX_COMPILATION_CACHE``, else
     ``$XDG_CACHE_HOME/kan_jax/jax`` (``~/.cache/kan_jax/jax``). ``""``/``"none"`` disables it;
     an already configured ``jax_compilation_cache_dir`` (e.g. ``$JAX_COMPILATION_CACHE_DIR``) wins.
+    Size: at most ``CACHE_MAX_BYTES`` unless ``jax_compilation_cache_max_size`` is set; the bound
+    also makes concurrent runs sharing the directory safe (reads and writes under a file lock).
     """
     if jax.config.jax_compilation_cache_dir:
         return jax.config.jax_compilation_cache_dir
@@ -265,6 +270,11 @@ def setup_compilation_cache(config=None) -> str | None:
         return None
     try:
         os.makedirs(d, exist_ok=True)
+        # A size bound turns on JAX's file lock around every cache read and write. Without it
+        # (JAX's default, -1) an entry is written in place, and a second process that reads it
+        # half-written (two runs of a sweep, two test workers) aborts in XLA's deserializer.
+        if jax.config.jax_compilation_cache_max_size == -1 and "JAX_COMPILATION_CACHE_MAX_SIZE" not in os.environ:
+            jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
         jax.config.update("jax_compilation_cache_dir", d)
         # Every program, the small ones too: a warm hellokan run has ~110 programs that compile in
         # under 0.2 s each (~2 s together); cached they make it 11.2 s instead of 13.5 s, for 2.2 MB
