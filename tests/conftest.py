@@ -7,6 +7,10 @@ import os
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# No persistent compilation cache for in-process runs: a test must not depend on programs another
+# run (or the other xdist worker) left in ~/.cache. Tests of the cache, and the fault tests'
+# subprocesses, name a fresh directory of their own.
+os.environ["KAN_JAX_COMPILATION_CACHE"] = ""
 
 import jax  # noqa: E402
 

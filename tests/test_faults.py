@@ -105,14 +105,20 @@ FIT_ARGS = (TOY, "--config.training.steps=150", "--config.training.chunk_size=5"
             "--config.checkpoint_every=50")
 
 
-def test_sigterm_checkpoints_the_step_reached_and_the_rerun_completes(tmp_path):
+@pytest.fixture(scope="module")
+def fit_ref(tmp_path_factory):
+    """An uninterrupted run of FIT_ARGS and its compilation cache, shared by the signal tests."""
+    base = tmp_path_factory.mktemp("fit_ref")
+    done = _run(base / "cache", *FIT_ARGS, f"--workdir={base / 'ref'}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return base / "cache", base / "ref"
+
+
+def test_sigterm_checkpoints_the_step_reached_and_the_rerun_completes(tmp_path, fit_ref):
     """SIGTERM mid-stage: the run stops at the next chunk boundary, checkpoints that step (not a
     multiple of checkpoint_every in general), writes results.json "preempted" with the step and
     stage, and exits 143; the rerun resumes there and ends equal to an uninterrupted run."""
-    cache = tmp_path / "cache"
-    ref = tmp_path / "ref"
-    done = _run(cache, *FIT_ARGS, f"--workdir={ref}")
-    assert done.returncode == 0, done.stderr[-3000:]
+    cache, ref = fit_ref
     w = tmp_path / "w"
     proc = _start(cache, *FIT_ARGS, f"--workdir={w}")
     _wait_for_metrics(proc, w)
@@ -126,6 +132,32 @@ def test_sigterm_checkpoints_the_step_reached_and_the_rerun_completes(tmp_path):
     assert _last_line(out).startswith(f"preempted: stopped on request at step {step} (stage {r['preempted_stage']})")
     assert (w / "checkpoints" / str(step)).is_dir(), sorted(os.listdir(w / "checkpoints"))
     assert max(m["step"] for m in _metrics(w)) <= step
+    again = _run(cache, *FIT_ARGS, f"--workdir={w}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert _results(w) == _results(ref)
+    assert _metrics(w) == _metrics(ref)
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.02])
+def test_a_second_signal_stops_at_once_and_the_rerun_completes(tmp_path, fit_ref, delay):
+    """SIGTERM, then SIGINT ``delay`` seconds later (two different signals: a repeated one can
+    merge with the first while it is pending): the run stops without waiting for the chunk
+    boundary's checkpoint, wherever the second signal lands (mid-chunk, mid-checkpoint,
+    mid-metrics line), says so in one line, exits 128 + a signal, leaves results.json
+    "preempted", and the same command resumes from the newest checkpoint to the uninterrupted
+    run's results and metrics."""
+    cache, ref = fit_ref
+    w = tmp_path / "w"
+    proc = _start(cache, *FIT_ARGS, f"--workdir={w}")
+    _wait_for_metrics(proc, w)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode in (128 + signal.SIGTERM, 128 + signal.SIGINT), err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert _last_line(err).startswith("interrupted: stopped without a new checkpoint"), err[-3000:]
+    assert _results(w)["status"] == "preempted"
     again = _run(cache, *FIT_ARGS, f"--workdir={w}")
     assert again.returncode == 0, again.stderr[-3000:]
     assert _results(w) == _results(ref)

@@ -21,11 +21,6 @@ def _fit_module():
     return sys.modules[train.PIPELINES["fit"].__module__]
 
 
-@pytest.fixture(autouse=True)
-def _no_persistent_cache(monkeypatch):
-    monkeypatch.setenv("KAN_JAX_COMPILATION_CACHE", "")
-
-
 def _config():
     from configs import toy
 

@@ -8,17 +8,11 @@ formula is sympy-equal to the truth and numerically equal on random points.
 import json
 
 import numpy as np
-import pytest
 import sympy
 
 from kan_jax import train
 
 TRUTH = "x_1+x_2**2"
-
-
-@pytest.fixture(autouse=True)
-def _no_persistent_cache(monkeypatch):
-    monkeypatch.setenv("KAN_JAX_COMPILATION_CACHE", "")
 
 
 def _symbolic_config(arg):

@@ -21,11 +21,6 @@ from kan_jax.train.pipelines import classify, pde, vae
 from kan_jax.train.pipelines import fit as fit_pipeline
 
 
-@pytest.fixture(autouse=True)
-def _no_persistent_cache(monkeypatch):
-    monkeypatch.setenv("KAN_JAX_COMPILATION_CACHE", "")
-
-
 def _config(name, arg="quick"):
     import importlib
 

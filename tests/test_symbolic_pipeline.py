@@ -13,11 +13,6 @@ from kan_jax import train
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(autouse=True)
-def _no_persistent_cache(monkeypatch):
-    monkeypatch.setenv("KAN_JAX_COMPILATION_CACHE", "")
-
-
 def _symbolic_config(arg):
     spec = importlib.util.spec_from_file_location("_cfg_symbolic_e2e", os.path.join(ROOT, "configs", "symbolic.py"))
     mod = importlib.util.module_from_spec(spec)

@@ -16,11 +16,6 @@ from kan_jax.train.pipelines import fit as fit_pipeline
 from kan_jax.train.checkpoint import model_state
 
 
-@pytest.fixture(autouse=True)
-def _no_persistent_cache(monkeypatch):
-    monkeypatch.setenv("KAN_JAX_COMPILATION_CACHE", "")
-
-
 def _toy_quick():
     from configs import toy
 
