@@ -1,6 +1,6 @@
 """End-to-end wall time of the toy and hellokan protocols, kan_jax vs pykan, on this machine.
 
-    python scripts/bench_train.py [--only toy|hellokan] [--repeats 2] [--skip-pykan]
+    python scripts/bench_train.py [--only toy|hellokan] [--repeats 2] [--skip-pykan] [--guard]
                                   [--pykan-python /work/pykan-venv/bin/python] [--out docs/bench/bench_train_cpu.jsonl]
 
 kan_jax: each protocol runs as ``python -m experiments.main --config=configs/NAME.py
@@ -25,6 +25,12 @@ fresh temporary working directory so pykan's ``auto_save`` checkpoints land ther
   ``fit(50)``; ``auto_symbolic(lib=[x, x^2, x^3, x^4, exp, log, sqrt, tanh, sin, abs])``;
   ``fit(50)``; ``ex_round(symbolic_formula()[0][0], 4)``. The fit after prune is the notebook's
   "continue training" step and matches our config's ``symbolic.prune_steps``.
+
+The divergence guard (issue 18): ``--guard`` adds the toy protocol run warm with the guard on
+(the command above) and off, interleaved, in the same call (lines ``name: "toy_guard"`` with
+``guard: true/false``; the summary prints the ratio of the best times). Off is the same command
+with ``loop.fit``'s ``stop_on_nan`` forced to False by a three-line driver (``GUARD_OFF_DRIVER``);
+the library has no switch for it, since a non-finite loss cannot train on.
 
 Every measurement is one JSON line (``name``, ``impl``, ``cache``, ``repeat``, ``wall_s``, plus
 RMSE / stages / formula fields) on stdout and in ``--out`` (lines of the protocols measured in this
@@ -163,19 +169,36 @@ def _compile_times(log: str) -> dict:
     return out
 
 
-def run_kan_jax(name: str, cache_dir: str, cache: str, repeat: int, keep_logs: str | None) -> dict:
+# experiments.main with the divergence guard off: the --guard comparison's other side.
+GUARD_OFF_DRIVER = r'''
+import functools
+from absl import app
+from experiments import main
+from kan_jax.train import loop
+loop.fit = functools.partial(loop.fit, stop_on_nan=False)
+app.run(main.main, flags_parser=main._parse_flags)
+'''
+
+
+def run_kan_jax(name: str, cache_dir: str, cache: str, repeat: int, keep_logs: str | None,
+                guard: bool | None = None) -> dict:
+    """One CLI run of protocol ``name``; ``guard=False``: with the divergence guard off."""
     workdir = tempfile.mkdtemp(prefix=f"bench_{name}_{cache}_")
     env = dict(os.environ)
     env.pop("JAX_COMPILATION_CACHE_DIR", None)  # would override KAN_JAX_COMPILATION_CACHE
     env["KAN_JAX_COMPILATION_CACHE"] = cache_dir
     env["JAX_LOG_COMPILES"] = "1"
-    cmd = [sys.executable, "-m", "experiments.main", f"--config={CONFIGS[name]}", f"--workdir={workdir}"]
+    entry = ["-c", GUARD_OFF_DRIVER] if guard is False else ["-m", "experiments.main"]
+    cmd = [sys.executable, *entry, f"--config={CONFIGS[name]}", f"--workdir={workdir}"]
     load = _loadavg()
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
-    rec = {"name": name, "impl": "kan_jax", "cache": cache, "repeat": repeat, "wall_s": round(wall, 2),
-           "returncode": proc.returncode, "loadavg_1m_before": load, "command": " ".join(cmd[1:])}
+    rec = {"name": name if guard is None else f"{name}_guard", "impl": "kan_jax", "cache": cache, "repeat": repeat,
+           "wall_s": round(wall, 2), "returncode": proc.returncode, "loadavg_1m_before": load,
+           "command": "GUARD_OFF_DRIVER " + " ".join(cmd[3:]) if guard is False else " ".join(cmd[1:])}
+    if guard is not None:
+        rec["guard"] = guard
     rec.update(_compile_times(proc.stderr))
     if keep_logs:
         with open(os.path.join(keep_logs, f"{name}_kan_jax_{cache}_{repeat}.log"), "w") as fh:
@@ -235,7 +258,7 @@ def summarize(records: list[dict]) -> list[str]:
     for r in records:
         if r.get("returncode") != 0:
             continue
-        key = (r["name"], r["impl"], r["cache"])
+        key = (r["name"], r["impl"], r["cache"]) if "guard" not in r else (r["name"], f"guard_{'on' if r['guard'] else 'off'}", r["cache"])
         groups.setdefault(key, []).append(r["wall_s"])
         if "compile_s" in r:
             comp.setdefault(key, []).append(r["compile_s"])
@@ -246,6 +269,9 @@ def summarize(records: list[dict]) -> list[str]:
             extra = f"  compile (JAX log) best {min(comp[key]):.1f} s"
         lines.append(f"{key[0]:9s} {key[1]:8s} {key[2]:5s} best {min(walls):7.1f} s  "
                      f"range {min(walls):.1f}-{max(walls):.1f}  n={len(walls)}{extra}")
+    on, off = groups.get(("toy_guard", "guard_on", "warm")), groups.get(("toy_guard", "guard_off", "warm"))
+    if on and off:
+        lines.append(f"divergence guard: best on / best off = {min(on) / min(off):.3f} (toy, warm, n={len(on)} each)")
     return lines
 
 
@@ -260,6 +286,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=os.path.join(ROOT, "docs", "bench", "bench_train_cpu.jsonl"))
     p.add_argument("--keep-logs", default=None, help="directory for the subprocesses' logs")
     p.add_argument("--append", action="store_true", help="keep every existing line of --out (more repeats)")
+    p.add_argument("--guard", action="store_true", help="also time the toy warm with the divergence guard on and off")
     args = p.parse_args(argv)
 
     names = [args.only] if args.only else list(CONFIGS)
@@ -292,13 +319,20 @@ def main(argv=None) -> int:
                 if run_pykan_too:
                     emit(run_pykan(name, args.pykan_python, driver, rep, args.pykan_seed, args.keep_logs,
                                    args.pykan_timeout))
+            if args.guard:
+                if rep == 0:
+                    guard_cache = tempfile.mkdtemp(prefix="jax_cache_guard_", dir=tmp)
+                    run_kan_jax("toy", guard_cache, "cold", rep, None)  # fills the cache; not recorded
+                for guard in ((True, False) if rep % 2 == 0 else (False, True)):
+                    emit(run_kan_jax("toy", guard_cache, "warm", rep, args.keep_logs, guard=guard))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if records:
             kept = []
             if os.path.exists(args.out):
                 with open(args.out) as fh:
-                    kept = [ln for ln in fh if ln.strip() and (args.append or json.loads(ln).get("name") not in names)]
+                    replaced = names + (["toy_guard"] if args.guard else [])
+                    kept = [ln for ln in fh if ln.strip() and (args.append or json.loads(ln).get("name") not in replaced)]
             with open(args.out, "w") as fh:
                 fh.writelines(kept)
                 fh.writelines(json.dumps(r) + "\n" for r in records)

@@ -21,6 +21,7 @@ from kan_jax.data import (
     make_regression,
     parse_expression,
     special_dataset,
+    special_function,
     special_functions,
 )
 
@@ -271,10 +272,10 @@ def test_feynman_unknown_name_lists_close_matches():
 def _scipy_reference(name, a, b):
   if name == "ellipj":
     return sp.ellipj(a, b)[0]
-  if name.startswith("lpmv_m_"):
+  if name.startswith("lpmv_m"):
     return sp.lpmv(int(name[-1]), a, b)
   if name.startswith("sph_harm_"):
-    _, _, _, m, _, n = name.split("_")
+    m, n = name[-2], name[-1]
     return np.real(sp.sph_harm_y(int(n), int(m), a, b))
   return getattr(sp, name)(a, b)
 
@@ -282,9 +283,18 @@ def _scipy_reference(name, a, b):
 def test_special_function_names():
   names = special_functions()
   expected = {"ellipj", "ellipkinc", "ellipeinc", "jv", "yv", "kv", "iv",
-              "lpmv_m_0", "lpmv_m_1", "lpmv_m_2", "sph_harm_m_0_n_1", "sph_harm_m_1_n_1",
-              "sph_harm_m_0_n_2", "sph_harm_m_1_n_2", "sph_harm_m_2_n_2"}
+              "lpmv_m0", "lpmv_m1", "lpmv_m2", "sph_harm_01", "sph_harm_11",
+              "sph_harm_02", "sph_harm_12", "sph_harm_22"}
   assert set(names) == expected and len(names) == 15
+
+
+@pytest.mark.parametrize("alias,name", [("lpmv_m_0", "lpmv_m0"), ("lpmv_m_2", "lpmv_m2"),
+                                        ("sph_harm_m_0_n_1", "sph_harm_01"), ("sph_harm_m_1_n_2", "sph_harm_12")])
+def test_special_function_earlier_names_are_aliases(alias, name):
+  assert special_function(alias) is special_function(name)
+  a = special_dataset(alias, train_num=20, test_num=5, dtype=np.float64, seed=1)
+  b = special_dataset(name, train_num=20, test_num=5, dtype=np.float64, seed=1)
+  np.testing.assert_array_equal(a.y_train, b.y_train)
 
 
 @pytest.mark.parametrize("name", special_functions())
@@ -308,10 +318,10 @@ def test_special_dataset_equals_scipy_and_is_finite(name):
 
 
 def test_sph_harm_closed_forms_fix_the_angle_convention():
-  ds = special_dataset("sph_harm_m_0_n_1", train_num=50, test_num=5, dtype=np.float64)
+  ds = special_dataset("sph_harm_01", train_num=50, test_num=5, dtype=np.float64)
   polar, azimuth = ds.x_train.T
   np.testing.assert_allclose(ds.y_train[:, 0], np.sqrt(3 / (4 * np.pi)) * np.cos(polar), atol=1e-12)
-  ds = special_dataset("sph_harm_m_1_n_1", train_num=50, test_num=5, dtype=np.float64)
+  ds = special_dataset("sph_harm_11", train_num=50, test_num=5, dtype=np.float64)
   polar, azimuth = ds.x_train.T
   expect = -0.5 * np.sqrt(3 / (2 * np.pi)) * np.sin(polar) * np.cos(azimuth)
   np.testing.assert_allclose(ds.y_train[:, 0], expect, atol=1e-12)

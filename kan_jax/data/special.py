@@ -26,7 +26,7 @@ class SpecialFunction:
   """A two-input special function and its sampling box.
 
   Attributes:
-    name: dataset name, e.g. "ellipkinc" or "sph_harm_m_1_n_2".
+    name: dataset name, e.g. "ellipkinc" or "sph_harm_12" (m = 1, n = 2).
     fn: maps `(x_1, x_2)` arrays (float64, same shape) to real values.
     ranges: `((low_1, high_1), (low_2, high_2))`.
     description: what `x_1`, `x_2` and `y` are, in scipy's terms.
@@ -98,18 +98,21 @@ def _build() -> dict[str, SpecialFunction]:
   ]
   for m in (0, 1, 2):
     table.append(SpecialFunction(
-        f"lpmv_m_{m}", _lpmv(m), ((0.0, 4.0), (0.0, 0.9)),
+        f"lpmv_m{m}", _lpmv(m), ((0.0, 4.0), (0.0, 0.9)),
         f"y = P_{{x_1}}^{m}(x_2): associated Legendre function, order m={m}, "
         "real degree x_1, scipy.special.lpmv(m, x_1, x_2)"))
   for m, n in ((0, 1), (1, 1), (0, 2), (1, 2), (2, 2)):
     table.append(SpecialFunction(
-        f"sph_harm_m_{m}_n_{n}", _sph(m, n), ((0.0, float(np.pi)), (0.0, float(2 * np.pi))),
+        f"sph_harm_{m}{n}", _sph(m, n), ((0.0, float(np.pi)), (0.0, float(2 * np.pi))),
         f"y = Re Y_{n}^{m}(x_1, x_2): real part of the spherical harmonic, "
         "polar angle x_1, azimuth x_2"))
   return {f.name: f for f in table}
 
 
 _TABLE = _build()
+# Earlier names, still accepted: lpmv_m_0 -> lpmv_m0, sph_harm_m_1_n_2 -> sph_harm_12.
+_ALIASES = {**{f"lpmv_m_{m}": f"lpmv_m{m}" for m in (0, 1, 2)},
+            **{f"sph_harm_m_{n[-2]}_n_{n[-1]}": n for n in _TABLE if n.startswith("sph_harm_")}}
 
 
 def special_functions() -> tuple[str, ...]:
@@ -123,6 +126,7 @@ def special_function(name: str) -> SpecialFunction:
   Raises:
     ValueError: for an unknown name, listing close matches.
   """
+  name = _ALIASES.get(name, name)
   if name in _TABLE:
     return _TABLE[name]
   close = difflib.get_close_matches(str(name), list(_TABLE), n=5, cutoff=0.4)
@@ -144,7 +148,8 @@ def special_dataset(
   """Samples `y = f(x_1, x_2)` for a special function of `special_functions()`.
 
   Args:
-    name: e.g. "ellipj", "jv", "lpmv_m_1", "sph_harm_m_0_n_2".
+    name: e.g. "ellipj", "jv", "lpmv_m1", "sph_harm_02" (earlier names such as
+      "lpmv_m_1" and "sph_harm_m_0_n_2" are aliases).
     train_num: number of training samples.
     test_num: number of test samples.
     seed: sampling seed.

@@ -149,10 +149,12 @@ def _targeted_simplify(expr):
         sympy.together,
     ]
     if small:
-        steps += [sympy.cancel, sympy.trigsimp]
+        steps.append(sympy.cancel)
+    if small and _has_trig_pairs(expr):
+        steps.append(sympy.trigsimp)
     best, best_ops = expr, sympy.count_ops(expr)
     for step in steps:
-        for start in (expr, best):
+        for start in (expr,) if best is expr else (expr, best):
             try:
                 cand = step(start)
             except Exception:  # pragma: no cover - sympy corner cases
@@ -161,6 +163,17 @@ def _targeted_simplify(expr):
             if ops < best_ops:
                 best, best_ops = cand, ops
     return best
+
+
+def _has_trig_pairs(expr) -> bool:
+    """Whether ``expr`` has two or more distinct trigonometric or hyperbolic terms (``sin(u)`` and
+    ``cos(u)``, ``sin(u)`` and ``sin(v)``, ...): every identity ``trigsimp`` shortens with
+    (``sin^2 + cos^2 = 1``, double angles, sums to products) needs two. Powers of a single one,
+    as in an expanded ``(a + b sin(u))**4``, it cannot shorten, and there it can take tens of
+    seconds (factoring the polynomial in ``sin(u)``: 33 s for that expansion at 4 digits)."""
+    trig = expr.atoms(sympy.functions.elementary.trigonometric.TrigonometricFunction,
+                      sympy.functions.elementary.hyperbolic.HyperbolicFunction)
+    return len(trig) >= 2
 
 
 def _shorter_factored(expr):
