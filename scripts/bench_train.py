@@ -1,6 +1,6 @@
 """End-to-end wall time of the toy and hellokan protocols, kan_jax vs pykan, on this machine.
 
-    python scripts/bench_train.py [--only toy|hellokan] [--repeats 2] [--skip-pykan] [--guard]
+    python scripts/bench_train.py [--only toy|hellokan|none] [--repeats 2] [--skip-pykan] [--guard]
                                   [--pykan-python /work/pykan-venv/bin/python] [--out docs/bench/bench_train_cpu.jsonl]
 
 kan_jax: each protocol runs as ``python -m experiments.main --config=configs/NAME.py
@@ -277,7 +277,8 @@ def summarize(records: list[dict]) -> list[str]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--only", choices=sorted(CONFIGS), default=None)
+    p.add_argument("--only", choices=sorted(CONFIGS) + ["none"], default=None,
+                   help="one protocol; 'none' with --guard: only the guard comparison")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--skip-pykan", action="store_true")
     p.add_argument("--pykan-python", default=os.environ.get("PYKAN_PYTHON", "/work/pykan-venv/bin/python"))
@@ -289,7 +290,7 @@ def main(argv=None) -> int:
     p.add_argument("--guard", action="store_true", help="also time the toy warm with the divergence guard on and off")
     args = p.parse_args(argv)
 
-    names = [args.only] if args.only else list(CONFIGS)
+    names = [] if args.only == "none" else [args.only] if args.only else list(CONFIGS)
     run_pykan_too = not args.skip_pykan
     if run_pykan_too and not os.path.exists(args.pykan_python):
         print(f"pykan python {args.pykan_python} not found: skipping pykan", file=sys.stderr)
