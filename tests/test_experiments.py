@@ -3,6 +3,7 @@
 import glob
 import importlib.util
 import json
+import math
 import os
 import pathlib
 import subprocess
@@ -149,6 +150,29 @@ def test_cli_grid_larger_than_the_samples_stays_well_posed(tmp_path):
     r = json.loads((tmp_path / "results.json").read_text())
     assert r["status"] == "completed" and r["stages"][1]["grid_size"] == 200
     assert r["test_rmse"] < 5 * r["stages"][0]["test_rmse"], r["stages"]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_cli_inputs_up_to_1e30(tmp_path, dtype):
+    """Finite inputs up to 1e30 through the command line (a bounded target, tanh). float64: the
+    run completes, every metric finite (the silu base branch carries 1e30 inputs linearly, so the
+    fit is poor: inputs should be scaled, docs/RELIABILITY.md). float32: the squared error of
+    such outputs overflows float32's range at the first step, and the divergence guard stops the
+    run with exit 3 and its one line, never a NaN in results.json or a traceback."""
+    proc = _cli("--config=configs/toy.py:quick", f"--workdir={tmp_path}", "--config.data.expr=tanh(x_1)+tanh(x_2)",
+                "--config.data.ranges=(-1e30, 1e30)", f"--config.dtype={dtype}")
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    def no_nan(name):
+        raise AssertionError(f"results.json holds {name}")
+
+    r = json.loads((tmp_path / "results.json").read_text(), parse_constant=no_nan)
+    if dtype == "float64":
+        assert proc.returncode == 0 and r["status"] == "completed", proc.stderr[-2000:]
+        vals = [r["test_rmse"], r["train_rmse"]] + [v for s in r["stages"] for v in (s["train_rmse"], s["test_rmse"])]
+        assert all(math.isfinite(v) for v in vals), r
+    else:
+        assert proc.returncode == 3 and r["status"] == "diverged", proc.stderr[-2000:]
+        assert proc.stdout.strip().splitlines()[-1].startswith("diverged at step 1 (stage 0)")
 
 
 def _assert_no_pickles(workdir):
