@@ -97,6 +97,9 @@ def make(expr: str, quick: bool = False):
     c.symbolic.restarts = 3
     c.symbolic.exact_rtol = 1e-9
     c.symbolic.agreement_rtol = 1e-3
+    # A formula that is not exact and longer than this (sympy's count_ops) is not reported: the
+    # AI Feynman formulas have at most ~30 operations, a rounded 5-layer spline reading thousands.
+    c.symbolic.max_formula_ops = 80
     if quick:
         _common.apply_quick(c)
         c.symbolic.prune_steps = 10

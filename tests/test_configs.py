@@ -57,7 +57,7 @@ def _split_rows(c):
 SYMBOLIC_FIELDS = ("prune", "standardize", "prune_measure", "node_threshold", "edge_threshold", "prune_steps",
                    "prune_search", "prune_search_tol", "prune_search_rtol", "refine_grid", "refine_steps", "lib",
                    "r2_threshold", "progressive", "weight_simple", "weight_simple_retry", "retrain_steps", "digits",
-                   "restarts", "exact_rtol", "agreement_rtol")
+                   "restarts", "exact_rtol", "agreement_rtol", "max_formula_ops")
 
 
 @pytest.fixture(autouse=True)

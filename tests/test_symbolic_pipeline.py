@@ -31,6 +31,7 @@ def test_symbolic_pipeline_quick_writes_and_checks_formula(tmp_path):
     # The formula is sympy-parsable in the input names and re-evaluated by the pipeline on the test set.
     expr = sympy.sympify(r["formula"])
     assert {str(s) for s in expr.free_symbols} <= {"x_1", "x_2"}
+    assert r["formula_ops"] == sympy.count_ops(sympy.sympify(r["formula"]))  # its size
     for key in ("formula_test_rmse", "formula_vs_model_rmse"):
         assert np.isfinite(r[key]), key
     assert isinstance(r["formula_agreement"], bool) and isinstance(r["formula_far_worse"], bool)
@@ -51,6 +52,23 @@ def test_symbolic_pipeline_quick_writes_and_checks_formula(tmp_path):
     for name in ("kan_before.png", "kan.png"):
         png = tmp_path / "plots" / name
         assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def test_a_long_inexact_formula_is_not_reported(tmp_path):
+    """A formula that is not exact and longer than ``symbolic.max_formula_ops`` gives
+    ``formula: null`` with its size and the bound named; the spline model's results stay."""
+    c = _symbolic_config("sin(3*x_1)*x_2,quick")  # a quick [2, 1, 1] run never reaches it exactly
+    c.model.widths = [2, 1, 1]
+    c.symbolic.lib = ["x", "sin"]
+    c.symbolic.prune_search = False
+    c.symbolic.max_formula_ops = 1
+    r = train.train_and_evaluate(c, str(tmp_path))
+    assert r["status"] == "completed" and r["formula"] is None, r.get("formula")
+    assert r["formula_ops"] > 1 and "symbolic.max_formula_ops=1" in r["formula_error"], r["formula_error"]
+    assert np.isfinite(r["test_rmse"])
+    c.symbolic.max_formula_ops = 0
+    with pytest.raises(ValueError, match="symbolic.max_formula_ops"):
+        train.train_and_evaluate(c, str(tmp_path / "bad"))
 
 
 def test_unstandardize_output_is_exact():

@@ -28,11 +28,13 @@ Stages (``config.symbolic.*``: every field is required, configs/symbolic.py sets
    fits the training data more than 2x worse than the network: ``formula_digits``; the simplest
    accurate of the simplified and the composed formula, each also with its linear constants refit
    to the training data, ``kan_jax.symbolic.refit_constants``), re-evaluated
-   on the test set: ``formula``,
+   on the test set: ``formula``, ``formula_ops`` (its size, sympy's operation count),
    ``formula_test_rmse``, ``formula_vs_model_rmse``, ``formula_agreement``,
    ``formula_far_worse`` go to ``results.json``; a formula far worse than the model is logged as
    a warning and flagged there. Spline edges left (``r2`` below threshold) give ``formula: null``
-   and ``formula_error`` naming them.
+   and ``formula_error`` naming them; so does a formula that is not exact and longer than
+   ``symbolic.max_formula_ops`` operations (an unreadable formula is no explanation; such a pass
+   ranks below every pass with a formula, so a shorter one from another pass or seed wins).
 
 Symbolic passes: stages 4-6 run on a copy of the spline network with ``symbolic.weight_simple``,
 then, while the formula is not exact on the training data, again with each value of
@@ -97,6 +99,7 @@ SYMBOLIC_FIELDS = (
     "restarts", "standardize", "prune", "prune_measure", "node_threshold", "edge_threshold", "prune_steps",
     "prune_search", "prune_search_tol", "prune_search_rtol", "refine_grid", "refine_steps", "lib", "r2_threshold",
     "weight_simple", "weight_simple_retry", "progressive", "retrain_steps", "digits", "exact_rtol", "agreement_rtol",
+    "max_formula_ops",
 )
 
 
@@ -127,6 +130,7 @@ def _check_symbolic(config) -> None:
     number("digits", lo=0, hi=12, integer=True)
     number("exact_rtol", lo=0.0)
     number("agreement_rtol", lo=0.0)
+    number("max_formula_ops", lo=1, integer=True)
     measure = config.symbolic.prune_measure
     if measure not in kprune.MEASURES:
         raise ConfigError(f"symbolic.prune_measure must be one of {list(kprune.MEASURES)}, got {measure!r}")
@@ -623,12 +627,20 @@ def _formula(config, model, ds, model_train: float, model_before: dict, exact: f
             formulas, formula_train_rmse = _best_formula(model, ds, digits, good=2 * model_train + exact, exact=exact)
             if formula_train_rmse <= 2 * model_train + exact:
                 break
+        ops = formula_ops(formulas)
+        max_ops = int(config.symbolic.max_formula_ops)
+        if formula_train_rmse > exact and ops > max_ops:
+            err = (f"the formula is not exact (train rmse {formula_train_rmse:.3g}) and has {ops} operations, more "
+                   f"than symbolic.max_formula_ops={max_ops}")
+            logging.warning("no formula: %s", err)
+            return {"formula": None, "formula_test_rmse": None, "formula_ops": ops, "formula_error": err}, float("inf")
         chk = S.check_formula(model, formulas, ds.x_test, y=ds.y_test, input_names=input_names,
                               rtol=float(config.symbolic.agreement_rtol))
         text = [str(f) for f in formulas]
         results_formula = {
             "formula": text[0] if len(text) == 1 else text,
             "formula_digits": digits,
+            "formula_ops": ops,
             "formula_test_rmse": chk["formula_rmse"],
             "formula_vs_model_rmse": chk["formula_vs_model_rmse"],
             "formula_agreement": chk["agreement"],
@@ -645,6 +657,13 @@ def _formula(config, model, ds, model_train: float, model_before: dict, exact: f
         results_formula["formula_error"] = str(err)
         logging.warning("no formula: %s", err)
     return results_formula, formula_train_rmse
+
+
+def formula_ops(formulas) -> int:
+    """A formula's size: sympy's operation count (``count_ops``) summed over the outputs."""
+    import sympy
+
+    return int(sum(sympy.count_ops(e) for e in formulas))
 
 
 def _best_formula(model, ds, digits: int, *, good: float, exact: float) -> tuple[list, float]:
@@ -666,7 +685,7 @@ def _best_formula(model, ds, digits: int, *, good: float, exact: float) -> tuple
     for f in dict.fromkeys(tuple(c) for c in cands):  # equal readings are scored once
         f = list(f)
         rmse = float(S.formula_rmse(f, names, ds.x_train, ds.y_train))
-        scored.append((rmse if np.isfinite(rmse) else float("inf"), sum(sympy.count_ops(e) for e in f), f))
+        scored.append((rmse if np.isfinite(rmse) else float("inf"), formula_ops(f), f))
     for level in (exact, good):
         ok = [t for t in scored if t[0] <= level]
         if ok:
