@@ -706,8 +706,6 @@ def _best_formula(model, ds, digits: int, *, good: float, exact: float) -> tuple
     the fewest operations among the exact ones (train RMSE <= ``exact``), else among the good
     ones (<= ``good``), else the lowest train RMSE.
     """
-    import sympy
-
     names = list(ds.input_names)
     composed = [S.symbolic_formula(model, input_names=names, digits=digits, simplify=simplify) for simplify in (True, False)]
     cands = composed + [S.refit_constants(f, names, ds.x_train, ds.y_train, digits=digits) for f in composed]
