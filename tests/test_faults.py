@@ -114,18 +114,20 @@ def fit_ref(tmp_path_factory):
     return base / "cache", base / "ref"
 
 
-def test_sigterm_checkpoints_the_step_reached_and_the_rerun_completes(tmp_path, fit_ref):
-    """SIGTERM mid-stage: the run stops at the next chunk boundary, checkpoints that step (not a
-    multiple of checkpoint_every in general), writes results.json "preempted" with the step and
-    stage, and exits 143; the rerun resumes there and ends equal to an uninterrupted run."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_checkpoints_the_step_reached_and_the_rerun_completes(tmp_path, fit_ref, signum):
+    """SIGTERM (a preempted job) or SIGINT (Ctrl-C) mid-stage: the run stops at the next chunk
+    boundary, checkpoints that step (not a multiple of checkpoint_every in general), writes
+    results.json "preempted" with the step and stage, and exits 128 + the signal; the rerun
+    resumes there and ends equal to an uninterrupted run."""
     cache, ref = fit_ref
     w = tmp_path / "w"
     proc = _start(cache, *FIT_ARGS, f"--workdir={w}")
     _wait_for_metrics(proc, w)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
-    assert "SIGTERM: stopping at the next chunk boundary" in err
+    assert proc.returncode == 128 + signum, err[-3000:]
+    assert f"{signal.Signals(signum).name}: stopping at the next chunk boundary" in err
     r = _results(w)
     step = r["preempted_step"]
     assert r["status"] == "preempted" and r["preempted_stage"] in (0, 1), r

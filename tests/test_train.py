@@ -490,3 +490,28 @@ def test_compilation_cache_is_bounded_and_locked(tmp_path, max_size_env):
     assert out["max_size"] == (int(max_size_env) if max_size_env else CACHE_MAX_BYTES)
     assert ".lockfile" in out["files"]
     assert any(f.endswith("-cache") for f in out["files"]), out["files"]
+
+
+def test_non_finite_params_behind_finite_losses_stop_the_fit(small_ds):
+    """The losses a chunk reports are taken before each update, so an update that makes the params
+    non-finite on a chunk's last step shows no bad loss; the fit still stops there (diverged at
+    that step) instead of returning or checkpointing them."""
+    import optax
+
+    def poison(at):
+        def update(updates, count, params=None):
+            bad = jnp.where(count == at, jnp.nan, 0.0)
+            return jax.tree_util.tree_map(lambda u: -1e-2 * u + bad, updates), count + 1
+
+        return optax.GradientTransformation(lambda params: jnp.zeros((), jnp.int32), update)
+
+    def run(stop_on_nan):
+        model = train.make_model(_toy_quick(), grid_size=3)
+        return loop.fit(model, small_ds, steps=10, optimizer=poison(9), lbfgs=False, chunk_size=5,
+                        stop_on_nan=stop_on_nan)
+
+    model, hist = run(True)
+    assert np.all(np.isfinite(hist["train_loss"]))  # the bad update was the last one
+    assert hist["diverged"] and hist["diverged_step"] == 10
+    _, hist = run(False)
+    assert not hist["diverged"]

@@ -322,7 +322,8 @@ def fit(
       log_every: call ``log_fn(step, model, {"train_loss": ...})`` every this many steps (0 = only at the end).
       checkpoint_every, checkpoint_fn: call ``checkpoint_fn(FitState)`` every this many steps.
       chunk_size: max steps per jitted call.
-      stop_on_nan: stop early when the loss turns non-finite (``history["diverged"]`` = True).
+      stop_on_nan: stop early when the loss turns non-finite, or the params do where they would be
+        kept (a checkpoint, the last step) (``history["diverged"]`` = True).
       stop_on_stall: stop early (``history["stalled"]`` = True) after a chunk whose steps all left
         the loss bit-equal (each step's starting loss equals the previous chunk's last), once no
         grid update is left in the schedule: the optimizer is stuck (typically L-BFGS at float
@@ -348,7 +349,7 @@ def fit(
     Returns:
       ``(model, history)``; ``history``: ``step`` and ``train_loss`` (one entry per step run),
       ``diverged``, ``stalled`` and ``preempted`` (bools), ``diverged_step`` (the first step whose loss is not
-      finite; None unless diverged), ``state`` (the final ``FitState``, with the optimizer state;
+      finite, or the step whose kept params are not; None unless diverged), ``state`` (the final ``FitState``, with the optimizer state;
       its ``step`` is where the run stopped: the end of the chunk holding ``diverged_step``).
     """
     graphdef, params, rest, opt_state, lbfgs, reg_items, lamb = _setup(model, optimizer, lbfgs, opt_state, regularization,
@@ -407,6 +408,13 @@ def fit(
                 diverged = True
                 diverged_step = end - n + 1 + int(np.argmin(np.isfinite(losses)))  # the first non-finite loss
                 break
+            # Each loss is taken before its step's update, so the chunk's last update can still
+            # leave non-finite params behind finite losses. Checked where params would be kept (a
+            # checkpoint, the end of the stage), not every chunk: it reads the params to the host.
+            kept = step == steps or bool(checkpoint_fn is not None and checkpoint_every and step % checkpoint_every == 0)
+            if stop_on_nan and kept and not _all_finite(params):
+                diverged, diverged_step = True, step
+                break
             grid_updates_left = can_update_grid and step < stop_grid_update_step
             stalled = stop_on_stall and last_loss is not None and not grid_updates_left and bool(np.all(losses == last_loss))
             last_loss = losses[-1]
@@ -424,6 +432,13 @@ def fit(
     # nnx.merge builds a fresh module: callers must use the returned model.
     return model, {"step": hist_steps, "train_loss": hist_loss, "diverged": diverged, "diverged_step": diverged_step,
                    "stalled": stalled, "preempted": preempted, "state": FitState(step, model, opt_state)}
+
+
+def _all_finite(tree) -> bool:
+    """Whether every element of ``tree``'s arrays held by this process is finite (host-side: no
+    compiled program)."""
+    return all(bool(np.all(np.isfinite(np.asarray(shard.data))))
+               for leaf in jax.tree_util.tree_leaves(tree) for shard in leaf.addressable_shards)
 
 
 def stop_requested(should_stop: Callable[[], bool]) -> bool:
