@@ -29,7 +29,7 @@ fresh temporary working directory so pykan's ``auto_save`` checkpoints land ther
 The divergence guard (issue 18): ``--guard`` adds the toy protocol run warm with the guard on
 (the command above) and off, interleaved, in the same call (lines ``name: "toy_guard"`` with
 ``guard: true/false``; the summary prints the ratio of the best times). Off is the same command
-with ``loop.fit``'s ``stop_on_nan`` forced to False by a three-line driver (``GUARD_OFF_DRIVER``);
+with ``loop.fit``'s ``stop_on_nan`` forced to False by a short driver (``GUARD_OFF_DRIVER``);
 the library has no switch for it, since a non-finite loss cannot train on.
 
 Every measurement is one JSON line (``name``, ``impl``, ``cache``, ``repeat``, ``wall_s``, plus
@@ -201,7 +201,8 @@ def run_kan_jax(name: str, cache_dir: str, cache: str, repeat: int, keep_logs: s
         rec["guard"] = guard
     rec.update(_compile_times(proc.stderr))
     if keep_logs:
-        with open(os.path.join(keep_logs, f"{name}_kan_jax_{cache}_{repeat}.log"), "w") as fh:
+        guard_tag = "" if guard is None else f"_guard_{'on' if guard else 'off'}"
+        with open(os.path.join(keep_logs, f"{name}_kan_jax_{cache}{guard_tag}_{repeat}.log"), "w") as fh:
             fh.write(proc.stderr)
     try:
         with open(os.path.join(workdir, "results.json")) as fh:
