@@ -55,6 +55,10 @@ def make(expr: str, quick: bool = False):
     c.training.grid_update_every = 100
     c.training.stop_grid_update_step = 1000
     c.training.log_every = 100  # metrics.jsonl: train/test RMSE every 100 iterations of each stage
+    # Every stage ends with a checkpoint; mid-stage ones every 500 iterations. Each orbax save
+    # costs ~50 ms of host time, about what 100 iterations of a small network take: at 100, the
+    # saves were 2.4 s of hellokan's 18.7 s warm run (docs/PERFORMANCE.md).
+    c.checkpoint_every = 500
     # A stage whose loss stayed bit-equal for a whole chunk (100 iterations; L-BFGS stuck at float
     # rounding, as an exact symbolic fit is) ends there: the remaining iterations change nothing.
     c.training.stop_on_stall = True
