@@ -3,12 +3,35 @@
 import ml_collections
 
 
+def split_options(arg, default_name: str, options: tuple[str, ...] = ("quick",)) -> tuple[str, frozenset]:
+    """``"NAME[,OPTION...]"`` -> ``(NAME or default_name, {OPTION, ...})``: trailing ``,OPTION``
+    words in ``options`` are taken off the end (a bare ``"quick"`` or ``"paper"`` names no NAME);
+    the rest is the name, commas and all (``symbolic.py:EXPR`` may hold commas)."""
+    name = (arg or "").strip()
+    chosen = set()
+    while name:
+        head, _, last = name.rpartition(",")
+        if last.strip() not in options:
+            break
+        chosen.add(last.strip())
+        name = head.strip()
+    return name or default_name, frozenset(chosen)
+
+
 def split_quick(arg, default_name: str) -> tuple[str, bool]:
     """``"NAME"``, ``"NAME,quick"`` or ``"quick"`` -> ``(NAME or default_name, quick)``."""
-    arg = (arg or "").strip()
-    quick = arg == "quick" or arg.endswith(",quick")
-    name = "" if arg == "quick" else arg[: -len(",quick")] if quick else arg
-    return name or default_name, quick
+    name, chosen = split_options(arg, default_name)
+    return name, "quick" in chosen
+
+
+def options_only(arg, path: str, options: tuple[str, ...]) -> frozenset:
+    """The options of a config that takes no name: ``None``/``""`` -> none, ``"quick"``,
+    ``"paper,quick"`` ...; anything else is a ``ValueError`` naming the config file ``path``."""
+    words = [w.strip() for w in (arg or "").split(",") if w.strip()]
+    if any(w not in options for w in words):
+        allowed = " or ".join(repr(o) for o in options)
+        raise ValueError(f"{path} takes no argument or {allowed} (comma-separated), got {arg!r}")
+    return frozenset(words)
 
 
 def quick_only(arg, path: str) -> bool:
@@ -33,6 +56,11 @@ def apply_quick(c):
     if c.training.grid_sizes:
         c.training.grid_sizes = tuple(c.training.grid_sizes)[:2]
     return c
+
+
+# The KAN paper's grid-extension schedule (Liu et al. 2024, section 3.1 and Fig. 3.1): the ``paper``
+# protocol of toy.py and special.py trains through every one of these grid sizes.
+PAPER_GRIDS = (3, 5, 10, 20, 50, 100, 200)
 
 
 def named_data(kind: str, field: str, name: str) -> ml_collections.ConfigDict:

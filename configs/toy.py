@@ -5,14 +5,17 @@ f(x, y) = exp(sin(pi x) + y^2) on [-1, 1]^2 (1000 train / 1000 test points) with
 [2, 5, 1], cubic B-splines, L-BFGS in float64, grid sizes 3 -> 5 -> 10 -> 20 -> 50 (each stage
 starts from the previous one refined to the new grid). Test RMSE reaches ~1e-5 at G = 50
 (pykan: 4.0e-5 at G = 20, 1.2e-5 at G = 50); results.json has one ``stages`` entry per grid.
-``:quick`` is a few-second smoke run (two small stages).
+``:quick`` is a few-second smoke run (two small stages). ``:paper`` is the paper's scaling-law
+run (Fig. 2.3): the function's exact Kolmogorov-Arnold shape [2, 1, 1] through grid sizes 3, 5,
+10, 20, 50, 100, 200 (~2 min; test RMSE should fall as G^-4 until the interpolation threshold,
+``scripts/sweep.py toy-scaling`` fits the slope).
 """
 
 from configs import _common, default
 
 
 def get_config(arg=None):
-    quick = _common.quick_only(arg, "configs/toy.py")
+    options = _common.options_only(arg, "configs/toy.py", ("quick", "paper"))
     c = default.get_config()
     c.dtype = "float64"
     c.model.widths = (2, 5, 1)
@@ -28,6 +31,9 @@ def get_config(arg=None):
     c.training.log_every = 50
     c.training.chunk_size = 250
     c.checkpoint_every = 500
-    if quick:
+    if "paper" in options:
+        c.model.widths = (2, 1, 1)
+        c.training.grid_sizes = _common.PAPER_GRIDS
+    if "quick" in options:
         _common.apply_quick(c)
     return c

@@ -21,11 +21,11 @@ CONFIGS = sorted(os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "conf
 # Every argument the configs' docstrings, README.md and docs/ document (None: no argument).
 CASES = {
     "default.py": [None, "quick"],
-    "toy.py": [None, "quick"],
+    "toy.py": [None, "quick", "paper", "paper,quick"],
     "hellokan.py": [None, "quick"],
     "symbolic.py": [None, "x_1*x_2", "x_1*x_2,quick", "quick", "x_1*exp(-x_2**2)"],
     "feynman.py": [None, "I.6.2", "I.6.2,quick", "quick"],
-    "special.py": [None, "ellipkinc", "jv", "jv,quick", "quick"],
+    "special.py": [None, "ellipkinc", "jv", "jv,quick", "quick", "jv,paper", "iv,paper,quick"],
     "digits.py": [None, "quick", "wine", "breast_cancer", "wine,quick", "breast_cancer,quick"],
     "vae.py": [None, "quick"],
     "pde.py": [None, "quick"],
@@ -129,6 +129,24 @@ def test_config_args_pick_the_named_target():
     wine = _load("--config=configs/digits.py:wine,quick")
     assert wine.data.name == "wine" and tuple(wine.model.widths) == (13, 4, 3)
     assert tuple(_load("--config=configs/digits.py:breast_cancer").model.widths) == (30, 4, 2)
+
+
+def test_paper_protocol_args():
+    """``paper``: the KAN paper's grid schedule 3..200 and, for special functions, its minimal
+    shape of each function (Table 2); combined with ``quick`` it shrinks like any quick run."""
+    from configs import _common, special
+
+    toy = _load("--config=configs/toy.py:paper")
+    assert tuple(toy.model.widths) == (2, 1, 1) and tuple(toy.training.grid_sizes) == (3, 5, 10, 20, 50, 100, 200)
+    assert len(special.PAPER) == 15
+    for name, (shape, *_) in special.PAPER.items():
+        c = special.get_config(f"{name},paper")
+        assert tuple(c.model.widths) == shape and tuple(c.training.grid_sizes) == _common.PAPER_GRIDS, name
+        assert c.data.function == name
+    q = _load("--config=configs/special.py:iv,paper,quick")
+    assert tuple(q.model.widths) == (2, 4, 3, 2, 1, 1) and tuple(q.training.grid_sizes) == (3, 5)
+    with pytest.raises(ValueError, match="unknown special function 'ellipk,paper'|unknown special function 'ellipk'"):
+        special.get_config("ellipk,paper")
 
 
 @pytest.mark.parametrize("name", CONFIGS)
