@@ -72,6 +72,7 @@ def named_data(kind: str, field: str, name: str) -> ml_collections.ConfigDict:
     d.train_num = 1000
     d.test_num = 1000
     d.seed = 0
+    d.noise = 0.0  # Gaussian noise on the training targets, relative to their std (test stays clean)
     d.dtype = ml_collections.config_dict.placeholder(str)  # None: follow the config's dtype
     return d
 

@@ -84,6 +84,7 @@ def get_config(arg=None):
     c.data.train_num = 1000
     c.data.test_num = 1000
     c.data.seed = 0
+    c.data.noise = 0.0  # Gaussian noise on the training targets, relative to their std (test stays clean)
     c.data.dtype = ml_collections.config_dict.placeholder(str)  # None: follow c.dtype
 
     if quick:

@@ -376,12 +376,31 @@ def test_load_accepts_configdict():
         ({"kind": "special"}, r"data\.function is required"),
         ({"kind": "special", "function": "jv", "dtype": "float16"}, "dtype must be one of"),
         ({"kind": "expression", "expr": "x_1", "ranges": "(0,"}, r"data\.ranges must be"),
+        ({"kind": "expression", "expr": "x_1", "noise": -0.1}, r"data\.noise must be a finite number >= 0"),
+        ({"kind": "expression", "expr": "x_1", "noise": "lots"}, r"data\.noise must be a number >= 0, got 'lots'"),
+        ({"kind": "sklearn", "name": "wine", "noise": 0.1}, r"data\.noise applies to the regression kinds"),
     ],
 )
 def test_load_errors(cfg, match):
   with pytest.raises(ValueError, match=match) as info:
     load(cfg)
   assert "\n" not in str(info.value)
+
+
+def test_label_noise_is_on_the_training_targets_only():
+  """data.noise: Gaussian noise of noise * std(y_train) on the training targets, seeded by
+  data.seed; inputs and test targets are the clean dataset's."""
+  spec = {"kind": "special", "function": "jv", "train_num": 4000, "test_num": 50, "seed": 3, "dtype": "float64"}
+  clean, noisy = load(spec), load({**spec, "noise": 0.1})
+  np.testing.assert_array_equal(noisy.x_train, clean.x_train)
+  np.testing.assert_array_equal(noisy.y_test, clean.y_test)
+  residual = noisy.y_train - clean.y_train
+  assert abs(np.std(residual) / (0.1 * np.std(clean.y_train)) - 1) < 0.05  # 4000 draws: ~1% spread
+  assert abs(np.mean(residual)) < 4 * 0.1 * np.std(clean.y_train) / np.sqrt(4000)
+  np.testing.assert_array_equal(load({**spec, "noise": 0.1}).y_train, noisy.y_train)  # deterministic
+  assert not np.array_equal(load({**spec, "noise": 0.1, "seed": 4}).y_train - load({**spec, "seed": 4}).y_train,
+                            residual)
+  np.testing.assert_array_equal(load({**spec, "noise": 0}).y_train, clean.y_train)
 
 
 # ----------------------------------------------------------------- boundaries

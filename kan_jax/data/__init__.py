@@ -19,7 +19,7 @@ Example:
   ((100, 2), (50, 1))
 """
 
-from kan_jax.data._core import Dataset, make_regression, resolve_dtype
+from kan_jax.data._core import Dataset, make_regression, resolve_dtype, with_label_noise
 from kan_jax.data.classification import CLASSIFICATION_SETS, classification_dataset, labels_of
 from kan_jax.data.expressions import expression_dataset, lambdify_expression, parse_expression
 from kan_jax.data.feynman import FeynmanEquation, feynman_dataset, feynman_equations, feynman_names
@@ -48,6 +48,7 @@ __all__ = [
     "parse_expression",
     "resolve_dtype",
     "special_dataset",
+    "with_label_noise",
     "special_function",
     "special_functions",
 ]

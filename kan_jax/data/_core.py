@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Dataset", "make_regression", "resolve_dtype", "default_input_names"]
+__all__ = ["Dataset", "make_regression", "resolve_dtype", "default_input_names", "with_label_noise"]
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 
@@ -254,3 +254,29 @@ def make_regression(
       formula=formula,
       task="regression",
   )
+
+
+def with_label_noise(ds: Dataset, *, noise: float, seed: int = 0) -> Dataset:
+  """`ds` with Gaussian noise of standard deviation `noise * std(y_train)` added to the training
+  targets; the test targets stay the clean function, so test RMSE measures how well a model
+  recovers it (and a train RMSE below the noise level is fitting the noise).
+
+  Args:
+    ds: a regression dataset.
+    noise: relative noise level, >= 0 (0 returns `ds` itself).
+    seed: seeds the noise (its own stream, apart from the inputs' sampling).
+
+  Raises:
+    ValueError: for a negative or non-finite `noise`, or a dataset that is not regression.
+  """
+  noise = float(noise)
+  if not np.isfinite(noise) or noise < 0:
+    raise ValueError(f"data.noise must be a finite number >= 0, got {noise!r}")
+  if noise == 0:
+    return ds
+  if ds.task != "regression":
+    raise ValueError(f"data.noise applies to regression datasets, not {ds.task!r} ones")
+  rng = np.random.default_rng([int(seed), 7919])
+  sigma = noise * float(np.std(ds.y_train))
+  y = ds.y_train + rng.normal(0.0, sigma, size=ds.y_train.shape).astype(ds.y_train.dtype)
+  return dataclasses.replace(ds, y_train=y, name=f"{ds.name}+noise{noise:g}")

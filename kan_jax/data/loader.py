@@ -6,7 +6,7 @@ import ast
 from collections.abc import Mapping
 from typing import Any
 
-from kan_jax.data._core import Dataset, resolve_dtype
+from kan_jax.data._core import Dataset, resolve_dtype, with_label_noise
 from kan_jax.data.classification import classification_dataset
 from kan_jax.data.expressions import expression_dataset
 from kan_jax.data.feynman import feynman_dataset
@@ -49,6 +49,8 @@ def load(data_config: Any) -> Dataset:
     boundary points, `test_grid` (default 101) points per side of the test grid.
   - `train_num`, `test_num` (default 1000 each), `seed` (default 0),
     `dtype` ("float32" default, or "float64").
+  - `noise` (expression, feynman, special; default 0): Gaussian noise of `noise` times the
+    training targets' std added to them (`with_label_noise`); test targets stay clean.
 
   Args:
     data_config: the config described above.
@@ -69,6 +71,12 @@ def load(data_config: Any) -> Dataset:
   if field is not None and target is None:
     raise ValueError(f"data.{field} is required when data.kind={kind!r} (a string)")
   seed = int(_get(data_config, "seed", 0))
+  try:
+    noise = float(_get(data_config, "noise", 0.0))
+  except (TypeError, ValueError):
+    raise ValueError(f"data.noise must be a number >= 0, got {_get(data_config, 'noise')!r}") from None
+  if noise and kind in ("sklearn", "poisson"):
+    raise ValueError(f"data.noise applies to the regression kinds (expression, feynman, special), not {kind!r}")
   dtype = resolve_dtype(_get(data_config, "dtype", "float32"))
   if kind == "sklearn":
     train_num = _get(data_config, "train_num")
@@ -86,6 +94,10 @@ def load(data_config: Any) -> Dataset:
       seed=seed,
       dtype=dtype,
   )
+  return with_label_noise(_regression(kind, target, data_config, common), noise=noise, seed=seed)
+
+
+def _regression(kind: str, target: Any, data_config: Any, common: dict) -> Dataset:
   if kind == "expression":
     ranges = _get(data_config, "ranges", (-1.0, 1.0))
     if isinstance(ranges, str):  # e.g. --config.data.ranges="(-2, 2)"
