@@ -46,7 +46,10 @@ def test_symbolic_pipeline_quick_writes_and_checks_formula(tmp_path):
     # Stages and the diagrams before / after auto_symbolic.
     names = [s["stage"] for s in r["stages"]]
     search = [s for s in r["stages"] if s["stage"].startswith("prune_search")]
-    assert names == ["train", "prune"] + [s["stage"] for s in search] + ["refine", "symbolic_layer0", "auto_symbolic", "retrain"]
+    base = ["train", "prune"] + [s["stage"] for s in search] + ["refine", "symbolic_layer0", "auto_symbolic", "retrain"]
+    # A formula that is not exact is followed by the accuracy refit (quick: one stage at G = 10).
+    assert names[: len(base)] == base and names[len(base):] in ([], ["accuracy_G10"]), names
+    assert ("refit_test_rmse" in r) == (names[-1] == "accuracy_G10")
     assert all(isinstance(s["accepted"], bool) for s in search)
     assert r["pruned_widths"] == r["stages"][-1]["widths"]
     for name in ("kan_before.png", "kan.png"):
@@ -65,17 +68,26 @@ def test_a_long_inexact_formula_is_not_reported(tmp_path):
     r = train.train_and_evaluate(c, str(tmp_path))
     assert r["status"] == "completed" and r["formula"] is None, r.get("formula")
     assert r["formula_ops"] > 1 and "symbolic.max_formula_ops=1" in r["formula_error"], r["formula_error"]
-    # Accuracy first: the formula is not exact, so the reported metrics are those of the lower
-    # *train* RMSE of the symbolic model and the spline network before auto_symbolic.
-    assert r["reported"] in ("symbolic_model", "spline_model")
-    other = {"symbolic_model": r["symbolic_model_test_rmse"], "spline_model": r["model_test_rmse_before_symbolic"]}
-    assert r["test_rmse"] == other[r["reported"]]
-    sym = [s for s in r["stages"] if s["stage"] == "retrain"][-1]
-    spline = [s for s in r["stages"] if s["stage"] == "refine"][-1]
-    assert r["reported"] == ("symbolic_model" if sym["train_rmse"] <= spline["train_rmse"] else "spline_model"), (sym, spline)
+    # Accuracy first: the formula is not exact, so the spline network is refit without the
+    # penalty (symbolic.accuracy_grids; quick: G = 10), and the reported metrics are those of the
+    # lowest *train* RMSE of the symbolic model, the spline network and the refit.
+    last = {st["stage"]: st for st in r["stages"]}
+    assert last["accuracy_G10"]["widths"] == r["pruned_widths"] and last["accuracy_G10"]["grid_size"] == 10
+    test_of = {"symbolic_model": r["symbolic_model_test_rmse"], "spline_model": r["model_test_rmse_before_symbolic"],
+               "refit_model": r["refit_test_rmse"]}
+    train_of = {"symbolic_model": last["retrain"]["train_rmse"], "spline_model": last["refine"]["train_rmse"],
+                "refit_model": last["accuracy_G10"]["train_rmse"]}
+    assert r["test_rmse"] == test_of[r["reported"]]
+    assert r["reported"] == min(train_of, key=train_of.get), train_of
+    np.testing.assert_allclose(r["refit_test_rmse"], last["accuracy_G10"]["test_rmse"], rtol=1e-9)
     c.symbolic.max_formula_ops = 0
     with pytest.raises(ValueError, match="symbolic.max_formula_ops"):
         train.train_and_evaluate(c, str(tmp_path / "bad"))
+    c.symbolic.max_formula_ops = 1
+    for grids in ([5], [20, 10], ["x"]):
+        c.symbolic.accuracy_grids = grids
+        with pytest.raises(ValueError, match=r"symbolic.accuracy_grids must be a non-decreasing list of grid sizes >= 10"):
+            train.train_and_evaluate(c, str(tmp_path / "bad"))
 
 
 def test_unstandardize_output_is_exact():

@@ -36,11 +36,17 @@ Stages (``config.symbolic.*``: every field is required, configs/symbolic.py sets
    ``symbolic.max_formula_ops`` operations (an unreadable formula is no explanation; such a pass
    ranks below every pass with a formula, so a shorter one from another pass or seed wins).
 
+Accuracy refit: when no attempt's formula is exact, the best attempt's spline network (pruned,
+before auto_symbolic) is refined to each grid size of ``symbolic.accuracy_grids`` and trained
+``symbolic.refine_steps`` steps at each without the penalty (stages ``accuracy_G{G}``,
+``accuracy_refit``; ``refit_test_rmse``).
+
 What results.json reports as ``train_rmse`` / ``test_rmse`` / ``test_nrmse`` (``reported``): the
 symbolic model when its formula is exact; otherwise the lowest *train* RMSE of the symbolic
-model, the spline network before auto_symbolic (``spline_model``) and the formula
-(``_accuracy_first``), so an inexact formula does not cost the run its accuracy.
-``symbolic_model_test_rmse`` and ``model_test_rmse_before_symbolic`` keep the other two.
+model, the spline network before auto_symbolic (``spline_model``), the accuracy refit
+(``refit_model``) and the formula (``_accuracy_first``), so an inexact formula does not cost the
+run its accuracy. ``symbolic_model_test_rmse``, ``model_test_rmse_before_symbolic`` and
+``refit_test_rmse`` keep the others.
 
 Symbolic passes: stages 4-6 run on a copy of the spline network with ``symbolic.weight_simple``,
 then, while the formula is not exact on the training data, again with each value of
@@ -106,7 +112,7 @@ SYMBOLIC_FIELDS = (
     "restarts", "standardize", "prune", "prune_measure", "node_threshold", "edge_threshold", "prune_steps",
     "prune_search", "prune_search_tol", "prune_search_rtol", "refine_grid", "refine_steps", "lib", "r2_threshold",
     "weight_simple", "weight_simple_retry", "progressive", "retrain_steps", "digits", "exact_rtol", "agreement_rtol",
-    "max_formula_ops",
+    "max_formula_ops", "accuracy_grids",
 )
 
 
@@ -148,6 +154,12 @@ def _check_symbolic(config) -> None:
             raise ConfigError(f"symbolic.lib must be None (the whole library) or a non-empty list of names from "
                               f"{list(S.SYMBOLIC_LIB)}; unknown: {unknown}")
     _weights_simple(config)
+    grids = config.symbolic.accuracy_grids
+    start = int(config.symbolic.refine_grid or config.model.grid_size)  # the spline network's grid by then
+    if (not isinstance(grids, (list, tuple)) or any(isinstance(g, bool) or not isinstance(g, int) for g in grids)
+            or list(grids) != sorted(grids) or any(g < start for g in grids)):
+        raise ConfigError(f"symbolic.accuracy_grids must be a non-decreasing list of grid sizes >= {start} (the "
+                          f"refine_grid; empty: no refit), got {grids!r}")
 
 
 class StageStore:
@@ -261,6 +273,10 @@ def _run_symbolic(config, workdir: str, store: StageStore, should_stop) -> dict:
 
     try:
         best, done = _best_until_exact(runs(), exact)
+        refit = None
+        if best["formula_train_rmse"] > exact and config.symbolic.accuracy_grids:
+            refit = accuracy_refit(config, ds, best, metrics=metrics, step0=done[-1]["steps"], optimizers=optimizers,
+                                   store=store, should_stop=should_stop)
     finally:
         metrics.close()
     attempts = [{"seed": a["seed"], "formula": a["results_formula"]["formula"], "formula_train_rmse": a["formula_train_rmse"],
@@ -273,12 +289,14 @@ def _run_symbolic(config, workdir: str, store: StageStore, should_stop) -> dict:
     ev_symbolic = loop.evaluate(best["model"], ds)
     bad = [st for st in best["stages"] if st.get("diverged")]
     diverged = bool(bad) or not np.isfinite(ev_symbolic["test_rmse"])
-    reported, ev = _accuracy_first(best, ev_symbolic, ds, exact)
+    reported, ev = _accuracy_first(best, ev_symbolic, ds, exact, refit)
+    reported_model = {"spline_model": best["model_spline"], **({} if refit is None else {"refit_model": refit["model"]})
+                      }.get(reported, best["model"])  # the symbolic model, for it and for the formula
     results = {
         "status": "diverged" if diverged else "completed",
-        "steps": done[-1]["steps"],
+        "steps": done[-1]["steps"] if refit is None else refit["steps"],
         "wall_time_s": time.time() - t0,
-        "n_params": models.count_params(best["model_spline" if reported == "spline_model" else "model"]),
+        "n_params": models.count_params(reported_model),
         **sharding.run_layout(config),
         **ev,
         "reported": reported,
@@ -289,7 +307,8 @@ def _run_symbolic(config, workdir: str, store: StageStore, should_stop) -> dict:
         "true_formula": getattr(ds, "formula", None),
         "pruned_widths": best["pruned"],
         "model_test_rmse_before_symbolic": best["model_before"]["test_rmse"],
-        "stages": best["stages"],
+        "stages": best["stages"] + ([] if refit is None else refit["stages"]),
+        **({} if refit is None else {"refit_test_rmse": refit["ev"]["test_rmse"]}),
         **({"diverged_step": bad[0]["diverged_step"], "diverged_stage": bad[0]["stage"]} if bad else {}),
         "seed": best["seed"],
         "attempts": attempts,
@@ -300,17 +319,20 @@ def _run_symbolic(config, workdir: str, store: StageStore, should_stop) -> dict:
     return results
 
 
-def _accuracy_first(best: dict, ev_symbolic: dict, ds, exact: float) -> tuple[str, dict]:
+def _accuracy_first(best: dict, ev_symbolic: dict, ds, exact: float, refit: dict | None = None) -> tuple[str, dict]:
     """The model whose ``train_rmse`` / ``test_rmse`` / ``test_nrmse`` results.json reports.
 
     An exact formula: the symbolic model (it is the formula). Otherwise the lowest *train* RMSE
     (the test set never selects) of the symbolic model, the spline network before auto_symbolic
-    (``spline_model``) and the formula itself: a formula that is not exact does not cost the run
-    its accuracy. Returns the name and its metrics.
+    (``spline_model``), the accuracy refit (``refit_model``, ``accuracy_refit``) and the formula
+    itself: a formula that is not exact does not cost the run its accuracy. Returns the name and
+    its metrics.
     """
     if best["formula_train_rmse"] <= exact:
         return "symbolic_model", ev_symbolic
     cands = {"symbolic_model": ev_symbolic, "spline_model": best["model_before"]}
+    if refit is not None:
+        cands["refit_model"] = refit["ev"]
     rf = best["results_formula"]
     if rf.get("formula") is not None and rf.get("formula_test_rmse") is not None and np.isfinite(best["formula_train_rmse"]):
         std = float(ds.target_std)
@@ -318,6 +340,22 @@ def _accuracy_first(best: dict, ev_symbolic: dict, ds, exact: float) -> tuple[st
                             "test_nrmse": rf["formula_test_rmse"] / std if std > 0 else math.nan}
     name = min(cands, key=lambda k: cands[k]["train_rmse"] if np.isfinite(cands[k]["train_rmse"]) else math.inf)
     return name, {k: cands[name][k] for k in ("train_rmse", "test_rmse", "test_nrmse")}
+
+
+def accuracy_refit(config, ds, best: dict, *, metrics, step0: int, optimizers: dict, store, should_stop) -> dict:
+    """When no formula is exact: the best attempt's spline network (pruned, before auto_symbolic)
+    refined to each grid size of ``symbolic.accuracy_grids`` in turn and trained
+    ``symbolic.refine_steps`` steps at each without the sparsity penalty (stages ``accuracy_G{G}``),
+    so the run still ends with an accurate model. Returns ``model``, its ``ev`` (train/test RMSE,
+    test NRMSE), its ``stages`` and the run's ``steps`` after it."""
+    st = Attempt(config=config, ds=ds, seed=best["seed"], metrics=metrics, step0=step0, fit_ds=ds,
+                 optimizers=optimizers, mesh=sharding.mesh_for(config), store=store, should_stop=should_stop)
+    model = nnx.clone(best["model_spline"])
+    for grid in config.symbolic.accuracy_grids:
+        if int(grid) > int(model.grid_size):
+            model.refine(int(grid), st.x_train)
+        model = train(st, model, int(config.symbolic.refine_steps), f"accuracy_G{int(grid)}")
+    return {"model": model, "ev": loop.evaluate(model, ds), "stages": st.stages, "steps": st.step0}
 
 
 @dataclasses.dataclass
