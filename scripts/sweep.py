@@ -68,10 +68,29 @@ def rows(table: str) -> list[dict]:
                                   f"--config.model.mlp_widths={_mlp_widths(2, depth, width)}"]}
                         for name in special_config.PAPER]
         return out
+    if table == "claims":
+        out = []
+        for seed in CLAIM_SEEDS[:3]:  # overfitting: noisy targets, 200 training points
+            base = ["--config=configs/toy.py", f"--config.data.noise={OVERFIT_NOISE}", "--config.data.train_num=200",
+                    "--config.training.grid_sizes=(3,5,10,20,50)", "--config.training.steps=1000", f"--config.seed={seed}"]
+            out.append({"id": f"overfit_kan_s{seed}", "args": base})
+            out += [{"id": f"overfit_mlp_w{w}_s{seed}",
+                     "args": base + ["--config.model.kind=mlp", f"--config.model.mlp_widths={_mlp_widths(2, 3, w)}"]}
+                    for w in OVERFIT_MLP_WIDTHS]
+        for name in STABILITY_FUNCTIONS:  # stability: 5 initializations, same data
+            for kind in ("kan", "mlp"):
+                out += [{"id": f"stable_{name}_{kind}_s{seed}",
+                         "args": [f"--config=configs/special.py:{name}", f"--config.model.kind={kind}", f"--config.seed={seed}"]}
+                        for seed in CLAIM_SEEDS]
+        return out
     raise SystemExit(f"unknown table {table!r}; tables: {', '.join(TABLES)}")
 
 
-TABLES = ("toy-scaling", "special")
+TABLES = ("toy-scaling", "special", "claims")
+CLAIM_SEEDS = (0, 1, 2, 3, 4)
+OVERFIT_NOISE = 0.1  # times the training targets' std
+OVERFIT_MLP_WIDTHS = (5, 10, 20, 40, 80, 160)  # MLP [2, W, W, 1]: 51 to 26401 parameters
+STABILITY_FUNCTIONS = ("jv", "lpmv_m1", "sph_harm_11")
 
 
 def _commit() -> str:
@@ -267,7 +286,72 @@ def _pareto_figure(name: str, panels: dict) -> str:
     return path
 
 
-RENDER = {"toy-scaling": render_toy_scaling, "special": render_special}
+def render_claims(lines: dict) -> tuple[str, list[str]]:
+    md = [_header("claims", lines), ""]
+    figs = []
+    kans = [r for k, r in sorted(lines.items()) if k.startswith("overfit_kan_")]
+    mlps = [r for k, r in sorted(lines.items()) if k.startswith("overfit_mlp_")]
+    if kans or mlps:
+        md += [f"**Overfitting.** `configs/toy.py` target, {OVERFIT_NOISE:g} x std Gaussian noise on 200 training "
+               "targets, test RMSE against the clean function on 1000 points (so the noise floor of train RMSE is "
+               f"about {OVERFIT_NOISE:g} x std(y) and a perfect model has test RMSE 0). KAN [2, 5, 1] through grid sizes "
+               "3..50 (each stage a row), MLP [2, W, W, 1] with the same 5000 L-BFGS iterations. Mean over "
+               f"{len(kans)} seeds (min-max).", "",
+               "| model | params | train RMSE | test RMSE (clean) | test / train |", "|---|---:|---:|---:|---:|"]
+        points = {"KAN": [], "MLP": []}
+        if kans:
+            for i, st in enumerate(kans[0]["stages"]):
+                tr = [r["stages"][i]["train_rmse"] for r in kans]
+                te = [r["stages"][i]["test_rmse"] for r in kans]
+                md.append(f"| KAN G={st['grid_size']} | {st['n_params']} | {_sci(np.mean(tr))} | {_sci(np.mean(te))} "
+                          f"({_sci(min(te))}-{_sci(max(te))}) | {np.mean(te) / np.mean(tr):.2f} |")
+                points["KAN"].append((st["n_params"], np.mean(tr), np.mean(te)))
+        for w in OVERFIT_MLP_WIDTHS:
+            rs = [r for r in mlps if r["row"].startswith(f"overfit_mlp_w{w}_")]
+            if rs:
+                tr, te = [r["train_rmse"] for r in rs], [r["test_rmse"] for r in rs]
+                md.append(f"| MLP W={w} | {rs[0]['n_params']} | {_sci(np.mean(tr))} | {_sci(np.mean(te))} "
+                          f"({_sci(min(te))}-{_sci(max(te))}) | {np.mean(te) / np.mean(tr):.2f} |")
+                points["MLP"].append((rs[0]["n_params"], np.mean(tr), np.mean(te)))
+        figs.append(_overfit_figure("claims_overfit.png", points))
+    stable = [r for k, r in lines.items() if k.startswith("stable_")]
+    if stable:
+        md += ["", f"**Stability across seeds.** `configs/special.py:NAME` (KAN [2, 5, 1], grid sizes 3..20) and "
+               "`--config.model.kind=mlp` (an MLP of the KAN's parameter count), the same data, seeds "
+               f"{', '.join(map(str, CLAIM_SEEDS))} (the initialization only).", "",
+               "| function | model | params | seeds | test RMSE mean | std | min | max | max / min |",
+               "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for name in STABILITY_FUNCTIONS:
+            for kind in ("kan", "mlp"):
+                rs = [r for r in stable if r["row"].startswith(f"stable_{name}_{kind}_")]
+                if not rs:
+                    continue
+                te = np.array([r["test_rmse"] for r in rs])
+                md.append(f"| {name} | {kind.upper()} | {rs[0]['n_params']} | {len(rs)} | {_sci(te.mean())} | "
+                          f"{_sci(te.std(ddof=1) if len(te) > 1 else float('nan'))} | {_sci(te.min())} | {_sci(te.max())} | "
+                          f"{te.max() / te.min():.2f} |")
+    return "\n".join(md), figs
+
+
+def _overfit_figure(name: str, points: dict) -> str:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for (label, pts), color in zip(points.items(), ("C0", "C1")):
+        if pts:
+            n, tr, te = zip(*pts)
+            ax.plot(n, te, "o-", color=color, label=f"{label} test (clean)")
+            ax.plot(n, tr, "o--", color=color, alpha=0.6, label=f"{label} train (noisy)")
+    ax.set(xscale="log", yscale="log", xlabel="parameters", ylabel="RMSE")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = os.path.join(_figdir(), name)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+RENDER = {"toy-scaling": render_toy_scaling, "special": render_special, "claims": render_claims}
+DOCS = {"toy-scaling": "RESULTS.md", "special": "RESULTS.md", "claims": "CLAIMS.md"}  # where each table goes
 
 
 def render(table: str) -> None:
@@ -277,7 +361,7 @@ def render(table: str) -> None:
         return
     md, figs = RENDER[table](lines)
     md += "".join(f"\n\n![{table}](figures/{os.path.basename(f)})" for f in figs)
-    doc = os.path.join(ROOT, "docs", "RESULTS.md")
+    doc = os.path.join(ROOT, "docs", DOCS[table])
     text = open(doc).read()
     start, end = f"<!-- sweep:{table} -->", f"<!-- /sweep:{table} -->"
     block = f"{start}\n{md}\n{end}"

@@ -349,6 +349,27 @@ def test_refit_constants_recovers_constants_that_absorbed_rounded_offsets():
     assert S.refit_constants([sympy.Float(1.5)], ["x"], X1, y1) == [sympy.Float(1.5)]
 
 
+def test_shorten_formula_keeps_the_dominant_terms_within_the_bound():
+    """A long inexact reading ``f + small corrections`` shortens to the sub-sum whose refit fits
+    best within ``max_ops``: here exactly the true function (sympy-equal), then the best single
+    term; its RMSE is the sub-sum's own."""
+    x1, x2 = sympy.symbols("x_1 x_2")
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-1, 1, size=(400, 2))
+    y = np.sin(X[:, 0]) + 0.3 * X[:, 1] ** 2
+    long = (1.0007 * sympy.sin(x1) + 0.2994 * x2**2 + 0.0012 * sympy.exp(x1 * x2) + 0.0004 * x1**3 * x2**2
+            + 0.002 * sympy.tanh(x2**3) - 0.0031)
+    assert sympy.count_ops(long) > 12
+    short, rmse = S.shorten_formula(long, ["x_1", "x_2"], X, y, max_ops=6)
+    assert sympy.count_ops(short) <= 6 and sympy.simplify(short - (sympy.sin(x1) + sympy.Rational(3, 10) * x2**2)) == 0
+    assert rmse < 1e-12
+    one, rmse1 = S.shorten_formula(long, ["x_1", "x_2"], X, y, max_ops=4)  # room for one term and an offset
+    assert one.has(sympy.sin) and not one.has(x2), one  # sin(x_1) explains more variance than 0.3 x_2^2
+    resid = y - (np.sin(X[:, 0]) * np.cov(np.sin(X[:, 0]), y)[0, 1] / np.var(np.sin(X[:, 0]), ddof=1))
+    np.testing.assert_allclose(rmse1, np.std(resid), rtol=1e-3)  # the least-squares fit of one term + offset
+    assert S.shorten_formula(long, ["x_1", "x_2"], X, y, max_ops=1) == (None, float("inf"))
+
+
 # --- SymbolicEdges (kan_jax.symbolic.edges) ---
 
 

@@ -11,7 +11,7 @@ Modules:
 * :mod:`~kan_jax.symbolic.network` -- on a network: :func:`edge_samples`,
   :func:`suggest_symbolic`, :func:`fix_symbolic`, :func:`unfix_symbolic`, :func:`auto_symbolic`;
 * :mod:`~kan_jax.symbolic.formula` -- sympy: :func:`symbolic_formula`, :func:`formula_predict`,
-  :func:`formula_rmse`, :func:`refit_constants`, :func:`check_formula`.
+  :func:`formula_rmse`, :func:`refit_constants`, :func:`shorten_formula`, :func:`check_formula`.
 
 Example::
 
@@ -37,6 +37,7 @@ from kan_jax.symbolic.formula import (
     formula_rmse,
     refit_constants,
     round_constants,
+    shorten_formula,
     symbolic_formula,
     to_sympy,
 )
@@ -63,5 +64,5 @@ __all__ = [
     "FIT_BATCH_EDGES",
     # formula
     "NotSymbolicError", "to_sympy", "round_constants", "symbolic_formula", "formula_predict", "formula_rmse",
-    "refit_constants", "check_formula",
+    "refit_constants", "shorten_formula", "check_formula",
 ]

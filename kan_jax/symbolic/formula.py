@@ -33,6 +33,7 @@ __all__ = [
     "formula_predict",
     "formula_rmse",
     "refit_constants",
+    "shorten_formula",
     "check_formula",
 ]
 
@@ -325,6 +326,69 @@ def refit_constants(formulas: Sequence[Any], input_names: Sequence[str], x, y, *
         return round_constants(new, digits=digits, snap_tol=_snap_tol(digits))
 
     return [refit(e, y[:, k]) for k, e in enumerate(exprs)]
+
+
+def _terms(expr) -> list:
+    """``expr``'s top-level terms without their numeric factors (``refit_constants``' monomials)."""
+    return [sympy.factor_terms(t.as_coeff_Mul()[1]).as_coeff_Mul()[1] for t in sympy.Add.make_args(expr)
+            if t.free_symbols]
+
+
+def shorten_formula(formula: Any, input_names: Sequence[str], x, y, *, max_ops: int, digits: int = 4):
+    """The best sub-sum of a long formula with at most ``max_ops`` operations, and its RMSE.
+
+    ``formula`` is read as ``c_0 + sum_i c_i m_i(x)`` (its top-level terms, as in
+    :func:`refit_constants`); terms are dropped one at a time, each time the one whose removal
+    leaves the lowest least-squares RMSE on ``(x, y)`` with the remaining ``c`` refit (backward
+    elimination), until the formula, constants rounded to ``digits``, has at most ``max_ops``
+    operations (sympy's ``count_ops``). A reading of an inexact network as a long sum of small
+    corrections thus becomes its few dominant terms, with an honest error.
+
+    Args:
+      formula: a sympy expression or string (one output).
+      input_names: names of the columns of ``x``.
+      x: ``(N, n)`` inputs; y: ``(N,)`` targets.
+      max_ops: the size bound.
+      digits: decimals kept for constants that do not snap.
+
+    Returns:
+      ``(expr, rmse)``, or ``(None, inf)`` when no sub-sum is short enough (one term alone is
+      longer than ``max_ops``, or the terms cannot be evaluated finitely on ``x``).
+    """
+    expr = sympy.sympify(formula) if isinstance(formula, str) else formula
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64).reshape(-1)
+    syms = _symbols_for([expr], input_names)
+    cols = [x[:, k] for k in range(x.shape[1])]
+    terms = list(dict.fromkeys(_terms(expr)))
+    if not terms:
+        return None, float("inf")
+    design = np.stack([_evaluate(m, syms, cols, x.shape[0]) for m in terms], axis=1)
+    usable = np.all(np.isfinite(design), axis=0)
+    terms, design = [t for t, ok in zip(terms, usable) if ok], design[:, usable]
+    ones = np.ones((x.shape[0], 1))
+
+    def fit(keep):
+        a = np.concatenate([ones, design[:, keep]], axis=1)
+        c, *_ = np.linalg.lstsq(a, y, rcond=None)
+        return c, float(np.sqrt(np.mean((a @ c - y) ** 2)))
+
+    def build(keep, c):
+        new = sympy.Float(float(c[0])) + sympy.Add(*(sympy.Float(float(ci)) * terms[k] for ci, k in zip(c[1:], keep)))
+        return round_constants(new, digits=digits, snap_tol=_snap_tol(digits))
+
+    keep = list(range(len(terms)))
+    while keep:
+        c, _ = fit(keep)
+        short = build(keep, c)
+        if sympy.count_ops(short) <= max_ops:
+            rmse = float(formula_rmse([short], input_names, x, y))
+            return short, (rmse if np.isfinite(rmse) else float("inf"))
+        if len(keep) == 1:
+            break
+        drop = min(keep, key=lambda k: fit([j for j in keep if j != k])[1])
+        keep.remove(drop)
+    return None, float("inf")
 
 
 def check_formula(

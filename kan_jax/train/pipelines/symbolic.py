@@ -32,14 +32,17 @@ Stages (``config.symbolic.*``: every field is required, configs/symbolic.py sets
    ``formula_test_rmse``, ``formula_vs_model_rmse``, ``formula_agreement``,
    ``formula_far_worse`` go to ``results.json``; a formula far worse than the model is logged as
    a warning and flagged there. Spline edges left (``r2`` below threshold) give ``formula: null``
-   and ``formula_error`` naming them; so does a formula that is not exact and longer than
-   ``symbolic.max_formula_ops`` operations (an unreadable formula is no explanation; such a pass
-   ranks below every pass with a formula, so a shorter one from another pass or seed wins).
+   and ``formula_error`` naming them. A formula that is not exact and longer than
+   ``symbolic.max_formula_ops`` operations (an unreadable formula is no explanation) is replaced by
+   its best sub-sum within the bound (``kan_jax.symbolic.shorten_formula``: its dominant terms,
+   constants refit; ``formula_shortened_from_ops``, ``formula_full_train_rmse``), reported with
+   its own error; when no sub-sum is that short, ``formula: null`` and the pass ranks below every
+   pass with a formula, so a shorter one from another pass or seed wins.
 
-Accuracy refit: when no attempt's formula is exact, the best attempt's spline network (pruned,
-before auto_symbolic) is refined to each grid size of ``symbolic.accuracy_grids`` and trained
+Accuracy refit: when no attempt's formula is exact, the best attempt's sparse-stage network
+(unpruned) is refined to each grid size of ``symbolic.accuracy_grids`` and trained
 ``symbolic.refine_steps`` steps at each without the penalty (stages ``accuracy_G{G}``,
-``accuracy_refit``; ``refit_test_rmse``).
+``refit_test_rmse``; the function is ``accuracy_refit``).
 
 What results.json reports as ``train_rmse`` / ``test_rmse`` / ``test_nrmse`` (``reported``): the
 symbolic model when its formula is exact; otherwise the lowest *train* RMSE of the symbolic
@@ -155,11 +158,11 @@ def _check_symbolic(config) -> None:
                               f"{list(S.SYMBOLIC_LIB)}; unknown: {unknown}")
     _weights_simple(config)
     grids = config.symbolic.accuracy_grids
-    start = int(config.symbolic.refine_grid or config.model.grid_size)  # the spline network's grid by then
+    start = int(config.model.grid_size)  # the sparse-stage network's grid
     if (not isinstance(grids, (list, tuple)) or any(isinstance(g, bool) or not isinstance(g, int) for g in grids)
             or list(grids) != sorted(grids) or any(g < start for g in grids)):
         raise ConfigError(f"symbolic.accuracy_grids must be a non-decreasing list of grid sizes >= {start} (the "
-                          f"refine_grid; empty: no refit), got {grids!r}")
+                          f"model.grid_size; empty: no refit), got {grids!r}")
 
 
 class StageStore:
@@ -343,14 +346,15 @@ def _accuracy_first(best: dict, ev_symbolic: dict, ds, exact: float, refit: dict
 
 
 def accuracy_refit(config, ds, best: dict, *, metrics, step0: int, optimizers: dict, store, should_stop) -> dict:
-    """When no formula is exact: the best attempt's spline network (pruned, before auto_symbolic)
-    refined to each grid size of ``symbolic.accuracy_grids`` in turn and trained
-    ``symbolic.refine_steps`` steps at each without the sparsity penalty (stages ``accuracy_G{G}``),
-    so the run still ends with an accurate model. Returns ``model``, its ``ev`` (train/test RMSE,
-    test NRMSE), its ``stages`` and the run's ``steps`` after it."""
+    """When no formula is exact: the best attempt's sparse-stage network (unpruned: pruning and
+    the prune search trade accuracy for a readable network) refined to each grid size of
+    ``symbolic.accuracy_grids`` in turn and trained ``symbolic.refine_steps`` steps at each
+    without the sparsity penalty (stages ``accuracy_G{G}``), so the run still ends with an
+    accurate model. Returns ``model``, its ``ev`` (train/test RMSE, test NRMSE), its ``stages``
+    and the run's ``steps`` after it."""
     st = Attempt(config=config, ds=ds, seed=best["seed"], metrics=metrics, step0=step0, fit_ds=ds,
                  optimizers=optimizers, mesh=sharding.mesh_for(config), store=store, should_stop=should_stop)
-    model = nnx.clone(best["model_spline"])
+    model = nnx.clone(best["model_sparse"])
     for grid in config.symbolic.accuracy_grids:
         if int(grid) > int(model.grid_size):
             model.refine(int(grid), st.x_train)
@@ -434,6 +438,8 @@ def run_attempt(config, ds, *, seed: int, metrics, step0: int, optimizers: dict 
         st.mu, st.sigma = float(np.mean(ds.y_train)), float(np.std(ds.y_train)) or 1.0
     st.fit_ds = _standardized(ds, st.mu, st.sigma)
     model = sparse_stage(st)
+    sparse = nnx.clone(model)  # unpruned, for the accuracy refit (``accuracy_refit``)
+    _unstandardize_output(sparse, st.mu, st.sigma)
     model, pruned = prune_stage(st, model)
     add_table(st, model)
     model = refine_stage(st, model)
@@ -450,7 +456,8 @@ def run_attempt(config, ds, *, seed: int, metrics, step0: int, optimizers: dict 
     best["results_formula"]["symbolic_passes"] = [
         {"weight_simple": p["weight_simple"], "formula": p["results_formula"]["formula"],
          "formula_train_rmse": p["formula_train_rmse"]} for p in done]
-    return {"model": best["model"], "model_spline": model, "model_before": model_before, "stages": st.stages,
+    return {"model": best["model"], "model_spline": model, "model_sparse": sparse, "model_before": model_before,
+            "stages": st.stages,
             "pruned": pruned, "results_formula": best["results_formula"], "formula_train_rmse": best["formula_train_rmse"],
             "steps": st.step0, "seed": seed}
 
@@ -697,11 +704,20 @@ def _formula(config, model, ds, model_train: float, model_before: dict, exact: f
                 break
         ops = formula_ops(formulas)
         max_ops = int(config.symbolic.max_formula_ops)
+        shortened = {}
         if formula_train_rmse > exact and ops > max_ops:
-            err = (f"the formula is not exact (train rmse {formula_train_rmse:.3g}) and has {ops} operations, more "
-                   f"than symbolic.max_formula_ops={max_ops}")
-            logging.warning("no formula: %s", err)
-            return {"formula": None, "formula_test_rmse": None, "formula_ops": ops, "formula_error": err}, float("inf")
+            # Too long to read: its best sub-sum within the bound (dominant terms, refit), if any.
+            short, short_rmse = (S.shorten_formula(formulas[0], input_names, ds.x_train, ds.y_train, max_ops=max_ops,
+                                                   digits=digits) if len(formulas) == 1 else (None, float("inf")))
+            if short is None:
+                err = (f"the formula is not exact (train rmse {formula_train_rmse:.3g}) and has {ops} operations, more "
+                       f"than symbolic.max_formula_ops={max_ops}, and no sum of its terms is that short")
+                logging.warning("no formula: %s", err)
+                return {"formula": None, "formula_test_rmse": None, "formula_ops": ops, "formula_error": err}, float("inf")
+            logging.info("formula of %d operations (> %d) shortened to its dominant terms: %s (train rmse %.3g, was %.3g)",
+                         ops, max_ops, short, short_rmse, formula_train_rmse)
+            shortened = {"formula_shortened_from_ops": ops, "formula_full_train_rmse": formula_train_rmse}
+            formulas, formula_train_rmse, ops = [short], short_rmse, formula_ops([short])
         chk = S.check_formula(model, formulas, ds.x_test, y=ds.y_test, input_names=input_names,
                               rtol=float(config.symbolic.agreement_rtol))
         text = [str(f) for f in formulas]
@@ -715,6 +731,7 @@ def _formula(config, model, ds, model_train: float, model_before: dict, exact: f
             # Far worse than the spline model before auto_symbolic (the retrained symbolic model can
             # agree with its own formula while both are far off the data).
             "formula_far_worse": bool(chk["far_worse"] or chk["formula_rmse"] > 10 * model_before["test_rmse"] + 1e-12),
+            **shortened,
         }
         # Rounded and refit constants move a formula off the model it came from (no agreement)
         # while it fits the data as well: worth a warning only when it fits the test data worse.
