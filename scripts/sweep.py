@@ -11,6 +11,12 @@ Tables:
 - ``special``: the KAN paper's 15 special functions, ``configs/special.py:NAME,paper`` (the paper's
   minimal shape, grid sizes 3..200), and MLPs of depth 2-6 (hidden layers 1-5) and width 5 or 100
   on the same data with the same number of L-BFGS iterations (``--config.model.kind=mlp``).
+- ``claims`` (into docs/CLAIMS.md): KAN vs MLP train/test RMSE against parameter count on noisy
+  targets (overfitting), and the spread of test RMSE over 5 seeds (stability).
+- ``feynman-quick``: all 100 AI Feynman equations, ``configs/feynman.py:NAME,fit`` (accuracy only)
+  for the KAN and an MLP of the same size.
+- ``feynman-full``: the symbolic pipeline, ``configs/feynman.py:NAME``, fewest variables first:
+  exact formula recovery and the reported model's test NRMSE.
 
 Every row is the command line a user types, ``python -m experiments.main --config=... --workdir=
 ROOT/TABLE/ROW ...``, run in a subprocess, ``--jobs`` at a time (one per CPU core by default). A
@@ -83,10 +89,18 @@ def rows(table: str) -> list[dict]:
                          "args": [f"--config=configs/special.py:{name}", f"--config.model.kind={kind}", f"--config.seed={seed}"]}
                         for seed in CLAIM_SEEDS]
         return out
+    if table in ("feynman-quick", "feynman-full"):
+        from kan_jax.data import feynman_equations
+
+        eqs = sorted(feynman_equations(), key=lambda e: (len(e.variables), e.name))  # fewest variables first
+        if table == "feynman-full":
+            return [{"id": e.name, "args": [f"--config=configs/feynman.py:{e.name}"]} for e in eqs]
+        return [{"id": f"{e.name}_{kind}", "args": [f"--config=configs/feynman.py:{e.name},fit", f"--config.model.kind={kind}"]}
+                for kind in ("kan", "mlp") for e in eqs]
     raise SystemExit(f"unknown table {table!r}; tables: {', '.join(TABLES)}")
 
 
-TABLES = ("toy-scaling", "special", "claims")
+TABLES = ("toy-scaling", "special", "claims", "feynman-quick", "feynman-full")
 CLAIM_SEEDS = (0, 1, 2, 3, 4)
 OVERFIT_NOISE = 0.1  # times the training targets' std
 OVERFIT_MLP_WIDTHS = (5, 10, 20, 40, 80, 160)  # MLP [2, W, W, 1]: 51 to 26401 parameters
@@ -128,7 +142,7 @@ def run_row(table: str, row: dict, root: str) -> dict:
         rec["error"] = (proc.stderr[-800:] if proc is not None else "no results.json")
         return rec
     keep = ("status", "n_params", "steps", "wall_time_s", "model", "dataset", "grid_size", "best_test_rmse",
-            "best_grid_size", "stages")
+            "best_grid_size", "stages", "formula", "formula_ops", "formula_test_rmse", "reported")
     rec.update({k: res[k] for k in keep if k in res})
     rec.update({k: v for k, v in sorted(res.items()) if k.startswith(("train_", "test_")) and isinstance(v, (int, float))})
     return rec
@@ -248,7 +262,8 @@ def _scaling_figure(name: str, curves: dict[str, list[dict]]) -> str:
         ax.plot(g, e, "o-", label=f"{label} (slope {fitted_slope(stages):.2f})")
     first = next(iter(curves.values()))
     g = np.array([s["grid_size"] for s in first], float)
-    ax.plot(g, first[0]["test_rmse"] * (g / g[0]) ** -4.0, "k--", lw=1, label=r"$\propto G^{-4}$")
+    mid = int(np.argmin(np.abs(np.log(g) - np.log(np.sqrt(SCALING_G[0] * SCALING_G[1])))))  # mid of the fit range
+    ax.plot(g, first[mid]["test_rmse"] * (g / g[mid]) ** -4.0, "k--", lw=1, label=r"$\propto G^{-4}$")
     ax.set(xscale="log", yscale="log", xlabel="grid size G", ylabel="test RMSE")
     ax.set_xticks(g, [str(int(v)) for v in g])
     ax.legend(fontsize=7)
@@ -350,8 +365,58 @@ def _overfit_figure(name: str, points: dict) -> str:
     return path
 
 
-RENDER = {"toy-scaling": render_toy_scaling, "special": render_special, "claims": render_claims}
-DOCS = {"toy-scaling": "RESULTS.md", "special": "RESULTS.md", "claims": "CLAIMS.md"}  # where each table goes
+def _frac(vals, limit) -> str:
+    return f"{sum(v <= limit for v in vals)} of {len(vals)}"
+
+
+def render_feynman_quick(lines: dict) -> tuple[str, list[str]]:
+    by = {kind: {k[: -len(kind) - 1]: r for k, r in lines.items() if k.endswith(f"_{kind}")} for kind in ("kan", "mlp")}
+    names = sorted(set(by["kan"]) | set(by["mlp"]))
+    md = [_header("feynman-quick", lines), "",
+          "`configs/feynman.py:NAME,fit`: accuracy only, KAN [n, 2n + 1, 1] through grid sizes 3..20 with L-BFGS, "
+          "and `--config.model.kind=mlp` (an MLP of the same parameter count, the same iterations). test NRMSE = test "
+          "RMSE / std of the test targets.", ""]
+    for kind in ("kan", "mlp"):
+        v = [r["test_nrmse"] for r in by[kind].values()]
+        if v:
+            md.append(f"- {kind.upper()}: test NRMSE <= 1e-3 on {_frac(v, 1e-3)}, <= 1e-2 on {_frac(v, 1e-2)}; "
+                      f"median {np.median(v):.2e}.")
+    both = [n for n in names if n in by["kan"] and n in by["mlp"]]
+    if both:
+        wins = sum(by["kan"][n]["test_nrmse"] < by["mlp"][n]["test_nrmse"] for n in both)
+        md.append(f"- The KAN's test NRMSE is below the MLP's on {wins} of {len(both)} equations.")
+    md += ["", "| equation | KAN params | KAN test NRMSE | MLP params | MLP test NRMSE |", "|---|---:|---:|---:|---:|"]
+    for n in names:
+        k, m = by["kan"].get(n), by["mlp"].get(n)
+        md.append(f"| {n} | {k['n_params'] if k else '-'} | {_sci(k['test_nrmse']) if k else '-'} | "
+                  f"{m['n_params'] if m else '-'} | {_sci(m['test_nrmse']) if m else '-'} |")
+    return "\n".join(md), []
+
+
+def render_feynman_full(lines: dict) -> tuple[str, list[str]]:
+    md = [_header("feynman-full", lines), "",
+          "`configs/feynman.py:NAME`: the symbolic pipeline (sparse training, pruning, refine, symbolic fitting, "
+          "formula; with no exact formula, the accuracy refit). `exact`: the formula's test RMSE at most 1e-6 of the "
+          "targets' std. test NRMSE: the reported model's (`reported`).", ""]
+    rows, exact, nrmse = [], 0, []
+    for name, r in sorted(lines.items()):
+        std = r["test_rmse"] / r["test_nrmse"] if r.get("test_nrmse") else float("nan")
+        ft = r.get("formula_test_rmse")
+        ok = ft is not None and std > 0 and ft <= 1e-6 * std
+        exact += ok
+        nrmse.append(r["test_nrmse"])
+        rows.append(f"| {name} | {'yes' if ok else 'no'} | {_sci(r['test_nrmse'])} | {r.get('reported', '-')} | "
+                    f"{r.get('formula_ops', '-')} | `{r.get('formula') or '-'}` |")
+    md += [f"- Exact formulas: {exact} of {len(lines)}.",
+           f"- Test NRMSE <= 1e-3: {_frac(nrmse, 1e-3)}; <= 1e-2: {_frac(nrmse, 1e-2)}.", "",
+           "| equation | exact | test NRMSE | reported | formula ops | formula |", "|---|---|---:|---|---:|---|", *rows]
+    return "\n".join(md), []
+
+
+RENDER = {"toy-scaling": render_toy_scaling, "special": render_special, "claims": render_claims,
+          "feynman-quick": render_feynman_quick, "feynman-full": render_feynman_full}
+DOCS = {"toy-scaling": "RESULTS.md", "special": "RESULTS.md", "claims": "CLAIMS.md", "feynman-quick": "RESULTS.md",
+        "feynman-full": "RESULTS.md"}  # where each table goes
 
 
 def render(table: str) -> None:

@@ -24,7 +24,7 @@ CASES = {
     "toy.py": [None, "quick", "paper", "paper,quick"],
     "hellokan.py": [None, "quick"],
     "symbolic.py": [None, "x_1*x_2", "x_1*x_2,quick", "quick", "x_1*exp(-x_2**2)"],
-    "feynman.py": [None, "I.6.2", "I.6.2,quick", "quick"],
+    "feynman.py": [None, "I.6.2", "I.6.2,quick", "quick", "I.6.2,fit", "II.6.15a,fit,quick"],
     "special.py": [None, "ellipkinc", "jv", "jv,quick", "quick", "jv,paper", "iv,paper,quick"],
     "digits.py": [None, "quick", "wine", "breast_cancer", "wine,quick", "breast_cancer,quick"],
     "vae.py": [None, "quick"],
@@ -143,6 +143,8 @@ def test_paper_protocol_args():
         c = special.get_config(f"{name},paper")
         assert tuple(c.model.widths) == shape and tuple(c.training.grid_sizes) == _common.PAPER_GRIDS, name
         assert c.data.function == name
+    fit = _load("--config=configs/feynman.py:I.12.11,fit")  # 5 variables: KAN [5, 11, 1], no formula
+    assert fit.pipeline == "fit" and tuple(fit.model.widths) == (5, 11, 1) and fit.data.equation == "I.12.11"
     q = _load("--config=configs/special.py:iv,paper,quick")
     assert tuple(q.model.widths) == (2, 4, 3, 2, 1, 1) and tuple(q.training.grid_sizes) == (3, 5)
     with pytest.raises(ValueError, match="unknown special function 'ellipk,paper'|unknown special function 'ellipk'"):

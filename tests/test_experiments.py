@@ -26,9 +26,14 @@ def _load_config(name, arg="quick"):
     return mod.get_config(arg)
 
 
-@pytest.mark.parametrize("name", CONFIGS)
-def test_config_quick_runs_end_to_end(name, tmp_path):
-    c = _load_config(name)
+# The quick run of every config, and of the protocol options that change what runs.
+QUICK_RUNS = [(name, "quick") for name in CONFIGS] + [
+    ("toy.py", "paper,quick"), ("special.py", "jv,paper,quick"), ("feynman.py", "I.6.2,fit,quick")]
+
+
+@pytest.mark.parametrize("name,arg", QUICK_RUNS)
+def test_config_quick_runs_end_to_end(name, arg, tmp_path):
+    c = _load_config(name, arg)
     for field in ("seed", "mesh"):
         assert field in c, field
     for field in ("kind", "widths", "grid_size", "spline_order", "basis"):
