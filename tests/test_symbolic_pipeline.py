@@ -68,11 +68,11 @@ def test_a_long_inexact_formula_is_not_reported(tmp_path):
     r = train.train_and_evaluate(c, str(tmp_path))
     assert r["status"] == "completed" and r["formula"] is None, r.get("formula")
     assert r["formula_ops"] > 1 and "symbolic.max_formula_ops=1" in r["formula_error"], r["formula_error"]
-    # Accuracy first: the formula is not exact, so the spline network is refit without the
-    # penalty (symbolic.accuracy_grids; quick: G = 10), and the reported metrics are those of the
+    # Accuracy first: the formula is not exact, so a fresh network is fit for accuracy alone
+    # (symbolic.accuracy_grids; quick: G = 10), and the reported metrics are those of the
     # lowest *train* RMSE of the symbolic model, the spline network and the refit.
     last = {st["stage"]: st for st in r["stages"]}
-    assert last["accuracy_G10"]["widths"] == list(c.model.widths) and last["accuracy_G10"]["grid_size"] == 10  # unpruned
+    assert last["accuracy_G10"]["widths"] == list(c.model.widths) and last["accuracy_G10"]["grid_size"] == 10  # a fresh network
     test_of = {"symbolic_model": r["symbolic_model_test_rmse"], "spline_model": r["model_test_rmse_before_symbolic"],
                "refit_model": r["refit_test_rmse"]}
     train_of = {"symbolic_model": last["retrain"]["train_rmse"], "spline_model": last["refine"]["train_rmse"],
