@@ -66,6 +66,6 @@ def test_special_render_compares_the_best_stage_with_the_paper(sweep, tmp_path, 
                                 "n_params": 10501, "test_rmse": 1e-3}}
     md, figs = sweep.render_special(lines)
     row = [ln for ln in md.splitlines() if ln.startswith("| jv |")][0]
-    assert f"{2.5 * p_min:.2e} (5)" in row and "| 2.5 |" in row and "1.00e-03 (d3_w100, 10501)" in row
+    assert f"{2.5 * p_min:.2e} (5) | 50 |" in row and "| 2.5 |" in row and "1.00e-03 (d3_w100, 10501)" in row
     assert "Within 3x of the paper's minimal-KAN RMSE: 1 of 1." in md
     assert all(os.path.exists(f) for f in figs)
