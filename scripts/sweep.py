@@ -250,10 +250,15 @@ def _pyplot():
     return plt
 
 
-def _figdir() -> str:
+def _save(plt, fig, name: str, dpi: int = 120) -> str:
+    """Writes ``fig`` to docs/figures/NAME and returns the path."""
     d = os.path.join(ROOT, "docs", "figures")
     os.makedirs(d, exist_ok=True)
-    return d
+    path = os.path.join(d, name)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
 
 
 def _scaling_figure(name: str, curves: dict[str, list[dict]]) -> str:
@@ -270,11 +275,7 @@ def _scaling_figure(name: str, curves: dict[str, list[dict]]) -> str:
     ax.set(xscale="log", yscale="log", xlabel="grid size G", ylabel="test RMSE")
     ax.set_xticks(g, [str(int(v)) for v in g])
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = os.path.join(_figdir(), name)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, name)
 
 
 def _pareto_figure(name: str, panels: dict) -> str:
@@ -299,11 +300,7 @@ def _pareto_figure(name: str, panels: dict) -> str:
     axes.flat[0].legend(fontsize=7)
     fig.supxlabel("parameters")
     fig.supylabel("test RMSE")
-    fig.tight_layout()
-    path = os.path.join(_figdir(), name)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, name, dpi=100)
 
 
 def render_claims(lines: dict) -> tuple[str, list[str]]:
@@ -364,11 +361,7 @@ def _overfit_figure(name: str, points: dict) -> str:
             ax.plot(n, tr, "o--", color=color, alpha=0.6, label=f"{label} train (noisy)")
     ax.set(xscale="log", yscale="log", xlabel="parameters", ylabel="RMSE")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = os.path.join(_figdir(), name)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, name)
 
 
 def _frac(vals, limit) -> str:
