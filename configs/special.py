@@ -7,7 +7,7 @@ docs/DATA.md for names and input ranges) with a KAN [2, 5, 1] through grid exten
 Argument: ``NAME``, ``NAME,quick``, ``NAME,paper`` or ``quick`` (``quick`` alone uses ellipkinc).
 ``paper``: the KAN paper's protocol, its minimal KAN shape for the function (``PAPER``) through
 grid sizes 3, 5, 10, 20, 50, 100, 200 (``_common.PAPER_GRIDS``), 2000 L-BFGS iterations each
-(about 10 minutes for all 15 functions on 2 CPU cores, ``scripts/sweep.py special``).
+(1.5-3.5 minutes per function on 2 CPU cores; ``scripts/sweep.py special`` runs all 15 and the MLPs).
 Compare with an MLP: ``--config.model.kind=mlp`` (sized to the KAN's parameter count) or
 ``--config.model.kind=mlp '--config.model.mlp_widths=(2,100,100,1)'``.
 """
