@@ -29,19 +29,15 @@ def options_only(arg, path: str, options: tuple[str, ...]) -> frozenset:
     ``"paper,quick"`` ...; anything else is a ``ValueError`` naming the config file ``path``."""
     words = [w.strip() for w in (arg or "").split(",") if w.strip()]
     if any(w not in options for w in words):
-        allowed = " or ".join(repr(o) for o in options)
-        raise ValueError(f"{path} takes no argument or {allowed} (comma-separated), got {arg!r}")
+        allowed = " or ".join(repr(o) for o in options) + (" (comma-separated)" if len(options) > 1 else "")
+        raise ValueError(f"{path} takes no argument or {allowed}, got {arg!r}")
     return frozenset(words)
 
 
 def quick_only(arg, path: str) -> bool:
     """Whether ``arg`` asks for the quick run: ``None``/``""`` -> False, ``"quick"`` -> True;
     anything else is a ``ValueError`` naming the config file ``path``."""
-    if arg in (None, ""):
-        return False
-    if arg == "quick":
-        return True
-    raise ValueError(f"{path} takes no argument or 'quick', got {arg!r}")
+    return "quick" in options_only(arg, path, ("quick",))
 
 
 def apply_quick(c):
