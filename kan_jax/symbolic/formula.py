@@ -313,9 +313,7 @@ def refit_constants(formulas: Sequence[Any], input_names: Sequence[str], x, y, *
     def refit(expr, target):
         if not expr.free_symbols:
             return expr
-        # A term's numeric factors, also those inside it (``1/(1.0083 chi + 1.0083)``), are its
-        # coefficient: what is left is the monomial ``m_i``.
-        parts = [sympy.factor_terms(t.as_coeff_Mul()[1]).as_coeff_Mul()[1] for t in sympy.Add.make_args(expr)]
+        parts = _terms(expr, constant=True)
         design = np.stack([_evaluate(m, syms, cols, x.shape[0]) for m in parts], axis=1)
         if not np.all(np.isfinite(design)):
             return expr
@@ -328,10 +326,12 @@ def refit_constants(formulas: Sequence[Any], input_names: Sequence[str], x, y, *
     return [refit(e, y[:, k]) for k, e in enumerate(exprs)]
 
 
-def _terms(expr) -> list:
-    """``expr``'s top-level terms without their numeric factors (``refit_constants``' monomials)."""
+def _terms(expr, *, constant: bool = False) -> list:
+    """``expr``'s top-level terms as monomials ``m_i``: a term's numeric factors, also those inside
+    it (``1/(1.0083 chi + 1.0083)``), are its coefficient. A constant term is the monomial ``1``
+    (``constant``) or left out."""
     return [sympy.factor_terms(t.as_coeff_Mul()[1]).as_coeff_Mul()[1] for t in sympy.Add.make_args(expr)
-            if t.free_symbols]
+            if constant or t.free_symbols]
 
 
 def shorten_formula(formula: Any, input_names: Sequence[str], x, y, *, max_ops: int, digits: int = 4):
