@@ -352,7 +352,7 @@ def accuracy_refit(config, ds, best: dict, *, metrics, step0: int, optimizers: d
     ``accuracy_G{G}``), so the run still ends with an accurate model. (Continuing from the
     sparse, pruned or symbolic networks instead stays in their basin: on AI Feynman I.10.7 the
     sparse-stage network refit at G = 10, 20, 50 ended at test RMSE 9.7e-3, a fresh one at
-    1.0e-3.) Returns ``model``, its ``ev`` (train/test RMSE, test NRMSE), its ``stages`` and the
+    1.8e-3.) Returns ``model``, its ``ev`` (train/test RMSE, test NRMSE), its ``stages`` and the
     run's ``steps`` after it."""
     st = Attempt(config=config, ds=ds, seed=best["seed"], metrics=metrics, step0=step0, fit_ds=ds,
                  optimizers=optimizers, mesh=sharding.mesh_for(config), store=store, should_stop=should_stop)
